@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Start or stop a throw-away SeaweedFS S3 server on 127.0.0.1 for tests and benchmarks.
+
+    s3server.py start --dir DIR [--watch-pid PID] [--access-key K --secret-key S]
+        Picks free loopback ports for every SeaweedFS service (so several servers can run
+        side by side), starts `weed mini`, waits until the S3 port answers, and prints one
+        JSON line: {"pid", "endpoint", "dir", "log"}. With --watch-pid, a watchdog process
+        kills the server (by PID) as soon as PID exits, so a crashed test run leaves no
+        server behind.
+    s3server.py stop --pid PID
+        Kills the server by PID (its process group).
+
+Only loopback addresses are used, and the server is never reached by name.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def free_port():
+    # Ports +10000 are SeaweedFS's default gRPC offsets; ask for every gRPC port explicitly
+    # instead, so only the ports handed out here are ever bound.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weed_binary():
+    here = os.path.dirname(os.path.abspath(sys.executable))
+    candidate = os.path.join(here, "weed")
+    return candidate if os.path.exists(candidate) else "weed"
+
+
+def start(args):
+    os.makedirs(args.dir, exist_ok=True)
+    ports = {name: free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+        "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+        "admin.port", "admin.port.grpc", "webdav.port")}
+    cmd = [weed_binary(), "mini", f"-dir={args.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    cmd += [f"-{name}={port}" for name, port in ports.items()]
+    env = dict(os.environ)
+    if args.access_key:
+        env["AWS_ACCESS_KEY_ID"] = args.access_key
+        env["AWS_SECRET_ACCESS_KEY"] = args.secret_key
+    log_path = os.path.join(args.dir, "weed.log")
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            cwd=args.dir, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    deadline = time.time() + args.timeout
+    while True:
+        if proc.poll() is not None:
+            sys.exit(f"weed exited with {proc.returncode} before answering; see {log_path}")
+        if answers(endpoint):
+            break
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            sys.exit(f"weed did not answer on {endpoint} within {args.timeout}s; see {log_path}")
+        time.sleep(0.2)
+    if args.watch_pid:
+        watchdog(args.watch_pid, proc.pid)
+    print(json.dumps({"pid": proc.pid, "endpoint": endpoint, "dir": args.dir, "log": log_path}),
+          flush=True)
+
+
+def answers(endpoint):
+    """The S3 gateway is up once it answers a bucket listing, with any HTTP status: a
+    signature error still proves that the filer behind it is ready to take requests."""
+    try:
+        urllib.request.urlopen(endpoint + "/", timeout=1).read()
+        return True
+    except urllib.error.HTTPError as e:
+        return e.code in (200, 403)
+    except OSError:
+        return False
+
+
+def watchdog(parent, server):
+    if os.fork() != 0:
+        return
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    while alive(parent) and alive(server):
+        time.sleep(0.5)
+    kill(server)
+    os._exit(0)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def kill(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("start")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--watch-pid", type=int)
+    p.add_argument("--access-key")
+    p.add_argument("--secret-key")
+    p.add_argument("--timeout", type=float, default=60)
+    p = sub.add_parser("stop")
+    p.add_argument("--pid", type=int, required=True)
+    args = parser.parse_args()
+    if args.command == "start":
+        start(args)
+    else:
+        kill(args.pid)
+
+
+if __name__ == "__main__":
+    main()

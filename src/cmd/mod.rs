@@ -1,0 +1,80 @@
+//! One module per subcommand: parse arguments, call the library, print. The shared pieces
+//! (S3 options, output, progress flags) live here so every command takes them the same way.
+
+pub mod dates;
+pub mod dump;
+pub mod index;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use s3invbackup::inventory::Inventory;
+use s3invbackup::progress;
+use s3invbackup::s3::S3Config;
+
+/// How to reach S3 (for `s3://` inventories).
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:8333
+    #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
+    pub endpoint_url: Option<String>,
+    /// AWS region [default: AWS_REGION, else us-east-1]
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Do not sign requests even if credentials are configured (public buckets)
+    #[arg(long, global = true)]
+    pub no_sign_request: bool,
+}
+
+impl S3Args {
+    pub fn config(&self) -> S3Config {
+        S3Config {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            anonymous: self.no_sign_request,
+        }
+    }
+
+    pub fn open_inventory(&self, spec: &str) -> Result<Inventory> {
+        Inventory::open(spec, &self.config())
+    }
+}
+
+/// How to show progress.
+#[derive(Debug, Clone, Args)]
+pub struct ProgressArgs {
+    /// Progress display: auto (a bar on a terminal, plain lines otherwise), plain, none
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "none"], global = true)]
+    pub progress: String,
+    /// Seconds between plain progress lines
+    #[arg(long, default_value_t = 30, global = true)]
+    pub progress_interval: u64,
+}
+
+impl ProgressArgs {
+    pub fn mode(&self) -> progress::Mode {
+        match self.progress.as_str() {
+            "plain" => progress::Mode::Plain,
+            "none" => progress::Mode::Quiet,
+            _ => progress::Mode::Auto,
+        }
+    }
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.progress_interval.max(1))
+    }
+}
+
+/// Standard output or `-o FILE`, buffered.
+pub fn output(path: Option<&PathBuf>) -> Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(io::BufWriter::with_capacity(
+            1 << 16,
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+    })
+}

@@ -1,0 +1,454 @@
+//! Inventory date → index file: the first stage of the pipeline.
+//!
+//! Two ways through, same result:
+//! - **Presorted fast path.** AWS data files are in practice each sorted by key and cover
+//!   disjoint key ranges. The first row of every file is peeked to order the files; then
+//!   parsing threads stream the files in that order through bounded channels to the index
+//!   writer, which checks that every record follows the previous one. Nothing is spilled.
+//! - **External sort.** If a file turns out unsorted or the files overlap, the fast path
+//!   is abandoned (the temporary output discarded) and the rows are re-read into
+//!   per-thread sort buffers within `--memory`, spilled as runs and merged.
+//!
+//! The index is written under a temporary name next to its destination and renamed only
+//! after every data file has passed its size and MD5 check: on any error, no index exists.
+//! Parsing threads are plain scoped threads rather than rayon tasks because they block on
+//! network reads and channel sends; rayon sorts the final in-memory buffers.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use rayon::prelude::*;
+
+use crate::index::{IndexMeta, IndexStats, IndexWriter};
+use crate::inventory::{DataFile, DatedManifest, Inventory, InventoryDate, RowParser, RowReader};
+use crate::progress::{Counters, Mode, Reporter};
+use crate::record::VersionRecord;
+use crate::sort::{self, SortBuffer};
+
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Bytes the sort may hold in memory (arena + offsets of all parsing threads).
+    pub memory: u64,
+    /// Where spill runs go; default: next to the output file.
+    pub tmp_dir: Option<PathBuf>,
+    /// Parsing threads.
+    pub threads: usize,
+    pub progress: Mode,
+    pub progress_interval: Duration,
+}
+
+impl Default for IndexOptions {
+    fn default() -> IndexOptions {
+        IndexOptions {
+            memory: 1 << 30,
+            tmp_dir: None,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            progress: Mode::Quiet,
+            progress_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexSummary {
+    pub date: InventoryDate,
+    pub stats: IndexStats,
+    pub files: usize,
+    pub compressed_bytes: u64,
+    /// True when the presorted fast path produced the index.
+    pub presorted: bool,
+    /// Spill runs written by the external sort.
+    pub runs: usize,
+    /// Exact duplicate rows dropped.
+    pub duplicates: u64,
+    pub elapsed: Duration,
+}
+
+/// Records per batch on the fast path's channels (bytes): small enough that a few batches
+/// per thread are nothing next to the budget, big enough that channel traffic is noise.
+const BATCH_BYTES: usize = 1 << 20;
+
+pub fn build_index(
+    inventory: &Inventory,
+    date: &InventoryDate,
+    out: &Path,
+    opts: &IndexOptions,
+) -> Result<IndexSummary> {
+    let started = Instant::now();
+    let dm = inventory.manifest(date)?;
+    let parser = RowParser::new(dm.columns.clone(), &dm.manifest.source_bucket);
+    let meta = IndexMeta {
+        kind: "inventory".into(),
+        source_bucket: dm.manifest.source_bucket.clone(),
+        date: date.to_string(),
+        creation_timestamp: dm.manifest.creation_timestamp.clone(),
+        file_schema: dm.manifest.file_schema.clone(),
+    };
+    let out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp_out = tempfile::Builder::new()
+        .prefix(".s3invbackup-index-")
+        .tempfile_in(&out_dir)
+        .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
+    let threads = opts.threads.max(1);
+    let compressed_bytes: u64 = dm.data_files.iter().map(|f| f.size).sum();
+    let counters = Arc::new(Counters::default());
+    let mut summary = IndexSummary {
+        date: date.clone(),
+        stats: IndexStats::default(),
+        files: dm.data_files.len(),
+        compressed_bytes,
+        presorted: false,
+        runs: 0,
+        duplicates: 0,
+        elapsed: Duration::ZERO,
+    };
+
+    let file_order = presorted_order(inventory, &dm, &parser);
+    if let Some(order) = file_order {
+        let _reporter = Reporter::start(
+            "index",
+            dm.data_files.len() as u64,
+            compressed_bytes,
+            Arc::clone(&counters),
+            opts.progress,
+            opts.progress_interval,
+        );
+        let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
+        match merge_presorted(
+            inventory,
+            &dm,
+            &order,
+            &parser,
+            threads,
+            &counters,
+            &mut writer,
+        )? {
+            Presorted::Done => {
+                summary.presorted = true;
+                summary.stats = writer.finish()?;
+            }
+            Presorted::NotSorted(why) => {
+                tracing::info!(
+                    "inventory rows are not in sorted, disjoint files ({why}); using the external sort"
+                );
+            }
+        }
+    }
+    if !summary.presorted {
+        let counters = Arc::new(Counters::default());
+        let _reporter = Reporter::start(
+            "index (sorting)",
+            dm.data_files.len() as u64,
+            compressed_bytes,
+            Arc::clone(&counters),
+            opts.progress,
+            opts.progress_interval,
+        );
+        let tmp_base = opts.tmp_dir.clone().unwrap_or_else(|| out_dir.clone());
+        let tmp_dir = tempfile::Builder::new()
+            .prefix(".s3invbackup-sort-")
+            .tempdir_in(&tmp_base)
+            .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
+        let (runs, mut buffers) = fill_and_spill(
+            inventory,
+            &dm,
+            &parser,
+            threads,
+            opts.memory,
+            tmp_dir.path(),
+            &counters,
+        )?;
+        summary.runs = runs.len();
+        buffers.par_iter_mut().for_each(SortBuffer::sort);
+        let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
+        summary.duplicates =
+            sort::merge(runs, &buffers, tmp_dir.path(), &mut |rec| writer.push(rec))?;
+        drop(buffers);
+        summary.stats = writer.finish()?;
+    }
+    tmp_out
+        .persist(out)
+        .map_err(|e| anyhow!(e.error))
+        .with_context(|| format!("renaming the finished index to {}", out.display()))?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// The order in which to stream the files if they look sorted and disjoint: files sorted by
+/// their first key. None when two files start with the same key or a first row can't be
+/// read (the full pass will then report the real error).
+fn presorted_order(
+    inventory: &Inventory,
+    dm: &DatedManifest,
+    parser: &RowParser,
+) -> Option<Vec<usize>> {
+    let mut firsts: Vec<(Option<VersionRecord>, usize)> = Vec::with_capacity(dm.data_files.len());
+    let scratch = std::sync::atomic::AtomicU64::new(0);
+    for (i, file) in dm.data_files.iter().enumerate() {
+        let mut reader = RowReader::open(inventory, file, parser, &scratch).ok()?;
+        let mut rec = VersionRecord::default();
+        let first = match reader.next_record(&mut rec) {
+            Ok(true) => Some(rec),
+            Ok(false) => None,
+            Err(_) => return None,
+        };
+        firsts.push((first, i));
+    }
+    firsts.sort_by(|a, b| match (&a.0, &b.0) {
+        (None, None) => a.1.cmp(&b.1),
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => x.cmp_order(y),
+    });
+    for pair in firsts.windows(2) {
+        if let (Some(x), Some(y)) = (&pair[0].0, &pair[1].0)
+            && x.key == y.key
+        {
+            return None;
+        }
+    }
+    Some(firsts.into_iter().map(|(_, i)| i).collect())
+}
+
+enum Presorted {
+    Done,
+    NotSorted(String),
+}
+
+enum Msg {
+    Batch(SortBuffer),
+    /// The file ended and verified.
+    Done,
+}
+
+/// Streams files in `order` to `writer`, checking the global order as it goes.
+fn merge_presorted(
+    inventory: &Inventory,
+    dm: &DatedManifest,
+    order: &[usize],
+    parser: &RowParser,
+    threads: usize,
+    counters: &Counters,
+    writer: &mut IndexWriter,
+) -> Result<Presorted> {
+    let abort = AtomicBool::new(false);
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let not_sorted: Mutex<Option<String>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let (senders, receivers): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
+        order.iter().map(|_| bounded(2)).unzip();
+    let senders: Vec<Mutex<Option<Sender<Msg>>>> =
+        senders.into_iter().map(|s| Mutex::new(Some(s))).collect();
+
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(order.len()) {
+            scope.spawn(|| {
+                while !abort.load(Ordering::Relaxed) {
+                    let slot = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&file_idx) = order.get(slot) else {
+                        return;
+                    };
+                    let tx = senders[slot]
+                        .lock()
+                        .expect("lock")
+                        .take()
+                        .expect("each file once");
+                    let file = &dm.data_files[file_idx];
+                    match stream_sorted_file(inventory, file, parser, counters, &tx, &abort) {
+                        Ok(Ok(())) => {
+                            let _ = tx.send(Msg::Done);
+                            counters.files_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Err(why)) => {
+                            not_sorted.lock().expect("lock").get_or_insert(why);
+                            abort.store(true, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failure.lock().expect("lock").get_or_insert(e);
+                            abort.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let result = write_in_order(&receivers, writer, dm, order);
+        if !matches!(result, Ok(None)) {
+            abort.store(true, Ordering::Relaxed);
+        }
+        // Unblock workers waiting on full channels.
+        drop(receivers);
+        result
+    })
+    .and_then(|outcome| {
+        if let Some(e) = failure.lock().expect("lock").take() {
+            return Err(e);
+        }
+        if let Some(why) = not_sorted.lock().expect("lock").take() {
+            return Ok(Presorted::NotSorted(why));
+        }
+        Ok(match outcome {
+            None => Presorted::Done,
+            Some(why) => Presorted::NotSorted(why),
+        })
+    })
+}
+
+/// The writer's side of the fast path. Some(reason) if the order broke.
+fn write_in_order(
+    receivers: &[Receiver<Msg>],
+    writer: &mut IndexWriter,
+    dm: &DatedManifest,
+    order: &[usize],
+) -> Result<Option<String>> {
+    let mut prev = VersionRecord::default();
+    let mut has_prev = false;
+    let mut rec = VersionRecord::default();
+    for (slot, rx) in receivers.iter().enumerate() {
+        let mut finished = false;
+        for msg in rx.iter() {
+            match msg {
+                Msg::Batch(batch) => {
+                    for i in 0..batch.len() {
+                        batch.record(i, &mut rec);
+                        if has_prev && prev.cmp_order(&rec).is_ge() {
+                            return Ok(Some(format!(
+                                "{:?} follows {:?} in {}",
+                                rec.key, prev.key, dm.data_files[order[slot]].display
+                            )));
+                        }
+                        writer.push(&rec)?;
+                        std::mem::swap(&mut prev, &mut rec);
+                        has_prev = true;
+                    }
+                }
+                Msg::Done => finished = true,
+            }
+        }
+        if !finished {
+            // The worker stopped early: its error or reason is in the shared slots.
+            return Ok(Some("a parsing thread stopped".into()));
+        }
+    }
+    Ok(None)
+}
+
+/// Parses one file into batches. Ok(Err(reason)) if the file is not sorted.
+fn stream_sorted_file(
+    inventory: &Inventory,
+    file: &DataFile,
+    parser: &RowParser,
+    counters: &Counters,
+    tx: &Sender<Msg>,
+    abort: &AtomicBool,
+) -> Result<std::result::Result<(), String>> {
+    let mut reader = RowReader::open(inventory, file, parser, &counters.bytes)?;
+    let mut batch = SortBuffer::with_budget(BATCH_BYTES);
+    let mut rec = VersionRecord::default();
+    let mut prev = VersionRecord::default();
+    let mut has_prev = false;
+    while reader.next_record(&mut rec)? {
+        if has_prev && prev.cmp_order(&rec).is_ge() {
+            return Ok(Err(format!(
+                "{}: row {} is out of order",
+                file.display,
+                reader.row_number()
+            )));
+        }
+        if !batch.push(&rec) {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(Ok(()));
+            }
+            counters
+                .rows
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let full = std::mem::replace(&mut batch, SortBuffer::with_budget(BATCH_BYTES));
+            if tx.send(Msg::Batch(full)).is_err() {
+                return Ok(Ok(()));
+            }
+            assert!(batch.push(&rec), "an empty batch takes any record");
+        }
+        std::mem::swap(&mut prev, &mut rec);
+        has_prev = true;
+    }
+    counters
+        .rows
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let _ = tx.send(Msg::Batch(batch));
+    Ok(Ok(()))
+}
+
+/// The external sort's first phase: every thread parses whole files into its own buffer and
+/// spills it as a run whenever it fills. Returns the runs and the last, unspilled buffers.
+fn fill_and_spill(
+    inventory: &Inventory,
+    dm: &DatedManifest,
+    parser: &RowParser,
+    threads: usize,
+    memory: u64,
+    tmp_dir: &Path,
+    counters: &Counters,
+) -> Result<(Vec<PathBuf>, Vec<SortBuffer>)> {
+    // Leave room for what is not sort buffer: gzip/CSV buffers per thread, the merge's open
+    // runs (two blocks each) and the writer.
+    let reserve = (memory / 8).min(48 << 20);
+    let per_thread = ((memory - reserve) / threads as u64) as usize;
+    let next = AtomicUsize::new(0);
+    let seq = AtomicUsize::new(0);
+    let runs = Mutex::new(Vec::new());
+    let abort = AtomicBool::new(false);
+    let buffers = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.min(dm.data_files.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| -> Result<SortBuffer> {
+                    let mut buffer = SortBuffer::with_budget(per_thread);
+                    let mut rec = VersionRecord::default();
+                    while !abort.load(Ordering::Relaxed) {
+                        let Some(file) = dm.data_files.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            break;
+                        };
+                        let result = (|| -> Result<()> {
+                            let mut reader =
+                                RowReader::open(inventory, file, parser, &counters.bytes)?;
+                            let mut rows = 0u64;
+                            while reader.next_record(&mut rec)? {
+                                if !buffer.push(&rec) {
+                                    let path = buffer
+                                        .spill(tmp_dir, seq.fetch_add(1, Ordering::Relaxed))?;
+                                    runs.lock().expect("lock").push(path);
+                                    assert!(buffer.push(&rec), "an empty buffer takes any record");
+                                }
+                                rows += 1;
+                                if rows % 8192 == 0 {
+                                    counters.rows.fetch_add(8192, Ordering::Relaxed);
+                                }
+                            }
+                            counters.rows.fetch_add(rows % 8192, Ordering::Relaxed);
+                            counters.files_done.fetch_add(1, Ordering::Relaxed);
+                            Ok(())
+                        })();
+                        if let Err(e) = result {
+                            abort.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    Ok(buffer)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("parsing thread panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut runs = runs.into_inner().expect("lock");
+    runs.sort();
+    Ok((runs, buffers))
+}

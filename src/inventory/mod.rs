@@ -1,0 +1,253 @@
+//! Reading an S3 Inventory from `s3://bucket/prefix/` or from a local copy with the same
+//! layout: date folders, verified manifests, and verified data-file streams.
+
+mod date;
+mod manifest;
+mod rows;
+mod schema;
+
+pub use date::{DateSpec, InventoryDate};
+pub use manifest::{Manifest, ManifestFile, data_file_path, hex};
+pub use rows::{DataFile, RowReader};
+pub use schema::{Columns, RowError, RowParser};
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::s3::{S3Client, S3Config};
+
+/// Where an inventory lives: the folder that holds the dated folders, `data/` and `hive/`.
+pub enum Location {
+    Local(PathBuf),
+    S3 {
+        client: S3Client,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+pub struct Inventory {
+    location: Location,
+}
+
+/// A date folder and whether it is usable (both manifest.json and manifest.checksum exist;
+/// AWS writes the checksum last, so a folder without it is still being delivered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateEntry {
+    pub date: InventoryDate,
+    pub has_manifest: bool,
+    pub has_checksum: bool,
+}
+
+impl DateEntry {
+    pub fn is_complete(&self) -> bool {
+        self.has_manifest && self.has_checksum
+    }
+}
+
+/// A verified manifest of one date, ready to read.
+pub struct DatedManifest {
+    pub date: InventoryDate,
+    pub manifest: Manifest,
+    pub columns: Columns,
+    pub data_files: Vec<DataFile>,
+}
+
+impl Inventory {
+    /// `spec` is `s3://bucket/prefix/` or a local directory.
+    pub fn open(spec: &str, s3: &S3Config) -> Result<Inventory> {
+        let location = if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("bad inventory location {spec:?}: no bucket");
+            }
+            let prefix = prefix.trim_end_matches('/');
+            let prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            Location::S3 {
+                client: S3Client::new(s3)?,
+                bucket: bucket.to_string(),
+                prefix,
+            }
+        } else {
+            let dir = PathBuf::from(spec);
+            if !dir.is_dir() {
+                bail!("inventory {spec}: not a directory (and not an s3:// URL)");
+            }
+            Location::Local(dir)
+        };
+        Ok(Inventory { location })
+    }
+
+    /// The full name of a file of this inventory, for messages.
+    pub fn describe(&self, rel: &str) -> String {
+        match &self.location {
+            Location::Local(dir) => dir.join(rel).display().to_string(),
+            Location::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}{rel}"),
+        }
+    }
+
+    /// Every date folder, oldest first, complete or not.
+    pub fn dates(&self) -> Result<Vec<DateEntry>> {
+        let mut found: BTreeMap<InventoryDate, DateEntry> = BTreeMap::new();
+        let mut note = |date: InventoryDate, file: Option<&str>| {
+            let e = found.entry(date.clone()).or_insert(DateEntry {
+                date,
+                has_manifest: false,
+                has_checksum: false,
+            });
+            match file {
+                Some("manifest.json") => e.has_manifest = true,
+                Some("manifest.checksum") => e.has_checksum = true,
+                _ => {}
+            }
+        };
+        match &self.location {
+            Location::Local(dir) => {
+                let entries =
+                    std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+                for entry in entries {
+                    let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+                    let Some(date) = entry.file_name().to_str().and_then(InventoryDate::parse)
+                    else {
+                        continue;
+                    };
+                    note(date.clone(), None);
+                    for name in ["manifest.json", "manifest.checksum"] {
+                        if entry.path().join(name).is_file() {
+                            note(date.clone(), Some(name));
+                        }
+                    }
+                }
+            }
+            Location::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let top = client.list(bucket, prefix, Some("/"))?;
+                let mut years = std::collections::BTreeSet::new();
+                for p in &top.prefixes {
+                    let name = p[prefix.len()..].trim_end_matches('/');
+                    if let Some(date) = InventoryDate::parse(name) {
+                        years.insert(date.as_str()[..4].to_string());
+                        note(date, None);
+                    }
+                }
+                // One listing per year finds the files of every date folder without a
+                // request per folder (dandiarchive has thousands of dates).
+                for year in years {
+                    for (key, _) in client.list(bucket, &format!("{prefix}{year}-"), None)?.keys {
+                        let rest = &key[prefix.len()..];
+                        if let Some((folder, file)) = rest.split_once('/')
+                            && let Some(date) = InventoryDate::parse(folder)
+                        {
+                            note(date, Some(file));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// The complete dates, oldest first.
+    pub fn complete_dates(&self) -> Result<Vec<InventoryDate>> {
+        Ok(self
+            .dates()?
+            .into_iter()
+            .filter(DateEntry::is_complete)
+            .map(|e| e.date)
+            .collect())
+    }
+
+    /// Resolves a user's date to a complete inventory date.
+    pub fn resolve_date(&self, spec: &DateSpec) -> Result<InventoryDate> {
+        let dates = self.complete_dates()?;
+        match spec.select(&dates) {
+            Some(d) => Ok(d.clone()),
+            None => {
+                let latest = dates
+                    .last()
+                    .map(|d| format!("; the latest complete date is {d}"))
+                    .unwrap_or_default();
+                bail!(
+                    "inventory {}: no complete inventory for {spec}{latest}",
+                    self.describe("")
+                )
+            }
+        }
+    }
+
+    /// Reads and verifies the manifest of `date`, and maps its columns.
+    pub fn manifest(&self, date: &InventoryDate) -> Result<DatedManifest> {
+        let manifest_rel = format!("{date}/manifest.json");
+        let manifest_bytes = self.read_small(&manifest_rel)?;
+        let checksum = self.read_small(&format!("{date}/manifest.checksum"))?;
+        let name = self.describe(&manifest_rel);
+        let manifest = Manifest::parse_verified(&manifest_bytes, &checksum, &name)?;
+        let columns = Columns::from_schema(&manifest.file_schema).with_context(|| name.clone())?;
+        if !columns.has_versions() {
+            tracing::warn!(
+                "{name}: the inventory lists current versions only (no VersionId column); \
+                 history will hold only what consecutive inventories showed"
+            );
+        }
+        let mut data_files = Vec::with_capacity(manifest.files.len());
+        for f in &manifest.files {
+            let rel = data_file_path(&f.key).with_context(|| name.clone())?;
+            data_files.push(DataFile {
+                display: self.describe(&rel),
+                rel,
+                size: f.size,
+                md5: f.md5_checksum.to_ascii_lowercase(),
+            });
+        }
+        Ok(DatedManifest {
+            date: date.clone(),
+            manifest,
+            columns,
+            data_files,
+        })
+    }
+
+    pub fn read_small(&self, rel: &str) -> Result<Vec<u8>> {
+        match &self.location {
+            Location::Local(dir) => {
+                let path = dir.join(rel);
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+            }
+            Location::S3 {
+                client,
+                bucket,
+                prefix,
+            } => client.get_bytes(bucket, &format!("{prefix}{rel}")),
+        }
+    }
+
+    /// A raw byte stream of a file of this inventory.
+    pub fn open_stream(&self, rel: &str) -> Result<Box<dyn Read + Send + '_>> {
+        match &self.location {
+            Location::Local(dir) => {
+                let path = dir.join(rel);
+                Ok(Box::new(
+                    File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+                ))
+            }
+            Location::S3 {
+                client,
+                bucket,
+                prefix,
+            } => Ok(Box::new(
+                client.get_reader(bucket, &format!("{prefix}{rel}"))?,
+            )),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Streaming one data file: bytes → MD5 check → gunzip → CSV → records.
+//!
+//! The file is hashed as it streams, so it is read once and never stored. Its MD5 is only
+//! known at the end, so callers must not treat the records as final before
+//! [`RowReader::next_record`] has returned `Ok(false)`: the index builder writes to a
+//! temporary file that becomes the index only once every data file has verified.
+
+use std::io::{self, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Result, anyhow, bail};
+use flate2::bufread::MultiGzDecoder;
+use md5::{Digest, Md5};
+
+use super::{Inventory, RowParser, hex};
+use crate::key::RawBytes;
+use crate::record::VersionRecord;
+
+/// A data file as the manifest lists it.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    /// Path relative to the inventory root (`data/<uuid>.csv.gz`).
+    pub rel: String,
+    /// Full name for messages (`s3://...` or a local path).
+    pub display: String,
+    pub size: u64,
+    /// Lowercase hex MD5 from the manifest.
+    pub md5: String,
+}
+
+/// Hashes and counts the compressed bytes as they pass.
+struct HashingReader<'a, R> {
+    inner: R,
+    md5: Md5,
+    bytes: u64,
+    progress: &'a AtomicU64,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.md5.update(&buf[..n]);
+        self.bytes += n as u64;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+type Body<'a> = HashingReader<'a, Box<dyn Read + Send + 'a>>;
+
+pub struct RowReader<'a> {
+    file: &'a DataFile,
+    csv: csv::Reader<MultiGzDecoder<BufReader<Body<'a>>>>,
+    parser: &'a RowParser,
+    row: csv::ByteRecord,
+    row_number: u64,
+}
+
+impl<'a> RowReader<'a> {
+    /// `progress` counts compressed bytes read, for progress reports.
+    pub fn open(
+        inventory: &'a Inventory,
+        file: &'a DataFile,
+        parser: &'a RowParser,
+        progress: &'a AtomicU64,
+    ) -> Result<RowReader<'a>> {
+        let stream = inventory.open_stream(&file.rel)?;
+        let body = HashingReader {
+            inner: stream,
+            md5: Md5::new(),
+            bytes: 0,
+            progress,
+        };
+        let gunzip = MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, body));
+        let csv = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(256 * 1024)
+            .from_reader(gunzip);
+        Ok(RowReader {
+            file,
+            csv,
+            parser,
+            row: csv::ByteRecord::new(),
+            row_number: 0,
+        })
+    }
+
+    /// Rows read so far (1-based number of the last row).
+    pub fn row_number(&self) -> u64 {
+        self.row_number
+    }
+
+    /// Reads the next row into `out`. Returns false at the end of the file, after the
+    /// file's size and MD5 have been checked against the manifest.
+    pub fn next_record(&mut self, out: &mut VersionRecord) -> Result<bool> {
+        let more = self.csv.read_byte_record(&mut self.row).map_err(|e| {
+            let reason = match e.kind() {
+                csv::ErrorKind::Io(io) => format!("reading: {io} (truncated or corrupt gzip?)"),
+                _ => e.to_string(),
+            };
+            anyhow!(
+                "{}: after row {}: {reason}",
+                self.file.display,
+                self.row_number
+            )
+        })?;
+        if !more {
+            self.finish()?;
+            return Ok(false);
+        }
+        self.row_number += 1;
+        self.parser.parse(&self.row, out).map_err(|e| {
+            anyhow!(
+                "{}: row {}: {e}; row: {}",
+                self.file.display,
+                self.row_number,
+                RawRow(&self.row)
+            )
+        })?;
+        Ok(true)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let body = self.csv.get_mut().get_mut().get_mut();
+        // The gzip decoder stops after its last member; anything after it still counts.
+        io::copy(body, &mut io::sink())
+            .map_err(|e| anyhow!("{}: reading: {e}", self.file.display))?;
+        let actual = hex(&body.md5.clone().finalize());
+        if body.bytes != self.file.size {
+            bail!(
+                "{}: size mismatch: manifest says {} bytes, read {}",
+                self.file.display,
+                self.file.size,
+                body.bytes
+            );
+        }
+        if actual != self.file.md5 {
+            bail!(
+                "{}: MD5 mismatch: expected {} (manifest), actual {actual}",
+                self.file.display,
+                self.file.md5
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A CSV row shown as it appeared (fields re-quoted), for error messages.
+struct RawRow<'a>(&'a csv::ByteRecord);
+
+impl std::fmt::Display for RawRow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, field) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "\"{}\"", RawBytes(field))?;
+        }
+        Ok(())
+    }
+}

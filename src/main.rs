@@ -1,0 +1,68 @@
+//! The `s3invbackup` command line: flags to library calls, errors to exit codes.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Versioned, verified backups of S3 buckets, driven by S3 Inventory.
+#[derive(Debug, Parser)]
+#[command(name = "s3invbackup", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    s3: cmd::S3Args,
+    /// More log output (-v: info, -vv: debug); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List inventory dates (complete or not)
+    Dates(cmd::dates::DatesArgs),
+    /// Build the sorted index of one inventory date
+    Index(cmd::index::IndexArgs),
+    /// Print an index's records as CSV or JSON lines
+    Dump(cmd::dump::DumpArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let result = match &cli.command {
+        Command::Dates(a) => cmd::dates::run(a, &cli.s3),
+        Command::Index(a) => cmd::index::run(a, &cli.s3),
+        Command::Dump(a) => cmd::dump::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("s3invbackup: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `s3invbackup dump ... | head` closes our stdout early: that is a normal end.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(|ce| matches!(ce.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+    })
+}

@@ -1,0 +1,165 @@
+//! One version of one key: the unit that indexes hold, sort, merge and diff.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use crate::etag::ETag;
+use crate::timestamp::Timestamp;
+
+/// Per-version booleans, packed as they are stored in an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    pub const LATEST: u8 = 1;
+    pub const DELETE_MARKER: u8 = 2;
+    pub const MULTIPART: u8 = 4;
+    /// The ETag is the MD5 of the content (or of the parts' MD5s for multipart uploads):
+    /// false for SSE-KMS / SSE-C / DSSE objects, whose ETags are opaque.
+    pub const ETAG_IS_MD5: u8 = 8;
+    /// Bits that an index may hold; others mean the file is from a newer format.
+    pub const KNOWN: u8 = 0x0f;
+
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+    pub fn set(&mut self, bit: u8, on: bool) {
+        if on { self.0 |= bit } else { self.0 &= !bit }
+    }
+}
+
+/// S3 storage classes, stored as one byte. A class AWS adds later than this list is kept
+/// as `Other` (its name is lost, its existence is not) and logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StorageClass(pub u8);
+
+impl StorageClass {
+    const NAMES: [&'static str; 13] = [
+        "",
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "GLACIER",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "DEEP_ARCHIVE",
+        "OUTPOSTS",
+        "GLACIER_IR",
+        "SNOW",
+        "EXPRESS_ONEZONE",
+        "OTHER",
+    ];
+    pub const NONE: StorageClass = StorageClass(0);
+    pub const OTHER: StorageClass = StorageClass(12);
+
+    /// Maps an inventory field to a class; `None` for a name not in the list.
+    pub fn from_name(name: &[u8]) -> Option<StorageClass> {
+        Self::NAMES
+            .iter()
+            .position(|n| n.as_bytes() == name)
+            .map(|i| StorageClass(i as u8))
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .get(usize::from(self.0))
+            .copied()
+            .unwrap_or("OTHER")
+    }
+
+    pub fn is_valid(self) -> bool {
+        usize::from(self.0) < Self::NAMES.len()
+    }
+
+    /// Objects in these classes must be restored before a GET succeeds.
+    pub fn is_archived(self) -> bool {
+        matches!(self.name(), "GLACIER" | "DEEP_ARCHIVE")
+    }
+}
+
+impl fmt::Display for StorageClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A version as listed by an inventory. Buffers are reused by the readers that fill it,
+/// so a stream of 10^9 records does not mean 10^9 allocations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VersionRecord {
+    /// The decoded key (UTF-8, as in S3).
+    pub key: String,
+    /// Empty for an object written before versioning was enabled (S3's `null` version).
+    pub version_id: String,
+    pub last_modified: Timestamp,
+    /// 0 for delete markers.
+    pub size: u64,
+    /// None for delete markers.
+    pub etag: Option<ETag>,
+    pub flags: Flags,
+    pub storage_class: StorageClass,
+}
+
+impl VersionRecord {
+    pub fn is_latest(&self) -> bool {
+        self.flags.has(Flags::LATEST)
+    }
+    pub fn is_delete_marker(&self) -> bool {
+        self.flags.has(Flags::DELETE_MARKER)
+    }
+    pub fn is_multipart(&self) -> bool {
+        self.flags.has(Flags::MULTIPART)
+    }
+    pub fn etag_is_md5(&self) -> bool {
+        self.flags.has(Flags::ETAG_IS_MD5)
+    }
+
+    /// The version id as S3 wants it in `?versionId=`: pre-versioning objects are `null`.
+    pub fn version_id_or_null(&self) -> &str {
+        if self.version_id.is_empty() {
+            "null"
+        } else {
+            &self.version_id
+        }
+    }
+
+    /// The index order: key bytes, then last_modified, then version id. Every part is
+    /// immutable for a version, so indexes of two dates merge-join exactly.
+    pub fn cmp_order(&self, other: &VersionRecord) -> Ordering {
+        order(
+            self.key.as_bytes(),
+            self.last_modified,
+            self.version_id.as_bytes(),
+            other.key.as_bytes(),
+            other.last_modified,
+            other.version_id.as_bytes(),
+        )
+    }
+
+    pub fn copy_from(&mut self, other: &VersionRecord) {
+        self.key.clear();
+        self.key.push_str(&other.key);
+        self.version_id.clear();
+        self.version_id.push_str(&other.version_id);
+        self.last_modified = other.last_modified;
+        self.size = other.size;
+        self.etag = other.etag;
+        self.flags = other.flags;
+        self.storage_class = other.storage_class;
+    }
+}
+
+/// The one definition of index order, shared by in-memory sort, run merge and readers.
+pub fn order(
+    key_a: &[u8],
+    mtime_a: Timestamp,
+    vid_a: &[u8],
+    key_b: &[u8],
+    mtime_b: Timestamp,
+    vid_b: &[u8],
+) -> Ordering {
+    key_a
+        .cmp(key_b)
+        .then(mtime_a.cmp(&mtime_b))
+        .then_with(|| vid_a.cmp(vid_b))
+}
