@@ -129,12 +129,14 @@ pub fn build_index(
             threads,
             &counters,
             &mut writer,
+            &mut summary.duplicates,
         )? {
             Presorted::Done => {
                 summary.presorted = true;
                 summary.stats = writer.finish()?;
             }
             Presorted::NotSorted(why) => {
+                summary.duplicates = 0;
                 tracing::info!(
                     "inventory rows are not in sorted, disjoint files ({why}); using the external sort"
                 );
@@ -181,8 +183,8 @@ pub fn build_index(
     Ok(summary)
 }
 
-/// The order in which to stream the files if they look sorted and disjoint: files sorted by
-/// their first key. None when two files start with the same key or a first row can't be
+/// The order in which to stream the files if they look sorted by key and disjoint: files
+/// sorted by their first key. None when two files start with the same key or a first row can't be
 /// read (the full pass will then report the real error).
 fn presorted_order(
     inventory: &Inventory,
@@ -237,6 +239,7 @@ fn merge_presorted(
     threads: usize,
     counters: &Counters,
     writer: &mut IndexWriter,
+    duplicates: &mut u64,
 ) -> Result<Presorted> {
     let abort = AtomicBool::new(false);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -278,7 +281,7 @@ fn merge_presorted(
                 }
             });
         }
-        let result = write_in_order(&receivers, writer, dm, order);
+        let result = write_in_order(&receivers, writer, dm, order, duplicates);
         if !matches!(result, Ok(None)) {
             abort.store(true, Ordering::Relaxed);
         }
@@ -300,32 +303,40 @@ fn merge_presorted(
     })
 }
 
-/// The writer's side of the fast path. Some(reason) if the order broke.
+/// The writer's side of the fast path. Files only need to be sorted by key: the versions of
+/// one key (which S3 lists newest first) are gathered and put in index order here.
+/// Returns Some(reason) if the key order broke.
 fn write_in_order(
     receivers: &[Receiver<Msg>],
     writer: &mut IndexWriter,
     dm: &DatedManifest,
     order: &[usize],
+    duplicates: &mut u64,
 ) -> Result<Option<String>> {
-    let mut prev = VersionRecord::default();
-    let mut has_prev = false;
-    let mut rec = VersionRecord::default();
+    let mut group = KeyGroup::default();
+    let mut dedup = sort::Dedup::default();
     for (slot, rx) in receivers.iter().enumerate() {
         let mut finished = false;
         for msg in rx.iter() {
             match msg {
                 Msg::Batch(batch) => {
                     for i in 0..batch.len() {
-                        batch.record(i, &mut rec);
-                        if has_prev && prev.cmp_order(&rec).is_ge() {
-                            return Ok(Some(format!(
-                                "{:?} follows {:?} in {}",
-                                rec.key, prev.key, dm.data_files[order[slot]].display
-                            )));
+                        let rec = group.next_slot();
+                        batch.record(i, rec);
+                        match group.key_order() {
+                            std::cmp::Ordering::Less => {
+                                return Ok(Some(format!(
+                                    "{:?} follows {:?} in {}",
+                                    group.last().key,
+                                    group.first().key,
+                                    dm.data_files[order[slot]].display
+                                )));
+                            }
+                            std::cmp::Ordering::Greater => {
+                                group.flush_all_but_last(&mut dedup, writer)?
+                            }
+                            std::cmp::Ordering::Equal => {}
                         }
-                        writer.push(&rec)?;
-                        std::mem::swap(&mut prev, &mut rec);
-                        has_prev = true;
                     }
                 }
                 Msg::Done => finished = true,
@@ -336,7 +347,67 @@ fn write_in_order(
             return Ok(Some("a parsing thread stopped".into()));
         }
     }
+    group.flush(&mut dedup, writer)?;
+    *duplicates = dedup.duplicates;
     Ok(None)
+}
+
+/// The versions of the key being gathered, plus the first record of the next key. Records
+/// are recycled, so steady state allocates nothing.
+#[derive(Default)]
+struct KeyGroup {
+    records: Vec<VersionRecord>,
+    len: usize,
+}
+
+impl KeyGroup {
+    fn next_slot(&mut self) -> &mut VersionRecord {
+        if self.len == self.records.len() {
+            self.records.push(VersionRecord::default());
+        }
+        self.len += 1;
+        &mut self.records[self.len - 1]
+    }
+
+    fn first(&self) -> &VersionRecord {
+        &self.records[0]
+    }
+
+    fn last(&self) -> &VersionRecord {
+        &self.records[self.len - 1]
+    }
+
+    /// How the newest record's key compares with the group's key.
+    fn key_order(&self) -> std::cmp::Ordering {
+        self.last().key.as_bytes().cmp(self.first().key.as_bytes())
+    }
+
+    fn flush(&mut self, dedup: &mut sort::Dedup, writer: &mut IndexWriter) -> Result<()> {
+        let group = &mut self.records[..self.len];
+        if group.len() > 1 {
+            group.sort_by(|a, b| a.cmp_order(b));
+        }
+        for rec in group.iter() {
+            if dedup.accept(rec)? {
+                writer.push(rec)?;
+            }
+        }
+        self.len = 0;
+        Ok(())
+    }
+
+    fn flush_all_but_last(
+        &mut self,
+        dedup: &mut sort::Dedup,
+        writer: &mut IndexWriter,
+    ) -> Result<()> {
+        let last = self.len - 1;
+        self.len = last;
+        self.flush(dedup, writer)?;
+        self.records.swap(0, last);
+        self.len = 1;
+        Ok(())
+    }
 }
 
 /// Parses one file into batches. Ok(Err(reason)) if the file is not sorted.
@@ -354,7 +425,7 @@ fn stream_sorted_file(
     let mut prev = VersionRecord::default();
     let mut has_prev = false;
     while reader.next_record(&mut rec)? {
-        if has_prev && prev.cmp_order(&rec).is_ge() {
+        if has_prev && prev.key > rec.key {
             return Ok(Err(format!(
                 "{}: row {} is out of order",
                 file.display,

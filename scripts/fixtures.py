@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Build a versioned test bucket from a scenario and write S3 Inventories of it.
+
+For each simulated day the scenario's operations are applied to the source bucket with boto3,
+then the bucket is listed with ListObjectVersions -- as AWS's inventory job does -- and an
+inventory for that date is written in AWS's exact format:
+
+    <root>/<YYYY-MM-DDTHH-MMZ>/manifest.json        (pretty-printed like Jackson: "key" : value)
+    <root>/<YYYY-MM-DDTHH-MMZ>/manifest.checksum    (hex MD5 of manifest.json)
+    <root>/data/<uuid>.csv.gz                       (gzip, no header, every field quoted,
+                                                     keys form-encoded: space is +)
+    <root>/hive/dt=YYYY-MM-DD-HH-MM/symlink.txt
+
+into an inventory bucket (s3://INV_BUCKET/ROOT/) and/or a local directory (LOCAL/ holds what
+ROOT holds). Rows are sorted by key and split into --files contiguous files (as AWS does in
+practice, versions of a key newest first), or shuffled within and across files (--shuffle).
+
+--model FILE writes the independent oracle: for every date, the versions that the listing
+returned, as plain JSON, for tests to compare an index against.
+
+Scenarios: "basic" (three days of puts, overwrites, deletes, undeletes, expirations,
+multipart uploads, a pre-versioning object, tricky keys) and "random" (--keys keys over
+--days days of random operations).
+"""
+import argparse
+import datetime as dt
+import gzip
+import hashlib
+import io
+import json
+import random
+import sys
+import urllib.parse
+import uuid
+
+import boto3
+from botocore.config import Config
+
+DEFAULT_SCHEMA = ("Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, "
+                  "ETag, StorageClass, IsMultipartUploaded, ReplicationStatus, EncryptionStatus, "
+                  "ObjectLockRetainUntilDate, ObjectLockMode, ObjectLockLegalHoldStatus")
+
+TRICKY_KEYS = [
+    "with space/and+plus.txt",
+    "percent%25/equals=sign&amp.txt",
+    "unicode/ünïcødé-日本.txt",
+    "deep/a/b/c/d/e/f/g.txt",
+]
+
+
+class Bucket:
+    def __init__(self, s3, name):
+        self.s3, self.name = s3, name
+
+    def put(self, key, body):
+        return self.s3.put_object(Bucket=self.name, Key=key, Body=body).get("VersionId")
+
+    def delete(self, key):
+        """Adds a delete marker; returns its version id."""
+        return self.s3.delete_object(Bucket=self.name, Key=key).get("VersionId")
+
+    def delete_version(self, key, version_id):
+        """Removes one version for good (what a lifecycle expiration does)."""
+        self.s3.delete_object(Bucket=self.name, Key=key, VersionId=version_id)
+
+    def versions(self, key):
+        out = []
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.name, Prefix=key):
+            out += [v for v in page.get("Versions", []) if v["Key"] == key]
+            out += [d for d in page.get("DeleteMarkers", []) if d["Key"] == key]
+        return out
+
+    def multipart(self, key, part_sizes, rng):
+        mp = self.s3.create_multipart_upload(Bucket=self.name, Key=key)
+        parts = []
+        for n, size in enumerate(part_sizes, 1):
+            body = rng.randbytes(size)
+            r = self.s3.upload_part(Bucket=self.name, Key=key, UploadId=mp["UploadId"], PartNumber=n, Body=body)
+            parts.append({"PartNumber": n, "ETag": r["ETag"]})
+        r = self.s3.complete_multipart_upload(Bucket=self.name, Key=key, UploadId=mp["UploadId"],
+                                              MultipartUpload={"Parts": parts})
+        return r.get("VersionId")
+
+
+def scenario_basic(b, s3, rng, args):
+    """Three days. Returns a list of callables, one per day."""
+    def day1():
+        b.put("pre-versioning.txt", b"written before versioning was enabled")
+        s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
+        b.put("a.txt", b"a version 1")
+        b.put("dir/b.txt", b"b version 1")
+        b.put("folder/", b"")
+        b.put("empty.bin", b"")
+        b.put("x", b"x is a file")
+        b.put("to-expire.txt", b"expires on day 3")
+        for k in TRICKY_KEYS:
+            b.put(k, k.encode())
+        b.multipart("big/multipart.bin", [5 * 1024 * 1024, 1024], rng)
+
+    def day2():
+        b.put("a.txt", b"a version 2, longer")
+        b.delete("dir/b.txt")
+        b.put("to-expire.txt", b"second version")
+        b.put("new/on-day-2.txt", b"added on day 2")
+
+    def day3():
+        markers = [v for v in b.versions("dir/b.txt") if "Size" not in v]
+        for m in markers:                           # undelete: remove the delete marker
+            b.delete_version("dir/b.txt", m["VersionId"])
+        for v in b.versions("to-expire.txt"):       # expiration of a noncurrent version
+            if not v["IsLatest"]:
+                b.delete_version("to-expire.txt", v["VersionId"])
+        b.delete("x")                                # x: file -> directory
+        b.put("x/y", b"x is now a directory")
+        b.put("a.txt", b"a version 3")
+    return [day1, day2, day3]
+
+
+def scenario_random(b, s3, rng, args):
+    s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
+    keys = [f"zarr/{rng.randrange(4)}/{i // 16}/{i % 16}" for i in range(args.keys)]
+
+    def day():
+        for k in rng.sample(keys, max(1, len(keys) // 3)):
+            op = rng.random()
+            if op < 0.6:
+                b.put(k, rng.randbytes(rng.randrange(0, 2048)))
+            elif op < 0.85:
+                b.delete(k)
+            else:
+                vs = b.versions(k)
+                if vs:
+                    b.delete_version(k, rng.choice(vs)["VersionId"])
+    return [day] * args.days
+
+
+def inventory_rows(s3, bucket):
+    """Rows as the inventory job would write them, from ListObjectVersions."""
+    rows = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in page.get("Versions", []):
+            rows.append({"key": v["Key"], "version_id": v["VersionId"], "is_latest": v["IsLatest"],
+                         "is_delete_marker": False, "size": v["Size"],
+                         "last_modified": v["LastModified"], "etag": v["ETag"].strip('"'),
+                         "storage_class": v.get("StorageClass", "STANDARD")})
+        for d in page.get("DeleteMarkers", []):
+            rows.append({"key": d["Key"], "version_id": d["VersionId"], "is_latest": d["IsLatest"],
+                         "is_delete_marker": True, "size": None, "last_modified": d["LastModified"],
+                         "etag": None, "storage_class": None})
+    # AWS lists a key's versions newest first; keep that order within a key.
+    rows.sort(key=lambda r: (r["key"].encode(), -r["last_modified"].timestamp()))
+    return rows
+
+
+def fmt_time(t):
+    t = t.astimezone(dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def csv_field(row, name, source_bucket):
+    dm = row["is_delete_marker"]
+    vid = row["version_id"]
+    values = {
+        "Bucket": source_bucket,
+        "Key": urllib.parse.quote_plus(row["key"], safe="/*"),
+        "VersionId": "" if vid == "null" else vid,
+        "IsLatest": "true" if row["is_latest"] else "false",
+        "IsDeleteMarker": "true" if dm else "false",
+        "Size": "" if dm else str(row["size"]),
+        "LastModifiedDate": fmt_time(row["last_modified"]),
+        "ETag": "" if dm else row["etag"],
+        "StorageClass": "" if dm else row["storage_class"],
+        "IsMultipartUploaded": "" if dm else ("true" if "-" in row["etag"] else "false"),
+        "EncryptionStatus": "" if dm else "SSE-S3",
+    }
+    return values.get(name, "")
+
+
+def gzip_csv(rows, fields, source_bucket):
+    buf = io.StringIO()
+    for row in rows:
+        buf.write(",".join('"' + csv_field(row, f, source_bucket) + '"' for f in fields) + "\n")
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(buf.getvalue().encode())
+    return out.getvalue()
+
+
+def jackson(manifest):
+    """json.dumps shaped like AWS's Jackson output ("key" : value, 2-space indent)."""
+    text = json.dumps(manifest, indent=2)
+    return text.replace('": ', '" : ')
+
+
+class Writer:
+    """Writes one inventory file to the local directory and/or the inventory bucket."""
+    def __init__(self, s3, args):
+        self.s3, self.args = s3, args
+        self.root = args.inventory_prefix.strip("/")
+
+    def write(self, rel, data):
+        if self.args.local_dir:
+            import os
+            path = os.path.join(self.args.local_dir, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        if self.args.inventory_bucket:
+            self.s3.put_object(Bucket=self.args.inventory_bucket, Key=f"{self.root}/{rel}", Body=data)
+
+
+def write_inventory(s3, writer, args, date, rows, rng):
+    fields = [f.strip() for f in args.schema.split(",")]
+    if args.shuffle:
+        rows = rows[:]
+        rng.shuffle(rows)
+    n = max(1, min(args.files, len(rows) or 1))
+    chunks = [rows[i * len(rows) // n:(i + 1) * len(rows) // n] for i in range(n)]
+    files = []
+    for chunk in chunks:
+        name = f"{uuid.UUID(int=rng.getrandbits(128), version=4)}.csv.gz"
+        data = gzip_csv(chunk, fields, args.bucket)
+        writer.write(f"data/{name}", data)
+        files.append({"key": f"{writer.root}/data/{name}", "size": len(data),
+                      "MD5checksum": hashlib.md5(data).hexdigest()})
+    created = int(date.timestamp() * 1000)
+    manifest = {
+        "sourceBucket": args.bucket,
+        "destinationBucket": f"arn:aws:s3:::{args.inventory_bucket or 'inventory'}",
+        "version": "2016-11-30",
+        "creationTimestamp": str(created),
+        "fileFormat": "CSV",
+        "fileSchema": args.schema,
+        "files": files,
+    }
+    folder = date.strftime("%Y-%m-%dT%H-%MZ")
+    body = jackson(manifest).encode()
+    writer.write(f"{folder}/manifest.json", body)
+    writer.write(f"{folder}/manifest.checksum", (hashlib.md5(body).hexdigest() + "\n").encode())
+    symlinks = "".join(f"s3://{args.inventory_bucket or 'inventory'}/{f['key']}\n" for f in files)
+    writer.write(f"hive/dt={date.strftime('%Y-%m-%d-%H-%M')}/symlink.txt", symlinks.encode())
+    return folder
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--access-key", default="testkey")
+    p.add_argument("--secret-key", default="testsecret")
+    p.add_argument("--bucket", required=True, help="source bucket (created, versioned)")
+    p.add_argument("--scenario", default="basic", choices=["basic", "random"])
+    p.add_argument("--keys", type=int, default=50)
+    p.add_argument("--days", type=int, default=3)
+    p.add_argument("--inventory-bucket", help="bucket to write the inventory into (created)")
+    p.add_argument("--inventory-prefix", default="inventory/source/all-versions",
+                   help="ROOT: the folder holding the dated folders")
+    p.add_argument("--local-dir", help="also write the inventory here (same layout as ROOT)")
+    p.add_argument("--files", type=int, default=3, help="data files per date")
+    p.add_argument("--shuffle", action="store_true", help="shuffle rows within and across files")
+    p.add_argument("--schema", default=DEFAULT_SCHEMA)
+    p.add_argument("--start-date", default="2024-11-01T01:00:00")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model", help="write the oracle (versions per date) as JSON here")
+    args = p.parse_args()
+
+    s3 = boto3.client("s3", endpoint_url=args.endpoint, aws_access_key_id=args.access_key,
+                      aws_secret_access_key=args.secret_key, region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}))
+    rng = random.Random(args.seed)
+    s3.create_bucket(Bucket=args.bucket)
+    if args.inventory_bucket:
+        try:
+            s3.create_bucket(Bucket=args.inventory_bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    b = Bucket(s3, args.bucket)
+    days = {"basic": scenario_basic, "random": scenario_random}[args.scenario](b, s3, rng, args)
+    writer = Writer(s3, args)
+    start = dt.datetime.fromisoformat(args.start_date).replace(tzinfo=dt.timezone.utc)
+    model = {}
+    for i, day in enumerate(days):
+        day()
+        rows = inventory_rows(s3, args.bucket)
+        folder = write_inventory(s3, writer, args, start + dt.timedelta(days=i), rows, rng)
+        model[folder] = [{**r, "last_modified": fmt_time(r["last_modified"])} for r in rows]
+        print(f"{folder}: {len(rows)} rows", file=sys.stderr)
+    if args.model:
+        with open(args.model, "w") as f:
+            json.dump(model, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
