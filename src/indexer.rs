@@ -94,6 +94,9 @@ pub fn build_index(
     };
     let tmp_out = tempfile::Builder::new()
         .prefix(".s3invbackup-index-")
+        // Not tempfile's default 0600: an index is as readable as any file the user writes
+        // (the umask still applies).
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&out_dir)
         .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
     let threads = opts.threads.max(1);
@@ -523,3 +526,4 @@ fn fill_and_spill(
     runs.sort();
     Ok((runs, buffers))
 }
+

@@ -19,4 +19,5 @@ pub mod progress;
 pub mod record;
 pub mod s3;
 pub mod sort;
+pub mod synth;
 pub mod timestamp;

