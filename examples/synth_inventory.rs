@@ -20,6 +20,11 @@ fn main() -> anyhow::Result<()> {
     };
     let rows = generate(&spec);
     let bytes = write_inventory(&PathBuf::from(&args[1]), &spec, &rows)?;
-    eprintln!("{} rows in {} files, {} bytes compressed", rows.len(), spec.files, bytes);
+    eprintln!(
+        "{} rows in {} files, {} bytes compressed",
+        rows.len(),
+        spec.files,
+        bytes
+    );
     Ok(())
 }

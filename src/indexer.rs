@@ -124,16 +124,14 @@ pub fn build_index(
             opts.progress_interval,
         );
         let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
-        match merge_presorted(
+        let input = Input {
             inventory,
-            &dm,
-            &order,
-            &parser,
+            dm: &dm,
+            parser: &parser,
             threads,
-            &counters,
-            &mut writer,
-            &mut summary.duplicates,
-        )? {
+            counters: &counters,
+        };
+        match merge_presorted(&input, &order, &mut writer, &mut summary.duplicates)? {
             Presorted::Done => {
                 summary.presorted = true;
                 summary.stats = writer.finish()?;
@@ -161,15 +159,14 @@ pub fn build_index(
             .prefix(".s3invbackup-sort-")
             .tempdir_in(&tmp_base)
             .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
-        let (runs, mut buffers) = fill_and_spill(
+        let input = Input {
             inventory,
-            &dm,
-            &parser,
+            dm: &dm,
+            parser: &parser,
             threads,
-            opts.memory,
-            tmp_dir.path(),
-            &counters,
-        )?;
+            counters: &counters,
+        };
+        let (runs, mut buffers) = fill_and_spill(&input, opts.memory, tmp_dir.path())?;
         summary.runs = runs.len();
         buffers.par_iter_mut().for_each(SortBuffer::sort);
         let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
@@ -222,6 +219,16 @@ fn presorted_order(
     Some(firsts.into_iter().map(|(_, i)| i).collect())
 }
 
+/// What both paths read from.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    inventory: &'a Inventory,
+    dm: &'a DatedManifest,
+    parser: &'a RowParser,
+    threads: usize,
+    counters: &'a Counters,
+}
+
 enum Presorted {
     Done,
     NotSorted(String),
@@ -235,15 +242,18 @@ enum Msg {
 
 /// Streams files in `order` to `writer`, checking the global order as it goes.
 fn merge_presorted(
-    inventory: &Inventory,
-    dm: &DatedManifest,
+    input: &Input<'_>,
     order: &[usize],
-    parser: &RowParser,
-    threads: usize,
-    counters: &Counters,
     writer: &mut IndexWriter,
     duplicates: &mut u64,
 ) -> Result<Presorted> {
+    let Input {
+        inventory,
+        dm,
+        parser,
+        threads,
+        counters,
+    } = *input;
     let abort = AtomicBool::new(false);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let not_sorted: Mutex<Option<String>> = Mutex::new(None);
@@ -461,14 +471,17 @@ fn stream_sorted_file(
 /// The external sort's first phase: every thread parses whole files into its own buffer and
 /// spills it as a run whenever it fills. Returns the runs and the last, unspilled buffers.
 fn fill_and_spill(
-    inventory: &Inventory,
-    dm: &DatedManifest,
-    parser: &RowParser,
-    threads: usize,
+    input: &Input<'_>,
     memory: u64,
     tmp_dir: &Path,
-    counters: &Counters,
 ) -> Result<(Vec<PathBuf>, Vec<SortBuffer>)> {
+    let Input {
+        inventory,
+        dm,
+        parser,
+        threads,
+        counters,
+    } = *input;
     // Leave room for what is not sort buffer: gzip/CSV buffers per thread, the merge's open
     // runs (two blocks each) and the writer.
     let reserve = (memory / 8).min(48 << 20);
@@ -500,7 +513,7 @@ fn fill_and_spill(
                                     assert!(buffer.push(&rec), "an empty buffer takes any record");
                                 }
                                 rows += 1;
-                                if rows % 8192 == 0 {
+                                if rows.is_multiple_of(8192) {
                                     counters.rows.fetch_add(8192, Ordering::Relaxed);
                                 }
                             }
@@ -526,4 +539,3 @@ fn fill_and_spill(
     runs.sort();
     Ok((runs, buffers))
 }
-

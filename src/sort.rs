@@ -151,7 +151,7 @@ impl Dedup {
                     rec.etag.map(|e| e.to_string())
                 );
             }
-            if self.key_versions.iter().any(|v| *v == rec.version_id) {
+            if self.key_versions.contains(&rec.version_id) {
                 bail!(
                     "key {:?} version {} is listed twice with different LastModifiedDate",
                     rec.key,
@@ -180,7 +180,7 @@ enum Source<'a> {
         current: VersionRecord,
     },
     Run {
-        stream: RecordStream<'a>,
+        stream: Box<RecordStream<'a>>,
         current: VersionRecord,
     },
 }
@@ -258,7 +258,7 @@ fn merge_once(
     let mut sources: Vec<Source<'_>> = Vec::with_capacity(readers.len() + buffers.len());
     for r in &readers {
         sources.push(Source::Run {
-            stream: r.stream(),
+            stream: Box::new(r.stream()),
             current: VersionRecord::default(),
         });
     }

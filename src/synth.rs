@@ -65,14 +65,32 @@ pub fn generate(spec: &SynthSpec) -> Vec<VersionRecord> {
     let per_store = 10_000u64;
     let stores = keys_wanted.div_ceil(per_store);
     for _ in 0..stores {
-        let store = format!("zarr/{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", rng.next_u64() as u32, rng.below(1 << 16), rng.below(1 << 12), rng.below(1 << 16), rng.below(1 << 48));
+        let store = format!(
+            "zarr/{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            rng.next_u64() as u32,
+            rng.below(1 << 16),
+            rng.below(1 << 12),
+            rng.below(1 << 16),
+            rng.below(1 << 48)
+        );
         let n = per_store.min(keys_wanted - keys.len() as u64);
         for i in 0..n {
-            keys.push(format!("{store}/0/{}/{}/{}/{}", i / 1000, i / 100 % 10, i / 10 % 10, i % 10));
+            keys.push(format!(
+                "{store}/0/{}/{}/{}/{}",
+                i / 1000,
+                i / 100 % 10,
+                i / 10 % 10,
+                i % 10
+            ));
         }
         keys.push(format!("{store}/.zattrs"));
         // A few keys that need form encoding.
-        keys.push(format!("sub-{:04}/sub-{:04}_ses 1+ü obj-{:x}.nwb", rng.below(1000), rng.below(1000), rng.below(1 << 20)));
+        keys.push(format!(
+            "sub-{:04}/sub-{:04}_ses 1+ü obj-{:x}.nwb",
+            rng.below(1000),
+            rng.below(1000),
+            rng.below(1 << 20)
+        ));
     }
     keys.sort();
     keys.dedup();
@@ -91,7 +109,11 @@ pub fn generate(spec: &SynthSpec) -> Vec<VersionRecord> {
             let mut md5 = [0u8; 16];
             md5[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
             md5[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
-            let parts = if rng.below(50) == 0 { 1 + rng.below(100) as u32 } else { 0 };
+            let parts = if rng.below(50) == 0 {
+                1 + rng.below(100) as u32
+            } else {
+                0
+            };
             let mut flags = Flags::default();
             flags.set(Flags::LATEST, latest);
             flags.set(Flags::DELETE_MARKER, delete_marker);
@@ -101,10 +123,18 @@ pub fn generate(spec: &SynthSpec) -> Vec<VersionRecord> {
                 key: key.clone(),
                 version_id: vid,
                 last_modified: Timestamp(mtime),
-                size: if delete_marker { 0 } else { 500 + rng.below(2_000_000) },
+                size: if delete_marker {
+                    0
+                } else {
+                    500 + rng.below(2_000_000)
+                },
                 etag: (!delete_marker).then_some(ETag { md5, parts }),
                 flags,
-                storage_class: if delete_marker { StorageClass::NONE } else { StorageClass(1) },
+                storage_class: if delete_marker {
+                    StorageClass::NONE
+                } else {
+                    StorageClass(1)
+                },
             });
             mtime += 1 + rng.below(10_000_000_000) as i64;
         }
@@ -119,7 +149,14 @@ pub const SCHEMA: &str = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size
 pub fn csv_line(bucket: &str, r: &VersionRecord, out: &mut String) {
     let dm = r.is_delete_marker();
     let b = |v: bool| if v { "true" } else { "false" };
-    let _ = write!(out, "\"{bucket}\",\"{}\",\"{}\",\"{}\",\"{}\",", encode_form_key(&r.key), r.version_id, b(r.is_latest()), b(dm));
+    let _ = write!(
+        out,
+        "\"{bucket}\",\"{}\",\"{}\",\"{}\",\"{}\",",
+        encode_form_key(&r.key),
+        r.version_id,
+        b(r.is_latest()),
+        b(dm)
+    );
     if dm {
         let _ = writeln!(out, "\"\",\"{}\",\"\",\"\",\"\",\"\"", r.last_modified);
     } else {
@@ -144,7 +181,9 @@ pub fn write_inventory(dir: &Path, spec: &SynthSpec, rows: &[VersionRecord]) -> 
     if spec.shuffle {
         rng.shuffle(&mut order);
     }
-    let chunks: Vec<&[u32]> = (0..files).map(|i| &order[i * order.len() / files..(i + 1) * order.len() / files]).collect();
+    let chunks: Vec<&[u32]> = (0..files)
+        .map(|i| &order[i * order.len() / files..(i + 1) * order.len() / files])
+        .collect();
     let names: Vec<String> = (0..files)
         .map(|_| format!("{:016x}{:016x}.csv.gz", rng.next_u64(), rng.next_u64()))
         .collect();
@@ -154,8 +193,12 @@ pub fn write_inventory(dir: &Path, spec: &SynthSpec, rows: &[VersionRecord]) -> 
         .zip(names.par_iter())
         .map(|(chunk, name)| -> Result<(String, u64, String)> {
             let path = dir.join("data").join(name);
-            let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-            let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::default());
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut gz = flate2::write::GzEncoder::new(
+                std::io::BufWriter::new(file),
+                flate2::Compression::default(),
+            );
             let mut line = String::new();
             for &i in chunk.iter() {
                 line.clear();
@@ -164,7 +207,11 @@ pub fn write_inventory(dir: &Path, spec: &SynthSpec, rows: &[VersionRecord]) -> 
             }
             gz.finish()?.flush()?;
             let bytes = std::fs::read(&path)?;
-            Ok((format!("synthetic/{}/all/data/{name}", spec.source_bucket), bytes.len() as u64, hex(&Md5::digest(&bytes))))
+            Ok((
+                format!("synthetic/{}/all/data/{name}", spec.source_bucket),
+                bytes.len() as u64,
+                hex(&Md5::digest(&bytes)),
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
     let total = entries.iter().map(|e| e.1).sum();
@@ -185,6 +232,9 @@ pub fn write_inventory(dir: &Path, spec: &SynthSpec, rows: &[VersionRecord]) -> 
     let date_dir = dir.join(&spec.date);
     std::fs::create_dir_all(&date_dir)?;
     std::fs::write(date_dir.join("manifest.json"), &body)?;
-    std::fs::write(date_dir.join("manifest.checksum"), format!("{}\n", hex(&Md5::digest(&body))))?;
+    std::fs::write(
+        date_dir.join("manifest.checksum"),
+        format!("{}\n", hex(&Md5::digest(&body))),
+    )?;
     Ok(total)
 }

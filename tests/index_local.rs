@@ -15,7 +15,14 @@ use support::*;
 const DATE: &str = "2024-11-06T01-00Z";
 
 fn spec(rows: u64, files: usize, shuffle: bool, seed: u64) -> SynthSpec {
-    SynthSpec { rows, files, shuffle, seed, source_bucket: "synthetic-archive".into(), date: DATE.into() }
+    SynthSpec {
+        rows,
+        files,
+        shuffle,
+        seed,
+        source_bucket: "synthetic-archive".into(),
+        date: DATE.into(),
+    }
 }
 
 fn oracle(rows: &[VersionRecord]) -> Vec<VersionRecord> {
@@ -25,11 +32,22 @@ fn oracle(rows: &[VersionRecord]) -> Vec<VersionRecord> {
 }
 
 fn build(root: &Path, out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
-    cli().arg("index").arg(root).args(["--date", "2024-11-06", "-o"]).arg(out).args(["--progress", "none"]).args(extra).assert()
+    cli()
+        .arg("index")
+        .arg(root)
+        .args(["--date", "2024-11-06", "-o"])
+        .arg(out)
+        .args(["--progress", "none"])
+        .args(extra)
+        .assert()
 }
 
 fn read_all(path: &Path) -> Vec<VersionRecord> {
-    IndexReader::open(path).unwrap().stream().collect::<anyhow::Result<_>>().unwrap()
+    IndexReader::open(path)
+        .unwrap()
+        .stream()
+        .collect::<anyhow::Result<_>>()
+        .unwrap()
 }
 
 proptest! {
@@ -69,8 +87,19 @@ fn more_runs_than_open_files_are_merged_in_rounds() {
     let out = dir.path().join("x.idx");
     let assert = build(dir.path(), &out, &["--memory", "64KiB", "--threads", "1"]).success();
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
-    let runs: usize = stderr.split("external sort, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(runs > s3invbackup::sort::MAX_OPEN_RUNS, "only {runs} runs: {stderr}");
+    let runs: usize = stderr
+        .split("external sort, ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        runs > s3invbackup::sort::MAX_OPEN_RUNS,
+        "only {runs} runs: {stderr}"
+    );
     assert_eq!(read_all(&out), oracle(&rows));
 }
 
@@ -80,7 +109,9 @@ fn presorted_files_take_the_fast_path() {
     let rows = generate(&spec(5000, 5, false, 3));
     write_inventory(dir.path(), &spec(5000, 5, false, 3), &rows).unwrap();
     let out = dir.path().join("x.idx");
-    build(dir.path(), &out, &["--memory", "64KiB"]).success().stderr(predicates::str::contains("presorted input (no spill)"));
+    build(dir.path(), &out, &["--memory", "64KiB"])
+        .success()
+        .stderr(predicates::str::contains("presorted input (no spill)"));
     assert_eq!(read_all(&out), oracle(&rows));
 }
 
@@ -91,7 +122,9 @@ fn duplicate_rows_are_dropped_and_conflicting_ones_refused() {
     rows.push(rows[10].clone());
     write_inventory(dir.path(), &spec(300, 2, true, 5), &rows).unwrap();
     let out = dir.path().join("x.idx");
-    build(dir.path(), &out, &[]).success().stderr(predicates::str::contains("1 duplicate rows dropped"));
+    build(dir.path(), &out, &[])
+        .success()
+        .stderr(predicates::str::contains("1 duplicate rows dropped"));
     rows.pop();
     assert_eq!(read_all(&out), oracle(&rows));
 
@@ -103,7 +136,10 @@ fn duplicate_rows_are_dropped_and_conflicting_ones_refused() {
     write_inventory(dir2.path(), &spec(300, 2, true, 5), &conflicting).unwrap();
     build(dir2.path(), &dir2.path().join("x.idx"), &[])
         .failure()
-        .stderr(predicates::str::contains(format!("key {:?} version {} is listed twice", rows[10].key, rows[10].version_id)));
+        .stderr(predicates::str::contains(format!(
+            "key {:?} version {} is listed twice",
+            rows[10].key, rows[10].version_id
+        )));
     assert!(!dir2.path().join("x.idx").exists());
 }
 
@@ -115,13 +151,28 @@ fn dump_prints_csv_and_jsonl_and_seeks_by_prefix() {
     let out = dir.path().join("x.idx");
     build(dir.path(), &out, &[]).success();
     let sorted = oracle(&rows);
-    let prefix = sorted[sorted.len() / 2].key.rsplit_once('/').unwrap().0.to_string();
-    let expected: Vec<&VersionRecord> = sorted.iter().filter(|r| r.key.starts_with(&prefix)).collect();
+    let prefix = sorted[sorted.len() / 2]
+        .key
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    let expected: Vec<&VersionRecord> = sorted
+        .iter()
+        .filter(|r| r.key.starts_with(&prefix))
+        .collect();
     assert!(!expected.is_empty());
 
-    let jsonl = cli().arg("dump").arg(&out).args(["--format", "jsonl", "--prefix", &prefix]).assert().success();
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&jsonl.get_output().stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let jsonl = cli()
+        .arg("dump")
+        .arg(&out)
+        .args(["--format", "jsonl", "--prefix", &prefix])
+        .assert()
+        .success();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&jsonl.get_output().stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), expected.len());
     for (line, rec) in lines.iter().zip(&expected) {
         assert_eq!(line["key"], rec.key.as_str());
@@ -130,15 +181,27 @@ fn dump_prints_csv_and_jsonl_and_seeks_by_prefix() {
         assert_eq!(line["last_modified"], rec.last_modified.to_string());
         assert_eq!(line["is_latest"], rec.is_latest());
         assert_eq!(line["is_delete_marker"], rec.is_delete_marker());
-        assert_eq!(line["etag"], rec.etag.map(|e| e.to_string()).unwrap_or_default());
+        assert_eq!(
+            line["etag"],
+            rec.etag.map(|e| e.to_string()).unwrap_or_default()
+        );
     }
 
     let csv = cli().arg("dump").arg(&out).assert().success();
     let text = String::from_utf8_lossy(&csv.get_output().stdout).into_owned();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
-    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>()[..3], ["key", "version_id", "is_latest"]);
-    let keys: Vec<String> = reader.records().map(|r| r.unwrap()[0].to_string()).collect();
-    assert_eq!(keys, sorted.iter().map(|r| r.key.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>()[..3],
+        ["key", "version_id", "is_latest"]
+    );
+    let keys: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        sorted.iter().map(|r| r.key.clone()).collect::<Vec<_>>()
+    );
 }
 
 // ---- bad inputs: each is a clear error naming the file, and leaves no output behind ----
@@ -160,19 +223,28 @@ impl Bad {
         self.dir.path().join("inv")
     }
     fn data_files(&self) -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(self.root().join("data")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<_> = std::fs::read_dir(self.root().join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         v.sort();
         v
     }
     /// Runs `index`, expects failure with every one of `needles` in the message.
     fn fails_with(&self, needles: &[&str]) {
         let out_dir = self.dir.path().join("out");
-        let assert = build(&self.root(), &out_dir.join("x.idx"), &[]).failure().code(1);
+        let assert = build(&self.root(), &out_dir.join("x.idx"), &[])
+            .failure()
+            .code(1);
         let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
         for n in needles {
             assert!(stderr.contains(n), "expected {n:?} in: {stderr}");
         }
-        assert!(listing(&out_dir).is_empty(), "left behind: {:?}", listing(&out_dir));
+        assert!(
+            listing(&out_dir).is_empty(),
+            "left behind: {:?}",
+            listing(&out_dir)
+        );
     }
     fn add_rows(&self, csv_text: &str) {
         add_data_file(&self.root(), DATE, "bad.csv.gz", &gzip(csv_text.as_bytes()));
@@ -184,8 +256,16 @@ const GOOD_TAIL: &str = r#""1","2022-12-12T13:20:39.000Z","627c47efe292876b91978
 #[test]
 fn manifest_checksum_mismatch() {
     let b = Bad::new();
-    std::fs::write(b.root().join(DATE).join("manifest.checksum"), "0123456789abcdef0123456789abcdef\n").unwrap();
-    b.fails_with(&["manifest.json", "expected 0123456789abcdef0123456789abcdef", "actual"]);
+    std::fs::write(
+        b.root().join(DATE).join("manifest.checksum"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    b.fails_with(&[
+        "manifest.json",
+        "expected 0123456789abcdef0123456789abcdef",
+        "actual",
+    ]);
 }
 
 #[test]
@@ -213,7 +293,12 @@ fn data_file_md5_mismatch_is_named_as_such() {
             }
         }
     });
-    b.fails_with(&[&name, "MD5 mismatch", "expected ffffffffffffffffffffffffffffffff", "actual"]);
+    b.fails_with(&[
+        &name,
+        "MD5 mismatch",
+        "expected ffffffffffffffffffffffffffffffff",
+        "actual",
+    ]);
 }
 
 #[test]
@@ -239,8 +324,14 @@ fn truncated_gzip() {
 #[test]
 fn missing_column() {
     let b = Bad::new();
-    edit_manifest(&b.root(), DATE, |m| m["fileSchema"] = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, StorageClass".into());
-    b.fails_with(&["manifest.json", "lacks required column(s) LastModifiedDate, ETag"]);
+    edit_manifest(&b.root(), DATE, |m| {
+        m["fileSchema"] =
+            "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, StorageClass".into()
+    });
+    b.fails_with(&[
+        "manifest.json",
+        "lacks required column(s) LastModifiedDate, ETag",
+    ]);
 }
 
 #[test]
@@ -263,14 +354,25 @@ fn malformed_row() {
 fn wrong_field_count() {
     let b = Bad::new();
     b.add_rows("\"synthetic-archive\",\"k/short\",\"v1\"\n");
-    b.fails_with(&["bad.csv.gz: row 1", "expected 11 fields", "found 3", "k/short"]);
+    b.fails_with(&[
+        "bad.csv.gz: row 1",
+        "expected 11 fields",
+        "found 3",
+        "k/short",
+    ]);
 }
 
 #[test]
 fn invalid_utf8_key() {
     let b = Bad::new();
-    b.add_rows(&format!("\"synthetic-archive\",\"k/%FF%FE\",\"v1\",\"true\",\"false\",{GOOD_TAIL}\n"));
-    b.fails_with(&["bad.csv.gz: row 1: field Key", "not valid UTF-8", "k/%FF%FE"]);
+    b.add_rows(&format!(
+        "\"synthetic-archive\",\"k/%FF%FE\",\"v1\",\"true\",\"false\",{GOOD_TAIL}\n"
+    ));
+    b.fails_with(&[
+        "bad.csv.gz: row 1: field Key",
+        "not valid UTF-8",
+        "k/%FF%FE",
+    ]);
 }
 
 #[test]
@@ -284,7 +386,14 @@ fn missing_data_file() {
 fn incomplete_date_is_not_used() {
     let b = Bad::new();
     std::fs::remove_file(b.root().join(DATE).join("manifest.checksum")).unwrap();
-    cli().arg("dates").arg(b.root()).assert().success().stdout(predicates::str::contains("incomplete (no manifest.checksum)"));
+    cli()
+        .arg("dates")
+        .arg(b.root())
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "incomplete (no manifest.checksum)",
+        ));
     b.fails_with(&["no complete inventory for 2024-11-06"]);
 }
 
@@ -299,7 +408,13 @@ fn corrupted_index_block() {
     let mut bytes = std::fs::read(&out).unwrap();
     bytes[offset] ^= 0xff;
     std::fs::write(&out, &bytes).unwrap();
-    cli().arg("dump").arg(&out).assert().failure().code(1).stderr(predicates::str::contains("block 0").and(predicates::str::contains("checksum")));
+    cli()
+        .arg("dump")
+        .arg(&out)
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicates::str::contains("block 0").and(predicates::str::contains("checksum")));
     assert!(!b.rows.is_empty());
 }
 

@@ -8,8 +8,16 @@ use s3invbackup::index::IndexReader;
 use support::*;
 
 fn dump_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = cli().arg("dump").arg(path).args(["--format", "jsonl"]).assert().success();
-    String::from_utf8_lossy(&out.get_output().stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let out = cli()
+        .arg("dump")
+        .arg(path)
+        .args(["--format", "jsonl"])
+        .assert()
+        .success();
+    String::from_utf8_lossy(&out.get_output().stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -19,8 +27,22 @@ fn s3_and_local_sources_agree_and_match_the_model() {
     let dates = fx.model.as_object().unwrap();
     assert_eq!(dates.len(), 3);
 
-    let local_dates = cli().arg("dates").arg(&fx.local).assert().success().get_output().stdout.clone();
-    let s3_dates = cli().arg("dates").arg(&fx.s3_url).assert().success().get_output().stdout.clone();
+    let local_dates = cli()
+        .arg("dates")
+        .arg(&fx.local)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let s3_dates = cli()
+        .arg("dates")
+        .arg(&fx.s3_url)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert_eq!(local_dates, s3_dates);
     for date in dates.keys() {
         assert!(String::from_utf8_lossy(&local_dates).contains(&format!("{date}  complete")));
@@ -30,9 +52,25 @@ fn s3_and_local_sources_agree_and_match_the_model() {
     for (date, versions) in dates {
         let local_idx = dir.path().join(format!("{date}.local"));
         let s3_idx = dir.path().join(format!("{date}.s3"));
-        cli().arg("index").arg(&fx.local).args(["--date", date, "-o"]).arg(&local_idx).assert().success();
-        cli().arg("index").arg(&fx.s3_url).args(["--date", date, "-o"]).arg(&s3_idx).assert().success();
-        assert_eq!(std::fs::read(&local_idx).unwrap(), std::fs::read(&s3_idx).unwrap(), "{date}: sources differ");
+        cli()
+            .arg("index")
+            .arg(&fx.local)
+            .args(["--date", date, "-o"])
+            .arg(&local_idx)
+            .assert()
+            .success();
+        cli()
+            .arg("index")
+            .arg(&fx.s3_url)
+            .args(["--date", date, "-o"])
+            .arg(&s3_idx)
+            .assert()
+            .success();
+        assert_eq!(
+            std::fs::read(&local_idx).unwrap(),
+            std::fs::read(&s3_idx).unwrap(),
+            "{date}: sources differ"
+        );
         assert_eq!(IndexReader::open(&s3_idx).unwrap().meta().date, *date);
 
         // The oracle: what boto3's ListObjectVersions returned, independent of our parser.
@@ -74,30 +112,81 @@ fn s3_and_local_sources_agree_and_match_the_model() {
     // The scenario's landmarks, spelled out.
     let last = dump_jsonl(&dir.path().join("2024-11-03T01-00Z.s3"));
     let keys: Vec<&str> = last.iter().map(|v| v["key"].as_str().unwrap()).collect();
-    for k in ["with space/and+plus.txt", "percent%25/equals=sign&amp.txt", "unicode/ünïcødé-日本.txt", "x/y", "folder/"] {
+    for k in [
+        "with space/and+plus.txt",
+        "percent%25/equals=sign&amp.txt",
+        "unicode/ünïcødé-日本.txt",
+        "x/y",
+        "folder/",
+    ] {
         assert!(keys.contains(&k), "{k} missing from {keys:?}");
     }
-    let pre = last.iter().find(|v| v["key"] == "pre-versioning.txt").unwrap();
+    let pre = last
+        .iter()
+        .find(|v| v["key"] == "pre-versioning.txt")
+        .unwrap();
     assert_eq!(pre["version_id"], "null");
-    let big = last.iter().find(|v| v["key"] == "big/multipart.bin").unwrap();
+    let big = last
+        .iter()
+        .find(|v| v["key"] == "big/multipart.bin")
+        .unwrap();
     assert_eq!(big["is_multipart"], true);
     assert!(big["etag"].as_str().unwrap().ends_with("-2"));
     assert_eq!(keys.iter().filter(|k| **k == "a.txt").count(), 3);
-    assert_eq!(keys.iter().filter(|k| **k == "to-expire.txt").count(), 1, "expired version still listed");
+    assert_eq!(
+        keys.iter().filter(|k| **k == "to-expire.txt").count(),
+        1,
+        "expired version still listed"
+    );
 }
 
 #[test]
 fn shuffled_inventory_from_s3_uses_the_external_sort() {
     use_server();
-    let fx = fixture("shuffled", &["--files", "4", "--shuffle", "--scenario", "random", "--keys", "120", "--days", "2"]);
+    let fx = fixture(
+        "shuffled",
+        &[
+            "--files",
+            "4",
+            "--shuffle",
+            "--scenario",
+            "random",
+            "--keys",
+            "120",
+            "--days",
+            "2",
+        ],
+    );
     let dir = tempfile::tempdir().unwrap();
-    let date = fx.model.as_object().unwrap().keys().last().unwrap().clone();
+    let date = fx
+        .model
+        .as_object()
+        .unwrap()
+        .keys()
+        .next_back()
+        .unwrap()
+        .clone();
     let s3_idx = dir.path().join("s3");
     let local_idx = dir.path().join("local");
-    cli().arg("index").arg(&fx.s3_url).args(["--date", &date, "--memory", "64KiB", "-o"]).arg(&s3_idx).assert().success()
+    cli()
+        .arg("index")
+        .arg(&fx.s3_url)
+        .args(["--date", &date, "--memory", "64KiB", "-o"])
+        .arg(&s3_idx)
+        .assert()
+        .success()
         .stderr(predicates::str::contains("external sort"));
-    cli().arg("index").arg(&fx.local).args(["--date", &date, "-o"]).arg(&local_idx).assert().success();
-    assert_eq!(std::fs::read(&local_idx).unwrap(), std::fs::read(&s3_idx).unwrap());
+    cli()
+        .arg("index")
+        .arg(&fx.local)
+        .args(["--date", &date, "-o"])
+        .arg(&local_idx)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(&local_idx).unwrap(),
+        std::fs::read(&s3_idx).unwrap()
+    );
     let n = fx.model[&date].as_array().unwrap().len() as u64;
     assert_eq!(IndexReader::open(&s3_idx).unwrap().stats().records, n);
 }
@@ -129,26 +218,62 @@ fn profile_credentials_are_used() {
     .unwrap();
     let run = || {
         let mut c = cli();
-        c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env("HOME", home.path());
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("HOME", home.path());
         c
     };
-    run().env("AWS_PROFILE", "backup").arg("dates").arg(&fx.s3_url).assert().success().stdout(predicates::str::contains("complete"));
-    run().arg("dates").arg(&fx.s3_url).assert().failure().stderr(predicates::str::contains("403"));
-    run().env("AWS_PROFILE", "missing").arg("dates").arg(&fx.s3_url).assert().failure().stderr(predicates::str::contains("profile \"missing\" not found"));
+    run()
+        .env("AWS_PROFILE", "backup")
+        .arg("dates")
+        .arg(&fx.s3_url)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("complete"));
+    run()
+        .arg("dates")
+        .arg(&fx.s3_url)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("403"));
+    run()
+        .env("AWS_PROFILE", "missing")
+        .arg("dates")
+        .arg(&fx.s3_url)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("profile \"missing\" not found"));
 }
 
 #[test]
 fn dump_into_a_closed_pipe_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = s3invbackup::synth::SynthSpec { rows: 50_000, files: 2, shuffle: false, seed: 1, source_bucket: "b".into(), date: "2024-11-06T01-00Z".into() };
+    let spec = s3invbackup::synth::SynthSpec {
+        rows: 50_000,
+        files: 2,
+        shuffle: false,
+        seed: 1,
+        source_bucket: "b".into(),
+        date: "2024-11-06T01-00Z".into(),
+    };
     let rows = s3invbackup::synth::generate(&spec);
     s3invbackup::synth::write_inventory(dir.path(), &spec, &rows).unwrap();
     let idx = dir.path().join("x.idx");
-    cli().arg("index").arg(dir.path()).args(["--date", "2024-11-06", "-o"]).arg(&idx).assert().success();
+    cli()
+        .arg("index")
+        .arg(dir.path())
+        .args(["--date", "2024-11-06", "-o"])
+        .arg(&idx)
+        .assert()
+        .success();
     let bin = assert_cmd::cargo::cargo_bin("s3invbackup");
     let status = std::process::Command::new("bash")
         .arg("-c")
-        .arg(format!("set -o pipefail; '{}' dump '{}' | head -n 2 >/dev/null", bin.display(), idx.display()))
+        .arg(format!(
+            "set -o pipefail; '{}' dump '{}' | head -n 2 >/dev/null",
+            bin.display(),
+            idx.display()
+        ))
         .status()
         .unwrap();
     assert!(status.success(), "dump | head failed: {status}");

@@ -52,7 +52,11 @@ pub fn run(args: &IndexArgs, s3: &S3Args) -> Result<()> {
     }
     let s = build_index(&inventory, &date, &args.output, &opts)?;
     let secs = s.elapsed.as_secs_f64();
-    eprintln!("indexed {} into {}", inventory.describe(date.as_str()), args.output.display());
+    eprintln!(
+        "indexed {} into {}",
+        inventory.describe(date.as_str()),
+        args.output.display()
+    );
     eprintln!(
         "  rows {}  keys {}  versions {}  delete markers {}  bytes {} ({})",
         s.stats.records,

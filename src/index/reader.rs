@@ -278,14 +278,14 @@ impl<'a> RecordStream<'a> {
                 )
             })?;
             self.left_in_block -= 1;
-            if let Some(prefix) = &self.prefix {
-                if !self.rec.key.starts_with(prefix.as_str()) {
-                    if self.rec.key.as_str() > prefix.as_str() {
-                        self.done = true;
-                        return Ok(None);
-                    }
-                    continue;
+            if let Some(prefix) = &self.prefix
+                && !self.rec.key.starts_with(prefix.as_str())
+            {
+                if self.rec.key.as_str() > prefix.as_str() {
+                    self.done = true;
+                    return Ok(None);
                 }
+                continue;
             }
             return Ok(Some(&self.rec));
         }

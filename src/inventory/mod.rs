@@ -24,7 +24,7 @@ use crate::s3::{S3Client, S3Config};
 pub enum Location {
     Local(PathBuf),
     S3 {
-        client: S3Client,
+        client: Box<S3Client>,
         bucket: String,
         prefix: String,
     },
@@ -72,7 +72,7 @@ impl Inventory {
                 format!("{prefix}/")
             };
             Location::S3 {
-                client: S3Client::new(s3)?,
+                client: Box::new(S3Client::new(s3)?),
                 bucket: bucket.to_string(),
                 prefix,
             }

@@ -21,8 +21,14 @@ pub fn repo() -> PathBuf {
 pub fn venv() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/setup-venv.sh")).output().expect("running scripts/setup-venv.sh");
-        assert!(out.status.success(), "setup-venv.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(repo().join("scripts/setup-venv.sh"))
+            .output()
+            .expect("running scripts/setup-venv.sh");
+        assert!(
+            out.status.success(),
+            "setup-venv.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
     })
     .clone()
@@ -43,12 +49,27 @@ pub fn server() -> &'static Server {
             .arg(repo().join("scripts/s3server.py"))
             .args(["start", "--dir"])
             .arg(dir.path())
-            .args(["--watch-pid", &std::process::id().to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args([
+                "--watch-pid",
+                &std::process::id().to_string(),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
             .output()
             .expect("starting SeaweedFS");
-        assert!(out.status.success(), "s3server.py start failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "s3server.py start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        Server { endpoint: info["endpoint"].as_str().unwrap().to_string(), pid: info["pid"].as_u64().unwrap() as u32, _dir: dir }
+        Server {
+            endpoint: info["endpoint"].as_str().unwrap().to_string(),
+            pid: info["pid"].as_u64().unwrap() as u32,
+            _dir: dir,
+        }
     })
 }
 
@@ -69,8 +90,22 @@ pub fn fixture(name: &str, extra: &[&str]) -> Fixture {
     let prefix = format!("inv/{name}/all-versions");
     let out = Command::new(venv().join("bin/python"))
         .arg(repo().join("scripts/fixtures.py"))
-        .args(["--endpoint", &srv.endpoint, "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-        .args(["--bucket", name, "--inventory-bucket", "inventories", "--inventory-prefix", &prefix])
+        .args([
+            "--endpoint",
+            &srv.endpoint,
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+        ])
+        .args([
+            "--bucket",
+            name,
+            "--inventory-bucket",
+            "inventories",
+            "--inventory-prefix",
+            &prefix,
+        ])
         .arg("--local-dir")
         .arg(&local)
         .arg("--model")
@@ -78,7 +113,11 @@ pub fn fixture(name: &str, extra: &[&str]) -> Fixture {
         .args(extra)
         .output()
         .expect("running fixtures.py");
-    assert!(out.status.success(), "fixtures.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fixtures.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Fixture {
         local,
         s3_url: format!("s3://inventories/{prefix}/"),
@@ -90,7 +129,10 @@ pub fn fixture(name: &str, extra: &[&str]) -> Fixture {
 /// The binary, with the test server's endpoint and credentials.
 pub fn cli() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("s3invbackup").unwrap();
-    cmd.env_remove("AWS_PROFILE").env("HOME", "/nonexistent").env("AWS_ACCESS_KEY_ID", ACCESS_KEY).env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    cmd.env_remove("AWS_PROFILE")
+        .env("HOME", "/nonexistent")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     if let Some(s) = SERVER_ENDPOINT.get() {
         cmd.env("AWS_ENDPOINT_URL", s);
     }
@@ -107,7 +149,10 @@ pub fn use_server() -> &'static Server {
 }
 
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn gzip(text: &[u8]) -> Vec<u8> {
@@ -138,7 +183,10 @@ pub fn add_data_file(root: &Path, date: &str, name: &str, gz: &[u8]) {
 
 /// Names of the files in `dir` (to prove nothing was left behind).
 pub fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
