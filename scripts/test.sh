@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine and runs them all:
+# the Python venv (SeaweedFS + boto3), formatting and lint checks, unit, property and
+# integration tests (the integration tests start their own SeaweedFS on free loopback ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=$(scripts/setup-venv.sh)
+export S3INVBACKUP_VENV="$venv"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
