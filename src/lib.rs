@@ -10,11 +10,13 @@
 //! - [`index`]: the index file format, writer and reader.
 //! - [`s3`]: the HTTP layer (SigV4 by rusty-s3, retries, resumable bodies).
 
+pub mod changes;
 pub mod etag;
 pub mod index;
 pub mod indexer;
 pub mod inventory;
 pub mod key;
+pub mod merge;
 pub mod progress;
 pub mod record;
 pub mod s3;

@@ -128,10 +128,16 @@ fn compare_encoded(a: &[u8], b: &[u8]) -> Ordering {
 pub struct Dedup {
     prev: VersionRecord,
     has_prev: bool,
-    /// Version ids already seen for the current key (a key's versions are contiguous).
+    /// Version ids already seen for the current key (a key's versions are contiguous); the
+    /// first `seen` entries are live, the rest are buffers kept for reuse.
     key_versions: Vec<String>,
+    seen: usize,
     pub duplicates: u64,
 }
+
+/// Long version chains (a key rewritten every night for years) would make the per-key scan
+/// quadratic; past this many versions the same-id check is dropped for that key.
+const MAX_TRACKED_VERSIONS: usize = 256;
 
 impl Dedup {
     pub fn accept(&mut self, rec: &VersionRecord) -> Result<bool> {
@@ -151,7 +157,7 @@ impl Dedup {
                     rec.etag.map(|e| e.to_string())
                 );
             }
-            if self.key_versions.contains(&rec.version_id) {
+            if self.key_versions[..self.seen].contains(&rec.version_id) {
                 bail!(
                     "key {:?} version {} is listed twice with different LastModifiedDate",
                     rec.key,
@@ -159,12 +165,16 @@ impl Dedup {
                 );
             }
         } else {
-            self.key_versions.clear();
+            self.seen = 0;
         }
-        // Long version chains (a key rewritten every night for years) would make this scan
-        // quadratic; past a few hundred versions the check is dropped for that key.
-        if self.key_versions.len() < 256 {
-            self.key_versions.push(rec.version_id.clone());
+        if self.seen < MAX_TRACKED_VERSIONS {
+            if self.seen == self.key_versions.len() {
+                self.key_versions.push(String::new());
+            }
+            let slot = &mut self.key_versions[self.seen];
+            slot.clear();
+            slot.push_str(&rec.version_id);
+            self.seen += 1;
         }
         self.prev.copy_from(rec);
         self.has_prev = true;
