@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rayon::prelude::*;
 
 use crate::index::{IndexMeta, IndexStats, IndexWriter};
@@ -130,6 +130,7 @@ pub fn build_index(
             parser: &parser,
             threads,
             counters: &counters,
+            memory: opts.memory,
         };
         match merge_presorted(&input, &order, &mut writer, &mut summary.duplicates)? {
             Presorted::Done => {
@@ -165,8 +166,9 @@ pub fn build_index(
             parser: &parser,
             threads,
             counters: &counters,
+            memory: opts.memory,
         };
-        let (runs, mut buffers) = fill_and_spill(&input, opts.memory, tmp_dir.path())?;
+        let (runs, mut buffers) = fill_and_spill(&input, tmp_dir.path())?;
         summary.runs = runs.len();
         buffers.par_iter_mut().for_each(SortBuffer::sort);
         let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
@@ -219,6 +221,56 @@ fn presorted_order(
     Some(firsts.into_iter().map(|(_, i)| i).collect())
 }
 
+/// Bounds how far the parsing threads run ahead of the writer, in batches.
+///
+/// A thread may parse files beyond the one the writer is consuming (that is where the
+/// parallelism comes from), but every batch it queues for a later file costs a token, and
+/// the writer hands the token back once it has written the batch: at most `tokens` batches
+/// wait in memory. The file the writer is waiting for may always queue a few batches
+/// without a token, so the writer can never be starved by later files holding every token.
+struct Flow {
+    tokens_tx: Sender<()>,
+    tokens_rx: Receiver<()>,
+    /// The slot (position in file order) the writer is consuming.
+    head: AtomicUsize,
+}
+
+/// Batches the head file may queue without tokens.
+const HEAD_QUEUE: usize = 4;
+
+impl Flow {
+    fn new(tokens: usize) -> Flow {
+        let (tokens_tx, tokens_rx) = bounded(tokens);
+        for _ in 0..tokens {
+            tokens_tx.send(()).expect("room for every token");
+        }
+        Flow { tokens_tx, tokens_rx, head: AtomicUsize::new(0) }
+    }
+
+    /// Queues `batch` for `slot` once memory allows; false if the writer has gone or the
+    /// build is aborting.
+    fn send(&self, slot: usize, tx: &Sender<Msg>, batch: SortBuffer, abort: &AtomicBool) -> bool {
+        loop {
+            if self.tokens_rx.try_recv().is_ok() {
+                return tx.send(Msg::Batch(batch, true)).is_ok();
+            }
+            if self.head.load(Ordering::Acquire) == slot && tx.len() < HEAD_QUEUE {
+                return tx.send(Msg::Batch(batch, false)).is_ok();
+            }
+            if abort.load(Ordering::Relaxed) {
+                return false;
+            }
+            if self.tokens_rx.recv_timeout(Duration::from_millis(2)).is_ok() {
+                return tx.send(Msg::Batch(batch, true)).is_ok();
+            }
+        }
+    }
+
+    fn give_back(&self) {
+        let _ = self.tokens_tx.try_send(());
+    }
+}
+
 /// What both paths read from.
 #[derive(Clone, Copy)]
 struct Input<'a> {
@@ -227,6 +279,8 @@ struct Input<'a> {
     parser: &'a RowParser,
     threads: usize,
     counters: &'a Counters,
+    /// The memory budget in bytes.
+    memory: u64,
 }
 
 enum Presorted {
@@ -235,7 +289,8 @@ enum Presorted {
 }
 
 enum Msg {
-    Batch(SortBuffer),
+    /// Records, and whether the batch holds a memory token (see [`Flow`]).
+    Batch(SortBuffer, bool),
     /// The file ended and verified.
     Done,
 }
@@ -253,13 +308,15 @@ fn merge_presorted(
         parser,
         threads,
         counters,
+        memory,
     } = *input;
+    let flow = Flow::new(((memory / BATCH_BYTES as u64) as usize).max(4 * threads));
     let abort = AtomicBool::new(false);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let not_sorted: Mutex<Option<String>> = Mutex::new(None);
     let next = AtomicUsize::new(0);
     let (senders, receivers): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
-        order.iter().map(|_| bounded(2)).unzip();
+        order.iter().map(|_| unbounded()).unzip();
     let senders: Vec<Mutex<Option<Sender<Msg>>>> =
         senders.into_iter().map(|s| Mutex::new(Some(s))).collect();
 
@@ -277,7 +334,7 @@ fn merge_presorted(
                         .take()
                         .expect("each file once");
                     let file = &dm.data_files[file_idx];
-                    match stream_sorted_file(inventory, file, parser, counters, &tx, &abort) {
+                    match stream_sorted_file(inventory, file, parser, counters, &tx, &abort, &flow, slot) {
                         Ok(Ok(())) => {
                             let _ = tx.send(Msg::Done);
                             counters.files_done.fetch_add(1, Ordering::Relaxed);
@@ -294,7 +351,7 @@ fn merge_presorted(
                 }
             });
         }
-        let result = write_in_order(&receivers, writer, dm, order, duplicates);
+        let result = write_in_order(&receivers, writer, dm, order, duplicates, &flow);
         if !matches!(result, Ok(None)) {
             abort.store(true, Ordering::Relaxed);
         }
@@ -325,14 +382,16 @@ fn write_in_order(
     dm: &DatedManifest,
     order: &[usize],
     duplicates: &mut u64,
+    flow: &Flow,
 ) -> Result<Option<String>> {
     let mut group = KeyGroup::default();
     let mut dedup = sort::Dedup::default();
     for (slot, rx) in receivers.iter().enumerate() {
+        flow.head.store(slot, Ordering::Release);
         let mut finished = false;
         for msg in rx.iter() {
             match msg {
-                Msg::Batch(batch) => {
+                Msg::Batch(batch, token) => {
                     for i in 0..batch.len() {
                         let rec = group.next_slot();
                         batch.record(i, rec);
@@ -350,6 +409,9 @@ fn write_in_order(
                             }
                             std::cmp::Ordering::Equal => {}
                         }
+                    }
+                    if token {
+                        flow.give_back();
                     }
                 }
                 Msg::Done => finished = true,
@@ -431,6 +493,8 @@ fn stream_sorted_file(
     counters: &Counters,
     tx: &Sender<Msg>,
     abort: &AtomicBool,
+    flow: &Flow,
+    slot: usize,
 ) -> Result<std::result::Result<(), String>> {
     let mut reader = RowReader::open(inventory, file, parser, &counters.bytes)?;
     let mut batch = SortBuffer::with_budget(BATCH_BYTES);
@@ -453,7 +517,7 @@ fn stream_sorted_file(
                 .rows
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             let full = std::mem::replace(&mut batch, SortBuffer::with_budget(BATCH_BYTES));
-            if tx.send(Msg::Batch(full)).is_err() {
+            if !flow.send(slot, tx, full, abort) {
                 return Ok(Ok(()));
             }
             assert!(batch.push(&rec), "an empty batch takes any record");
@@ -464,23 +528,20 @@ fn stream_sorted_file(
     counters
         .rows
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let _ = tx.send(Msg::Batch(batch));
+    flow.send(slot, tx, batch, abort);
     Ok(Ok(()))
 }
 
 /// The external sort's first phase: every thread parses whole files into its own buffer and
 /// spills it as a run whenever it fills. Returns the runs and the last, unspilled buffers.
-fn fill_and_spill(
-    input: &Input<'_>,
-    memory: u64,
-    tmp_dir: &Path,
-) -> Result<(Vec<PathBuf>, Vec<SortBuffer>)> {
+fn fill_and_spill(input: &Input<'_>, tmp_dir: &Path) -> Result<(Vec<PathBuf>, Vec<SortBuffer>)> {
     let Input {
         inventory,
         dm,
         parser,
         threads,
         counters,
+        memory,
     } = *input;
     // Leave room for what is not sort buffer: gzip/CSV buffers per thread, the merge's open
     // runs (two blocks each) and the writer.
