@@ -65,15 +65,23 @@ const SCAN_LIMIT: usize = 32;
 pub fn classify<'a>(group: &'a KeyGroup, mut emit: impl FnMut(Change<'a>)) {
     let (a, b) = (group.a(), group.b());
     let mut matched = vec![false; a.len()];
-    let index: Option<HashMap<&str, usize>> =
-        (a.len() > SCAN_LIMIT).then(|| a.iter().enumerate().map(|(i, r)| (r.version_id.as_str(), i)).collect());
+    let index: Option<HashMap<&str, usize>> = (a.len() > SCAN_LIMIT).then(|| {
+        a.iter()
+            .enumerate()
+            .map(|(i, r)| (r.version_id.as_str(), i))
+            .collect()
+    });
     for new in b {
         let found = match &index {
             Some(map) => map.get(new.version_id.as_str()).copied(),
             None => a.iter().position(|r| r.version_id == new.version_id),
         };
         let Some(i) = found else {
-            emit(Change { kind: added_kind(new), version: new, old: None });
+            emit(Change {
+                kind: added_kind(new),
+                version: new,
+                old: None,
+            });
             continue;
         };
         let old = &a[i];
@@ -86,28 +94,56 @@ pub fn classify<'a>(group: &'a KeyGroup, mut emit: impl FnMut(Change<'a>)) {
                 // The `null` version is the one id S3 reuses: writing a key while versioning
                 // is suspended replaces it. That is a removal and an addition, not an anomaly;
                 // the old record stays unmatched and is reported as removed below.
-                emit(Change { kind: added_kind(new), version: new, old: None });
+                emit(Change {
+                    kind: added_kind(new),
+                    version: new,
+                    old: None,
+                });
                 continue;
             }
             matched[i] = true;
-            emit(Change { kind: ChangeKind::Anomaly, version: new, old: Some(old) });
+            emit(Change {
+                kind: ChangeKind::Anomaly,
+                version: new,
+                old: Some(old),
+            });
             continue;
         }
         matched[i] = true;
         match (old.is_latest(), new.is_latest()) {
-            (true, false) => emit(Change { kind: ChangeKind::NowNoncurrent, version: new, old: Some(old) }),
-            (false, true) => emit(Change { kind: ChangeKind::NowCurrent, version: new, old: Some(old) }),
+            (true, false) => emit(Change {
+                kind: ChangeKind::NowNoncurrent,
+                version: new,
+                old: Some(old),
+            }),
+            (false, true) => emit(Change {
+                kind: ChangeKind::NowCurrent,
+                version: new,
+                old: Some(old),
+            }),
             _ => {}
         }
         if old.storage_class != new.storage_class {
-            emit(Change { kind: ChangeKind::MetadataChanged, version: new, old: Some(old) });
+            emit(Change {
+                kind: ChangeKind::MetadataChanged,
+                version: new,
+                old: Some(old),
+            });
         }
     }
     for (old, _) in a.iter().zip(&matched).filter(|(_, m)| !**m) {
-        emit(Change { kind: ChangeKind::Removed, version: old, old: None });
+        emit(Change {
+            kind: ChangeKind::Removed,
+            version: old,
+            old: None,
+        });
     }
 }
 
 fn added_kind(r: &VersionRecord) -> ChangeKind {
-    if r.is_delete_marker() { ChangeKind::AddedDeleteMarker } else { ChangeKind::Added }
+    if r.is_delete_marker() {
+        ChangeKind::AddedDeleteMarker
+    } else {
+        ChangeKind::Added
+    }
 }

@@ -25,8 +25,14 @@ impl ETag {
         }
         let (hex, rest) = s.split_at(32);
         let mut md5 = [0u8; 16];
+        let mut bad = 0u8;
         for (i, pair) in hex.chunks_exact(2).enumerate() {
-            md5[i] = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
+            let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+            bad |= (hi | lo) & 0xf0;
+            md5[i] = hi << 4 | (lo & 0x0f);
+        }
+        if bad != 0 {
+            return None;
         }
         let parts = match rest {
             [] => 0,
@@ -63,13 +69,28 @@ impl fmt::Display for ETag {
     }
 }
 
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+/// Hex digit values, 0xff for anything else: one lookup per digit on a path that runs once
+/// per inventory row.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+#[inline]
+fn hex_digit(b: u8) -> Option<u8> {
+    let v = HEX[usize::from(b)];
+    (v != 0xff).then_some(v)
 }
 
 #[cfg(test)]

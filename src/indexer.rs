@@ -244,7 +244,11 @@ impl Flow {
         for _ in 0..tokens {
             tokens_tx.send(()).expect("room for every token");
         }
-        Flow { tokens_tx, tokens_rx, head: AtomicUsize::new(0) }
+        Flow {
+            tokens_tx,
+            tokens_rx,
+            head: AtomicUsize::new(0),
+        }
     }
 
     /// Queues `batch` for `slot` once memory allows; false if the writer has gone or the
@@ -260,7 +264,11 @@ impl Flow {
             if abort.load(Ordering::Relaxed) {
                 return false;
             }
-            if self.tokens_rx.recv_timeout(Duration::from_millis(2)).is_ok() {
+            if self
+                .tokens_rx
+                .recv_timeout(Duration::from_millis(2))
+                .is_ok()
+            {
                 return tx.send(Msg::Batch(batch, true)).is_ok();
             }
         }
@@ -334,7 +342,9 @@ fn merge_presorted(
                         .take()
                         .expect("each file once");
                     let file = &dm.data_files[file_idx];
-                    match stream_sorted_file(inventory, file, parser, counters, &tx, &abort, &flow, slot) {
+                    match stream_sorted_file(
+                        inventory, file, parser, counters, &tx, &abort, &flow, slot,
+                    ) {
                         Ok(Ok(())) => {
                             let _ = tx.send(Msg::Done);
                             counters.files_done.fetch_add(1, Ordering::Relaxed);

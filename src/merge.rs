@@ -77,7 +77,11 @@ impl<S: SortedRecords> Side<S> {
             }
             None => false,
         };
-        Ok(Side { source, head, has_head })
+        Ok(Side {
+            source,
+            head,
+            has_head,
+        })
     }
 
     /// Moves every record of `key` into `out[*len..]`.
@@ -105,7 +109,11 @@ pub struct MergeJoin<A, B> {
 
 impl<A: SortedRecords, B: SortedRecords> MergeJoin<A, B> {
     pub fn new(a: A, b: B) -> Result<MergeJoin<A, B>> {
-        Ok(MergeJoin { a: Side::new(a)?, b: Side::new(b)?, group: KeyGroup::default() })
+        Ok(MergeJoin {
+            a: Side::new(a)?,
+            b: Side::new(b)?,
+            group: KeyGroup::default(),
+        })
     }
 
     /// The next key present in A or B, with its versions on each side.

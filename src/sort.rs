@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::index::{
-    IndexMeta, IndexReader, IndexWriter, RecordStream, decode_record, encode_record, sort_fields,
+    IndexMeta, IndexReader, IndexWriter, RecordStream, compare_encoded, decode_record,
+    encode_record,
 };
-use crate::record::{VersionRecord, order};
+use crate::record::VersionRecord;
 
 /// Runs open at once during a merge: bounds file descriptors and buffer memory
 /// (each open run holds about two blocks, ~150 KiB).
@@ -114,12 +115,6 @@ impl SortBuffer {
         decode_record(&self.arena, &mut pos, rec)
             .expect("sort buffer holds records this process encoded");
     }
-}
-
-fn compare_encoded(a: &[u8], b: &[u8]) -> Ordering {
-    let (ka, ta, va) = sort_fields(a);
-    let (kb, tb, vb) = sort_fields(b);
-    order(ka, ta, va, kb, tb, vb)
 }
 
 /// Drops exact duplicate rows (an inventory listing one version twice) and refuses two

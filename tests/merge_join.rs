@@ -15,7 +15,15 @@ use s3invbackup::timestamp::Timestamp;
 const KEYS: [&str; 7] = ["a", "a/b", "a/b/c", "ab", "a b", "b", "é"];
 
 fn arb_version() -> impl Strategy<Value = VersionRecord> {
-    (0..KEYS.len(), prop_oneof![Just(String::new()), "[A-Za-z0-9._]{4}"], 0i64..4, 0u64..3, any::<bool>(), any::<bool>(), 1u8..3)
+    (
+        0..KEYS.len(),
+        prop_oneof![Just(String::new()), "[A-Za-z0-9._]{4}"],
+        0i64..4,
+        0u64..3,
+        any::<bool>(),
+        any::<bool>(),
+        1u8..3,
+    )
         .prop_map(|(k, vid, mtime, size, latest, dm, class)| {
             let mut flags = Flags::default();
             flags.set(Flags::LATEST, latest);
@@ -25,9 +33,16 @@ fn arb_version() -> impl Strategy<Value = VersionRecord> {
                 version_id: vid,
                 last_modified: Timestamp(mtime * 1000),
                 size: if dm { 0 } else { size },
-                etag: (!dm).then_some(ETag { md5: [size as u8; 16], parts: 0 }),
+                etag: (!dm).then_some(ETag {
+                    md5: [size as u8; 16],
+                    parts: 0,
+                }),
                 flags,
-                storage_class: if dm { StorageClass::NONE } else { StorageClass(class) },
+                storage_class: if dm {
+                    StorageClass::NONE
+                } else {
+                    StorageClass(class)
+                },
             }
         })
 }
@@ -36,7 +51,9 @@ fn arb_version() -> impl Strategy<Value = VersionRecord> {
 fn listing(v: Vec<VersionRecord>) -> Vec<VersionRecord> {
     let mut by_id: BTreeMap<(String, String), VersionRecord> = BTreeMap::new();
     for r in v {
-        by_id.entry((r.key.clone(), r.version_id.clone())).or_insert(r);
+        by_id
+            .entry((r.key.clone(), r.version_id.clone()))
+            .or_insert(r);
     }
     let mut out: Vec<_> = by_id.into_values().collect();
     out.sort_by(|a, b| a.cmp_order(b));
@@ -46,10 +63,22 @@ fn listing(v: Vec<VersionRecord>) -> Vec<VersionRecord> {
 type Seen = BTreeSet<(String, String, &'static str)>;
 
 fn naive(a: &[VersionRecord], b: &[VersionRecord]) -> Seen {
-    let am: BTreeMap<_, _> = a.iter().map(|r| ((r.key.clone(), r.version_id.clone()), r)).collect();
-    let bm: BTreeMap<_, _> = b.iter().map(|r| ((r.key.clone(), r.version_id.clone()), r)).collect();
+    let am: BTreeMap<_, _> = a
+        .iter()
+        .map(|r| ((r.key.clone(), r.version_id.clone()), r))
+        .collect();
+    let bm: BTreeMap<_, _> = b
+        .iter()
+        .map(|r| ((r.key.clone(), r.version_id.clone()), r))
+        .collect();
     let mut out = Seen::new();
-    let added = |r: &VersionRecord| if r.is_delete_marker() { "added-delete-marker" } else { "added" };
+    let added = |r: &VersionRecord| {
+        if r.is_delete_marker() {
+            "added-delete-marker"
+        } else {
+            "added"
+        }
+    };
     for (id, new) in &bm {
         let entry = |kind| (id.0.clone(), id.1.clone(), kind);
         match am.get(id) {
@@ -57,7 +86,9 @@ fn naive(a: &[VersionRecord], b: &[VersionRecord]) -> Seen {
                 out.insert(entry(added(new)));
             }
             Some(old) => {
-                let same = old.size == new.size && old.etag == new.etag && old.last_modified == new.last_modified
+                let same = old.size == new.size
+                    && old.etag == new.etag
+                    && old.last_modified == new.last_modified
                     && old.is_delete_marker() == new.is_delete_marker();
                 if !same && id.1.is_empty() {
                     out.insert(entry(added(new)));
@@ -97,21 +128,34 @@ fn write(dir: &std::path::Path, name: &str, recs: &[VersionRecord]) -> std::path
 fn joined(a: &[VersionRecord], b: &[VersionRecord]) -> (Seen, usize) {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (write(dir.path(), "a", a), write(dir.path(), "b", b));
-    let (ra, rb) = (IndexReader::open(&pa).unwrap(), IndexReader::open(&pb).unwrap());
+    let (ra, rb) = (
+        IndexReader::open(&pa).unwrap(),
+        IndexReader::open(&pb).unwrap(),
+    );
     let mut join = MergeJoin::new(ra.stream(), rb.stream()).unwrap();
     let mut seen = Seen::new();
     let mut count = 0;
     let mut last_key: Option<String> = None;
     while let Some(group) = join.next_group().unwrap() {
         assert!(!group.a().is_empty() || !group.b().is_empty());
-        assert!(group.a().iter().chain(group.b()).all(|r| r.key == group.key));
+        assert!(
+            group
+                .a()
+                .iter()
+                .chain(group.b())
+                .all(|r| r.key == group.key)
+        );
         if let Some(k) = &last_key {
             assert!(k.as_bytes() < group.key.as_bytes(), "keys out of order");
         }
         last_key = Some(group.key.clone());
         classify(group, |c| {
             count += 1;
-            seen.insert((c.version.key.clone(), c.version.version_id.clone(), c.kind.name()));
+            seen.insert((
+                c.version.key.clone(),
+                c.version.version_id.clone(),
+                c.kind.name(),
+            ));
         });
     }
     (seen, count)
@@ -162,7 +206,10 @@ fn empty_and_disjoint_indexes() {
         version_id: vid.into(),
         last_modified: Timestamp(1),
         size: 1,
-        etag: Some(ETag { md5: [1; 16], parts: 0 }),
+        etag: Some(ETag {
+            md5: [1; 16],
+            parts: 0,
+        }),
         flags: Flags(Flags::LATEST),
         storage_class: StorageClass(1),
     };

@@ -20,7 +20,19 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[inline]
 pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
+    // Most varints here (lengths, shared prefixes) fit in one byte.
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
+    get_varint_slow(buf, pos)
+}
+
+fn get_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
     let mut v = 0u64;
     let mut shift = 0;
     loop {
@@ -42,6 +54,7 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
     }
 }
 
+#[inline]
 fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize, len: u64) -> Result<&'a [u8], CodecError> {
     let len = usize::try_from(len).map_err(|_| CodecError("length overflows"))?;
     let end = pos.checked_add(len).ok_or(CodecError("length overflows"))?;
@@ -133,10 +146,30 @@ pub fn decode_record(
     Ok(())
 }
 
-/// The sort fields of a record encoded with no shared prefix, read without decoding the rest.
-pub fn sort_fields(buf: &[u8]) -> (&[u8], Timestamp, &[u8]) {
+/// Index order of two records encoded with no shared prefix, decoding only as far as needed:
+/// the key decides almost every comparison.
+pub fn compare_encoded(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let (key_a, rest_a) = key_of(a);
+    let (key_b, rest_b) = key_of(b);
+    key_a.cmp(key_b).then_with(|| {
+        let (_, mtime_a, vid_a) = sort_fields(rest_a);
+        let (_, mtime_b, vid_b) = sort_fields(rest_b);
+        mtime_a.cmp(&mtime_b).then_with(|| vid_a.cmp(vid_b))
+    })
+}
+
+/// The key of a record encoded with no shared prefix, and the whole record.
+#[inline]
+fn key_of(buf: &[u8]) -> (&[u8], &[u8]) {
     // Only ever called on bytes this process encoded a moment ago, so malformed input is a
     // bug, not bad data.
+    let mut pos = 1; // the shared-prefix length, always 0 here
+    let key_len = get_varint(buf, &mut pos).expect("sort buffer");
+    (get_bytes(buf, &mut pos, key_len).expect("sort buffer"), buf)
+}
+
+/// The sort fields of a record encoded with no shared prefix, read without decoding the rest.
+pub fn sort_fields(buf: &[u8]) -> (&[u8], Timestamp, &[u8]) {
     let mut pos = 0;
     let shared = get_varint(buf, &mut pos).expect("sort buffer");
     debug_assert_eq!(shared, 0);
