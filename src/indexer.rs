@@ -342,9 +342,7 @@ fn merge_presorted(
                         .take()
                         .expect("each file once");
                     let file = &dm.data_files[file_idx];
-                    match stream_sorted_file(
-                        inventory, file, parser, counters, &tx, &abort, &flow, slot,
-                    ) {
+                    match stream_sorted_file(input, file, &tx, &abort, &flow, slot) {
                         Ok(Ok(())) => {
                             let _ = tx.send(Msg::Done);
                             counters.files_done.fetch_add(1, Ordering::Relaxed);
@@ -497,16 +495,15 @@ impl KeyGroup {
 
 /// Parses one file into batches. Ok(Err(reason)) if the file is not sorted.
 fn stream_sorted_file(
-    inventory: &Inventory,
+    input: &Input<'_>,
     file: &DataFile,
-    parser: &RowParser,
-    counters: &Counters,
     tx: &Sender<Msg>,
     abort: &AtomicBool,
     flow: &Flow,
     slot: usize,
 ) -> Result<std::result::Result<(), String>> {
-    let mut reader = RowReader::open(inventory, file, parser, &counters.bytes)?;
+    let counters = input.counters;
+    let mut reader = RowReader::open(input.inventory, file, input.parser, &counters.bytes)?;
     let mut batch = SortBuffer::with_budget(BATCH_BYTES);
     let mut rec = VersionRecord::default();
     let mut prev = VersionRecord::default();
