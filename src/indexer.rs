@@ -311,12 +311,11 @@ fn merge_presorted(
     duplicates: &mut u64,
 ) -> Result<Presorted> {
     let Input {
-        inventory,
         dm,
-        parser,
         threads,
         counters,
         memory,
+        ..
     } = *input;
     let flow = Flow::new(((memory / BATCH_BYTES as u64) as usize).max(4 * threads));
     let abort = AtomicBool::new(false);
