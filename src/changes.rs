@@ -64,7 +64,7 @@ const SCAN_LIMIT: usize = 32;
 /// versions that B no longer lists.
 pub fn classify<'a>(group: &'a KeyGroup, mut emit: impl FnMut(Change<'a>)) {
     let (a, b) = (group.a(), group.b());
-    let mut matched = vec![false; a.len()];
+    let mut matched = Matched::new(a.len());
     let index: Option<HashMap<&str, usize>> = (a.len() > SCAN_LIMIT).then(|| {
         a.iter()
             .enumerate()
@@ -101,7 +101,7 @@ pub fn classify<'a>(group: &'a KeyGroup, mut emit: impl FnMut(Change<'a>)) {
                 });
                 continue;
             }
-            matched[i] = true;
+            matched.set(i);
             emit(Change {
                 kind: ChangeKind::Anomaly,
                 version: new,
@@ -109,7 +109,7 @@ pub fn classify<'a>(group: &'a KeyGroup, mut emit: impl FnMut(Change<'a>)) {
             });
             continue;
         }
-        matched[i] = true;
+        matched.set(i);
         match (old.is_latest(), new.is_latest()) {
             (true, false) => emit(Change {
                 kind: ChangeKind::NowNoncurrent,
@@ -131,12 +131,43 @@ pub fn classify<'a>(group: &'a KeyGroup, mut emit: impl FnMut(Change<'a>)) {
             });
         }
     }
-    for (old, _) in a.iter().zip(&matched).filter(|(_, m)| !**m) {
-        emit(Change {
-            kind: ChangeKind::Removed,
-            version: old,
-            old: None,
-        });
+    for (i, old) in a.iter().enumerate() {
+        if !matched.get(i) {
+            emit(Change {
+                kind: ChangeKind::Removed,
+                version: old,
+                old: None,
+            });
+        }
+    }
+}
+
+/// Which of A's versions B also lists: a bit mask for the usual handful of versions, so a
+/// diff of 10^8 keys does not allocate once per key.
+enum Matched {
+    Few(u64),
+    Many(Vec<bool>),
+}
+
+impl Matched {
+    fn new(n: usize) -> Matched {
+        if n <= 64 {
+            Matched::Few(0)
+        } else {
+            Matched::Many(vec![false; n])
+        }
+    }
+    fn set(&mut self, i: usize) {
+        match self {
+            Matched::Few(bits) => *bits |= 1 << i,
+            Matched::Many(v) => v[i] = true,
+        }
+    }
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Matched::Few(bits) => bits & (1 << i) != 0,
+            Matched::Many(v) => v[i],
+        }
     }
 }
 

@@ -11,8 +11,10 @@
 //! - [`s3`]: the HTTP layer (SigV4 by rusty-s3, retries, resumable bodies).
 
 pub mod changes;
+pub mod diff;
 pub mod etag;
 pub mod index;
+pub mod index_cache;
 pub mod indexer;
 pub mod inventory;
 pub mod key;

@@ -27,6 +27,8 @@ enum Command {
     Index(cmd::index::IndexArgs),
     /// Print an index's records as CSV or JSON lines
     Dump(cmd::dump::DumpArgs),
+    /// What changed between two indexes or inventory dates (no downloads)
+    Diff(cmd::diff::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,17 +46,25 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    let result = match &cli.command {
-        Command::Dates(a) => cmd::dates::run(a, &cli.s3),
-        Command::Index(a) => cmd::index::run(a, &cli.s3),
-        Command::Dump(a) => cmd::dump::run(a),
+    // `diff --exit-code` uses 1 for "there are changes", so its errors become 2.
+    let (result, error_code) = match &cli.command {
+        Command::Dates(a) => (cmd::dates::run(a, &cli.s3).map(|()| 0), 1),
+        Command::Index(a) => (cmd::index::run(a, &cli.s3).map(|()| 0), 1),
+        Command::Dump(a) => (cmd::dump::run(a).map(|()| 0), 1),
+        Command::Diff(a) => {
+            let changed = cmd::diff::run(a, &cli.s3);
+            (
+                changed.map(|c| u8::from(c && a.exit_code)),
+                if a.exit_code { 2 } else { 1 },
+            )
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("s3invbackup: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(error_code)
         }
     }
 }

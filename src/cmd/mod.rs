@@ -2,6 +2,7 @@
 //! (S3 options, output, progress flags) live here so every command takes them the same way.
 
 pub mod dates;
+pub mod diff;
 pub mod dump;
 pub mod index;
 

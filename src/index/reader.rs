@@ -3,6 +3,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use anyhow::{Context, Result, bail};
 
@@ -23,12 +26,15 @@ pub struct BlockEntry {
 
 /// An open index: header, stats and block directory in memory, blocks read on demand.
 pub struct IndexReader {
-    file: File,
-    path: PathBuf,
+    file: Arc<File>,
+    path: Arc<PathBuf>,
     meta: IndexMeta,
     stats: IndexStats,
-    blocks: Vec<BlockEntry>,
+    blocks: Arc<[BlockEntry]>,
 }
+
+/// Blocks a stream's reading thread may load ahead of the decoder.
+const PREFETCH_BLOCKS: usize = 4;
 
 fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -100,11 +106,11 @@ impl IndexReader {
             return Err(corrupt("block count disagrees with the stats (corrupted)"));
         }
         Ok(IndexReader {
-            file,
-            path: path.to_path_buf(),
+            file: Arc::new(file),
+            path: Arc::new(path.to_path_buf()),
             meta,
             stats,
-            blocks,
+            blocks: blocks.into(),
         })
     }
 
@@ -139,50 +145,93 @@ impl IndexReader {
             .partition_point(|b| b.first_key.as_str() < prefix);
         RecordStream::new(self, first_ge.saturating_sub(1), Some(prefix.to_string()))
     }
+}
 
-    fn read_block(
-        &self,
-        idx: usize,
-        compressed: &mut Vec<u8>,
-        raw: &mut Vec<u8>,
-        dec: &mut zstd::bulk::Decompressor<'_>,
-    ) -> Result<()> {
-        let b = &self.blocks[idx];
-        compressed.resize(b.compressed_len as usize, 0);
-        self.file
-            .read_exact_at(compressed, b.offset)
-            .with_context(|| {
-                format!(
-                    "index {}: reading block {idx} at offset {}",
-                    self.path.display(),
-                    b.offset
-                )
-            })?;
-        if crc32fast::hash(compressed) != b.crc {
-            bail!(
-                "index {}: block {idx} at offset {} fails its checksum (corrupted); rebuild the index",
-                self.path.display(),
-                b.offset
-            );
-        }
-        raw.clear();
-        raw.reserve(b.raw_len as usize);
-        let n = dec.decompress_to_buffer(compressed, raw).with_context(|| {
-            format!(
-                "index {}: block {idx} at offset {} does not decompress",
-                self.path.display(),
-                b.offset
-            )
-        })?;
-        if n as u64 != b.raw_len {
-            bail!(
-                "index {}: block {idx} has {n} bytes, the directory says {}",
-                self.path.display(),
-                b.raw_len
-            );
-        }
-        Ok(())
+/// Reads, checks and decompresses block `idx` into `raw`.
+fn load_block(
+    file: &File,
+    path: &Path,
+    blocks: &[BlockEntry],
+    idx: usize,
+    compressed: &mut Vec<u8>,
+    raw: &mut Vec<u8>,
+    dec: &mut zstd::bulk::Decompressor<'_>,
+) -> Result<()> {
+    let b = &blocks[idx];
+    compressed.resize(b.compressed_len as usize, 0);
+    file.read_exact_at(compressed, b.offset).with_context(|| {
+        format!(
+            "index {}: reading block {idx} at offset {}",
+            path.display(),
+            b.offset
+        )
+    })?;
+    if crc32fast::hash(compressed) != b.crc {
+        bail!(
+            "index {}: block {idx} at offset {} fails its checksum (corrupted); rebuild the index",
+            path.display(),
+            b.offset
+        );
     }
+    raw.clear();
+    raw.reserve(b.raw_len as usize);
+    let n = dec.decompress_to_buffer(compressed, raw).with_context(|| {
+        format!(
+            "index {}: block {idx} at offset {} does not decompress",
+            path.display(),
+            b.offset
+        )
+    })?;
+    if n as u64 != b.raw_len {
+        bail!(
+            "index {}: block {idx} has {n} bytes, the directory says {}",
+            path.display(),
+            b.raw_len
+        );
+    }
+    Ok(())
+}
+
+/// Loads blocks `first..` on a thread of its own, so that reading and decompressing overlap
+/// with decoding. Stops when the stream is dropped.
+fn spawn_prefetch(
+    index: &IndexReader,
+    first: usize,
+) -> (Receiver<Result<Vec<u8>>>, Sender<Vec<u8>>) {
+    let (blocks_tx, blocks_rx) = bounded::<Result<Vec<u8>>>(PREFETCH_BLOCKS);
+    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(PREFETCH_BLOCKS + 2);
+    let (file, path, blocks) = (
+        Arc::clone(&index.file),
+        Arc::clone(&index.path),
+        Arc::clone(&index.blocks),
+    );
+    std::thread::spawn(move || {
+        let mut dec = match zstd::bulk::Decompressor::new() {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = blocks_tx.send(Err(e.into()));
+                return;
+            }
+        };
+        let mut compressed = Vec::new();
+        for idx in first..blocks.len() {
+            let mut raw = recycle_rx.try_recv().unwrap_or_default();
+            let loaded = load_block(
+                &file,
+                &path,
+                &blocks,
+                idx,
+                &mut compressed,
+                &mut raw,
+                &mut dec,
+            );
+            let failed = loaded.is_err();
+            if blocks_tx.send(loaded.map(|()| raw)).is_err() || failed {
+                return;
+            }
+        }
+    });
+    (blocks_rx, recycle_tx)
 }
 
 fn parse_directory(dir: &[u8]) -> Result<Vec<BlockEntry>> {
@@ -216,29 +265,30 @@ fn parse_directory(dir: &[u8]) -> Result<Vec<BlockEntry>> {
 pub struct RecordStream<'a> {
     index: &'a IndexReader,
     next_block: usize,
-    compressed: Vec<u8>,
+    blocks: Receiver<Result<Vec<u8>>>,
+    recycle: Sender<Vec<u8>>,
     raw: Vec<u8>,
     pos: usize,
     left_in_block: u64,
     rec: VersionRecord,
     prefix: Option<String>,
     done: bool,
-    decompressor: zstd::bulk::Decompressor<'static>,
 }
 
 impl<'a> RecordStream<'a> {
     fn new(index: &'a IndexReader, first_block: usize, prefix: Option<String>) -> RecordStream<'a> {
+        let (blocks, recycle) = spawn_prefetch(index, first_block);
         RecordStream {
             index,
             next_block: first_block,
-            compressed: Vec::new(),
+            blocks,
+            recycle,
             raw: Vec::new(),
             pos: 0,
             left_in_block: 0,
             rec: VersionRecord::default(),
             prefix,
             done: false,
-            decompressor: zstd::bulk::Decompressor::new().expect("zstd decompressor"),
         }
     }
 
@@ -259,12 +309,15 @@ impl<'a> RecordStream<'a> {
                     self.done = true;
                     return Ok(None);
                 }
-                self.index.read_block(
-                    self.next_block,
-                    &mut self.compressed,
-                    &mut self.raw,
-                    &mut self.decompressor,
-                )?;
+                let raw = match self.blocks.recv() {
+                    Ok(loaded) => loaded?,
+                    Err(_) => bail!(
+                        "index {}: the block reader stopped",
+                        self.index.path.display()
+                    ),
+                };
+                let used = std::mem::replace(&mut self.raw, raw);
+                let _ = self.recycle.try_send(used);
                 self.left_in_block = self.index.blocks[self.next_block].records;
                 self.next_block += 1;
                 self.pos = 0;
