@@ -31,12 +31,18 @@ impl KeyGroup {
 
 /// A sorted source of records: an index stream, or anything else in index order.
 pub trait SortedRecords {
-    fn next_record(&mut self) -> Result<Option<&VersionRecord>>;
+    /// The next record, not consumed.
+    fn peek(&mut self) -> Result<Option<&VersionRecord>>;
+    /// Moves the next record into `slot` (whose old contents the source may reuse).
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool>;
 }
 
 impl SortedRecords for RecordStream<'_> {
-    fn next_record(&mut self) -> Result<Option<&VersionRecord>> {
-        RecordStream::next_record(self)
+    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
+        RecordStream::peek(self)
+    }
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
+        RecordStream::take(self, slot)
     }
 }
 
@@ -53,90 +59,74 @@ impl<'a> VecRecords<'a> {
 }
 
 impl SortedRecords for VecRecords<'_> {
-    fn next_record(&mut self) -> Result<Option<&VersionRecord>> {
-        let r = self.records.get(self.next);
-        self.next += 1;
-        Ok(r)
+    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
+        Ok(self.records.get(self.next))
     }
-}
-
-/// One side of the join with a one-record lookahead.
-struct Side<S> {
-    source: S,
-    head: VersionRecord,
-    has_head: bool,
-}
-
-impl<S: SortedRecords> Side<S> {
-    fn new(mut source: S) -> Result<Side<S>> {
-        let mut head = VersionRecord::default();
-        let has_head = match source.next_record()? {
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
+        match self.records.get(self.next) {
             Some(r) => {
-                head.copy_from(r);
-                true
+                slot.copy_from(r);
+                self.next += 1;
+                Ok(true)
             }
-            None => false,
-        };
-        Ok(Side {
-            source,
-            head,
-            has_head,
-        })
-    }
-
-    /// Moves every record of `key` into `out[*len..]`.
-    fn take_key(&mut self, key: &str, out: &mut Vec<VersionRecord>, len: &mut usize) -> Result<()> {
-        while self.has_head && self.head.key == key {
-            if *len == out.len() {
-                out.push(VersionRecord::default());
-            }
-            std::mem::swap(&mut out[*len], &mut self.head);
-            *len += 1;
-            match self.source.next_record()? {
-                Some(r) => self.head.copy_from(r),
-                None => self.has_head = false,
-            }
+            None => Ok(false),
         }
-        Ok(())
     }
+}
+
+/// Moves every record of `key` from `source` into `out[*len..]`.
+fn take_key(
+    source: &mut impl SortedRecords,
+    key: &str,
+    out: &mut Vec<VersionRecord>,
+    len: &mut usize,
+) -> Result<()> {
+    while source.peek()?.is_some_and(|r| r.key == key) {
+        if *len == out.len() {
+            out.push(VersionRecord::default());
+        }
+        source.take(&mut out[*len])?;
+        *len += 1;
+    }
+    Ok(())
 }
 
 pub struct MergeJoin<A, B> {
-    a: Side<A>,
-    b: Side<B>,
+    a: A,
+    b: B,
     group: KeyGroup,
 }
 
 impl<A: SortedRecords, B: SortedRecords> MergeJoin<A, B> {
     pub fn new(a: A, b: B) -> Result<MergeJoin<A, B>> {
         Ok(MergeJoin {
-            a: Side::new(a)?,
-            b: Side::new(b)?,
+            a,
+            b,
             group: KeyGroup::default(),
         })
     }
 
     /// The next key present in A or B, with its versions on each side.
     pub fn next_group(&mut self) -> Result<Option<&KeyGroup>> {
-        let key = match (self.a.has_head, self.b.has_head) {
-            (false, false) => return Ok(None),
-            (true, false) => &self.a.head.key,
-            (false, true) => &self.b.head.key,
-            (true, true) => {
-                if self.a.head.key.as_bytes() <= self.b.head.key.as_bytes() {
-                    &self.a.head.key
+        let g = &mut self.group;
+        let key = match (self.a.peek()?, self.b.peek()?) {
+            (None, None) => return Ok(None),
+            (Some(a), None) => &a.key,
+            (None, Some(b)) => &b.key,
+            (Some(a), Some(b)) => {
+                if a.key.as_bytes() <= b.key.as_bytes() {
+                    &a.key
                 } else {
-                    &self.b.head.key
+                    &b.key
                 }
             }
         };
-        let g = &mut self.group;
         g.key.clear();
         g.key.push_str(key);
         g.a_len = 0;
         g.b_len = 0;
-        self.a.take_key(&g.key, &mut g.a, &mut g.a_len)?;
-        self.b.take_key(&g.key, &mut g.b, &mut g.b_len)?;
+        take_key(&mut self.a, &g.key, &mut g.a, &mut g.a_len)?;
+        take_key(&mut self.b, &g.key, &mut g.b, &mut g.b_len)?;
         Ok(Some(&self.group))
     }
 }

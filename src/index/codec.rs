@@ -32,7 +32,24 @@ pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
     get_varint_slow(buf, pos)
 }
 
+#[inline]
 fn get_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
+    // Timestamps (6 bytes) and sizes (2-4 bytes) take this path once per record: a plain
+    // loop over a bounds-checked window, with the overflow check only at the 10th byte.
+    if let Some(window) = buf.get(*pos..*pos + 10) {
+        let mut v = 0u64;
+        for (i, &b) in window.iter().enumerate().take(9) {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                *pos += i + 1;
+                return Ok(v);
+            }
+        }
+    }
+    get_varint_checked(buf, pos)
+}
+
+fn get_varint_checked(buf: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
     let mut v = 0u64;
     let mut shift = 0;
     loop {
@@ -63,6 +80,19 @@ fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize, len: u64) -> Result<&'a [u8], C
         .ok_or(CodecError("record runs past the end of its block"))?;
     *pos = end;
     Ok(bytes)
+}
+
+/// UTF-8 validation for the short strings of a record. Version ids and most key suffixes
+/// are ASCII, which a word-at-a-time scan confirms faster than the general validator
+/// starts up; this runs twice per record on every index read.
+#[inline]
+fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: every byte is ASCII, and ASCII is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
 }
 
 /// Length of the common prefix of two keys, cut back to a character boundary so that a
@@ -106,19 +136,46 @@ pub fn decode_record(
     pos: &mut usize,
     rec: &mut VersionRecord,
 ) -> Result<(), CodecError> {
-    let shared = get_varint(buf, pos)?;
-    let suffix_len = get_varint(buf, pos)?;
-    let shared = usize::try_from(shared).map_err(|_| CodecError("bad shared key length"))?;
+    let (shared, suffix) = key_parts(buf, pos)?;
     if shared > rec.key.len() || !rec.key.is_char_boundary(shared) {
         return Err(CodecError("bad shared key length"));
     }
-    let suffix = get_bytes(buf, pos, suffix_len)?;
-    let suffix = std::str::from_utf8(suffix).map_err(|_| CodecError("key is not UTF-8"))?;
     rec.key.truncate(shared);
     rec.key.push_str(suffix);
+    decode_fields(buf, pos, rec)
+}
+
+/// Decodes the record at `*pos` into `rec` (whose buffers are reused), taking the shared
+/// part of its key from `prev_key`.
+pub fn decode_record_after(
+    buf: &[u8],
+    pos: &mut usize,
+    prev_key: &str,
+    rec: &mut VersionRecord,
+) -> Result<(), CodecError> {
+    let (shared, suffix) = key_parts(buf, pos)?;
+    let head = prev_key
+        .get(..shared)
+        .ok_or(CodecError("bad shared key length"))?;
+    rec.key.clear();
+    rec.key.push_str(head);
+    rec.key.push_str(suffix);
+    decode_fields(buf, pos, rec)
+}
+
+fn key_parts<'a>(buf: &'a [u8], pos: &mut usize) -> Result<(usize, &'a str), CodecError> {
+    let shared = get_varint(buf, pos)?;
+    let suffix_len = get_varint(buf, pos)?;
+    let shared = usize::try_from(shared).map_err(|_| CodecError("bad shared key length"))?;
+    let suffix = get_bytes(buf, pos, suffix_len)?;
+    Ok((shared, utf8(suffix).ok_or(CodecError("key is not UTF-8"))?))
+}
+
+/// Everything after the key.
+fn decode_fields(buf: &[u8], pos: &mut usize, rec: &mut VersionRecord) -> Result<(), CodecError> {
     let vid_len = get_varint(buf, pos)?;
     let vid = get_bytes(buf, pos, vid_len)?;
-    let vid = std::str::from_utf8(vid).map_err(|_| CodecError("version id is not UTF-8"))?;
+    let vid = utf8(vid).ok_or(CodecError("version id is not UTF-8"))?;
     rec.version_id.clear();
     rec.version_id.push_str(vid);
     let mtime = get_varint(buf, pos)?;

@@ -41,7 +41,7 @@ mod codec;
 mod reader;
 mod writer;
 
-pub use codec::{compare_encoded, decode_record, encode_record, sort_fields};
+pub use codec::{compare_encoded, decode_record, decode_record_after, encode_record, sort_fields};
 pub use reader::{BlockEntry, IndexReader, RecordStream};
 pub use writer::IndexWriter;
 
