@@ -168,12 +168,12 @@ pub fn build_index(
             counters: &counters,
             memory: opts.memory,
         };
-        let (runs, mut buffers) = fill_and_spill(&input, tmp_dir.path())?;
+        let (runs, mut buffers, spill_duplicates) = fill_and_spill(&input, tmp_dir.path())?;
         summary.runs = runs.len();
         buffers.par_iter_mut().for_each(SortBuffer::sort);
         let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
-        summary.duplicates =
-            sort::merge(runs, &buffers, tmp_dir.path(), &mut |rec| writer.push(rec))?;
+        summary.duplicates = spill_duplicates
+            + sort::merge(runs, &buffers, tmp_dir.path(), &mut |rec| writer.push(rec))?;
         drop(buffers);
         summary.stats = writer.finish()?;
     }
@@ -186,30 +186,45 @@ pub fn build_index(
 }
 
 /// The order in which to stream the files if they look sorted by key and disjoint: files
-/// sorted by their first key. None when two files start with the same key or a first row can't be
-/// read (the full pass will then report the real error).
+/// sorted by their first key. None when two files start with the same key or a first row
+/// can't be read (the full pass will then report the real error).
+///
+/// Only the first [`PEEK_BYTES`] of each file are read (a Range GET on S3), by several
+/// threads at once: an inventory of a large bucket has thousands of data files.
 fn presorted_order(
     inventory: &Inventory,
     dm: &DatedManifest,
     parser: &RowParser,
 ) -> Option<Vec<usize>> {
-    let mut firsts: Vec<(Option<VersionRecord>, usize)> = Vec::with_capacity(dm.data_files.len());
-    let scratch = std::sync::atomic::AtomicU64::new(0);
-    for (i, file) in dm.data_files.iter().enumerate() {
-        let mut reader = RowReader::open(inventory, file, parser, &scratch).ok()?;
-        let mut rec = VersionRecord::default();
-        let first = match reader.next_record(&mut rec) {
-            Ok(true) => Some(rec),
-            Ok(false) => None,
-            Err(_) => return None,
-        };
-        firsts.push((first, i));
+    let next = AtomicUsize::new(0);
+    let firsts: Mutex<Vec<(Option<VersionRecord>, usize)>> =
+        Mutex::new(Vec::with_capacity(dm.data_files.len()));
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..PEEK_THREADS.min(dm.data_files.len()) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = dm.data_files.get(i) else {
+                        return;
+                    };
+                    match peek_first_row(inventory, file, parser) {
+                        Some(first) => firsts.lock().expect("lock").push((first, i)),
+                        None => failed.store(true, Ordering::Relaxed),
+                    }
+                }
+            });
+        }
+    });
+    if failed.load(Ordering::Relaxed) {
+        return None;
     }
+    let mut firsts = firsts.into_inner().expect("lock");
     firsts.sort_by(|a, b| match (&a.0, &b.0) {
         (None, None) => a.1.cmp(&b.1),
         (None, Some(_)) => std::cmp::Ordering::Less,
         (Some(_), None) => std::cmp::Ordering::Greater,
-        (Some(x), Some(y)) => x.cmp_order(y),
+        (Some(x), Some(y)) => x.cmp_order(y).then(a.1.cmp(&b.1)),
     });
     for pair in firsts.windows(2) {
         if let (Some(x), Some(y)) = (&pair[0].0, &pair[1].0)
@@ -219,6 +234,30 @@ fn presorted_order(
         }
     }
     Some(firsts.into_iter().map(|(_, i)| i).collect())
+}
+
+/// Bytes read from the start of each data file to find its first row.
+const PEEK_BYTES: u64 = 64 * 1024;
+const PEEK_THREADS: usize = 16;
+
+/// Some(None) for a file without rows; None if the first row can't be had.
+fn peek_first_row(
+    inventory: &Inventory,
+    file: &DataFile,
+    parser: &RowParser,
+) -> Option<Option<VersionRecord>> {
+    let scratch = std::sync::atomic::AtomicU64::new(0);
+    let head = inventory
+        .open_head(&file.rel, PEEK_BYTES.min(file.size.max(1)))
+        .ok()?;
+    let mut reader = RowReader::from_stream(head, file, parser, &scratch);
+    let mut rec = VersionRecord::default();
+    match reader.next_record(&mut rec) {
+        Ok(true) => Some(Some(rec)),
+        // The whole (small) file was read and verified: it has no rows.
+        Ok(false) => Some(None),
+        Err(_) => None,
+    }
 }
 
 /// Bounds how far the parsing threads run ahead of the writer, in batches.
@@ -540,7 +579,11 @@ fn stream_sorted_file(
 
 /// The external sort's first phase: every thread parses whole files into its own buffer and
 /// spills it as a run whenever it fills. Returns the runs and the last, unspilled buffers.
-fn fill_and_spill(input: &Input<'_>, tmp_dir: &Path) -> Result<(Vec<PathBuf>, Vec<SortBuffer>)> {
+/// Also returns the exact duplicates dropped inside runs.
+fn fill_and_spill(
+    input: &Input<'_>,
+    tmp_dir: &Path,
+) -> Result<(Vec<PathBuf>, Vec<SortBuffer>, u64)> {
     let Input {
         inventory,
         dm,
@@ -574,9 +617,9 @@ fn fill_and_spill(input: &Input<'_>, tmp_dir: &Path) -> Result<(Vec<PathBuf>, Ve
                             let mut rows = 0u64;
                             while reader.next_record(&mut rec)? {
                                 if !buffer.push(&rec) {
-                                    let path = buffer
+                                    let run = buffer
                                         .spill(tmp_dir, seq.fetch_add(1, Ordering::Relaxed))?;
-                                    runs.lock().expect("lock").push(path);
+                                    runs.lock().expect("lock").push(run);
                                     assert!(buffer.push(&rec), "an empty buffer takes any record");
                                 }
                                 rows += 1;
@@ -604,5 +647,6 @@ fn fill_and_spill(input: &Input<'_>, tmp_dir: &Path) -> Result<(Vec<PathBuf>, Ve
     })?;
     let mut runs = runs.into_inner().expect("lock");
     runs.sort();
-    Ok((runs, buffers))
+    let duplicates = runs.iter().map(|r| r.1).sum();
+    Ok((runs.into_iter().map(|r| r.0).collect(), buffers, duplicates))
 }

@@ -79,8 +79,9 @@ impl SortBuffer {
             .sort_unstable_by(|&a, &b| compare_encoded(&arena[a as usize..], &arena[b as usize..]));
     }
 
-    /// Writes the sorted contents as a run in `dir` and empties the buffer.
-    pub fn spill(&mut self, dir: &Path, seq: usize) -> Result<PathBuf> {
+    /// Writes the sorted contents as a run in `dir` and empties the buffer. Returns the run
+    /// and the number of exact duplicates dropped.
+    pub fn spill(&mut self, dir: &Path, seq: usize) -> Result<(PathBuf, u64)> {
         self.sort();
         let path = dir.join(format!("run-{seq:06}.s3inv"));
         let meta = IndexMeta {
@@ -100,7 +101,7 @@ impl SortBuffer {
             .finish()
             .with_context(|| format!("spilling a sort run to {}", dir.display()))?;
         self.clear();
-        Ok(path)
+        Ok((path, dedup.duplicates))
     }
 
     pub fn clear(&mut self) {

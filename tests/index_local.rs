@@ -144,6 +144,24 @@ fn duplicate_rows_are_dropped_and_conflicting_ones_refused() {
 }
 
 #[test]
+fn duplicates_are_counted_with_the_external_sort() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = generate(&spec(5000, 1, false, 6));
+    rows.push(rows[100].clone());
+    // Shuffled, small buffers: the twins meet inside a run or in the final merge; both count.
+    write_inventory(dir.path(), &spec(5000, 1, true, 6), &rows).unwrap();
+    let out = dir.path().join("x.idx");
+    build(dir.path(), &out, &["--memory", "64KiB", "--threads", "1"])
+        .success()
+        .stderr(
+            predicates::str::contains("external sort")
+                .and(predicates::str::contains("1 duplicate rows dropped")),
+        );
+    rows.pop();
+    assert_eq!(read_all(&out), oracle(&rows));
+}
+
+#[test]
 fn dump_prints_csv_and_jsonl_and_seeks_by_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let rows = generate(&spec(20_000, 3, false, 11));

@@ -232,6 +232,26 @@ impl Inventory {
         }
     }
 
+    /// The first `len` bytes of a file of this inventory (fewer if it is shorter).
+    pub fn open_head(&self, rel: &str, len: u64) -> Result<Box<dyn Read + Send + '_>> {
+        match &self.location {
+            Location::Local(_) => Ok(Box::new(self.open_stream(rel)?.take(len))),
+            Location::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
+                let key = format!("{prefix}{rel}");
+                Ok(Box::new(client.get(
+                    bucket,
+                    &key,
+                    None,
+                    Some((0, Some(len - 1))),
+                )?))
+            }
+        }
+    }
+
     /// A raw byte stream of a file of this inventory.
     pub fn open_stream(&self, rel: &str) -> Result<Box<dyn Read + Send + '_>> {
         match &self.location {

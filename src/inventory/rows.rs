@@ -64,7 +64,22 @@ impl<'a> RowReader<'a> {
         parser: &'a RowParser,
         progress: &'a AtomicU64,
     ) -> Result<RowReader<'a>> {
-        let stream = inventory.open_stream(&file.rel)?;
+        Ok(RowReader::from_stream(
+            inventory.open_stream(&file.rel)?,
+            file,
+            parser,
+            progress,
+        ))
+    }
+
+    /// Reads rows from `stream`, which holds the file (or, for a peek at its first rows, the
+    /// start of it: the checks at the end then fail, and the caller must not get that far).
+    pub fn from_stream(
+        stream: Box<dyn Read + Send + 'a>,
+        file: &'a DataFile,
+        parser: &'a RowParser,
+        progress: &'a AtomicU64,
+    ) -> RowReader<'a> {
         let body = HashingReader {
             inner: stream,
             md5: Md5::new(),
@@ -77,13 +92,13 @@ impl<'a> RowReader<'a> {
             .flexible(true)
             .buffer_capacity(256 * 1024)
             .from_reader(gunzip);
-        Ok(RowReader {
+        RowReader {
             file,
             csv,
             parser,
             row: csv::ByteRecord::new(),
             row_number: 0,
-        })
+        }
     }
 
     /// Rows read so far (1-based number of the last row).
