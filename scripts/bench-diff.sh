@@ -18,6 +18,7 @@ if [ ! -f "$data/prefix" ]; then
   mv "$data/prefix.tmp" "$data/prefix"
 fi
 prefix=$(cat "$data/prefix")
+sync                              # no writeback of freshly generated files during the runs
 cat "$data"/*.s3inv > /dev/null   # same page-cache state for every run
 
 measure() { # prints "wall_s rss_kib" and keeps the command's stdout in $data/out
@@ -26,11 +27,24 @@ measure() { # prints "wall_s rss_kib" and keeps the command's stdout in $data/ou
   cat "$t"; rm -f "$t"
 }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; rows=$rows"
-read -r full_wall full_rss < <(measure $bin diff "$data/A.s3inv" "$data/B.s3inv" --progress none)
+# Three runs each; the median is reported (this machine is noisy), all three are shown.
+runs=()
+for _ in 1 2 3; do
+  read -r w r < <(measure $bin diff "$data/A.s3inv" "$data/B.s3inv" --progress none)
+  runs+=("$w"); full_rss=$r
+done
+full_wall=$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p)
+echo "full diff runs: ${runs[*]} s (median $full_wall s)"
 records=$(awk '/records read/ {gsub(/[^0-9 ]/," "); print $2+$3}' "$data/out")
 keys=$(awk '/keys compared/ {gsub(/[^0-9 ]/," "); print $1}' "$data/out")
 changes=$(awk '$1=="total" {print $2}' "$data/out")
-read -r pre_wall pre_rss < <(measure $bin diff "$data/A.s3inv" "$data/B.s3inv" --progress none --prefix "$prefix")
+pre_runs=()
+for _ in 1 2 3; do
+  read -r w _ < <(measure $bin diff "$data/A.s3inv" "$data/B.s3inv" --progress none --prefix "$prefix")
+  pre_runs+=("$w")
+done
+pre_wall=$(printf '%s\n' "${pre_runs[@]}" | sort -n | sed -n 2p)
+echo "--prefix runs: ${pre_runs[*]} s (median $pre_wall s)"
 pre_keys=$(awk '/keys compared/ {gsub(/[^0-9 ]/," "); print $1}' "$data/out")
 python3 - "$full_wall" "$full_rss" "$records" "$keys" "$changes" "$pre_wall" "$pre_keys" "$prefix" <<'PY'
 import sys

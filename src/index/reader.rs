@@ -34,7 +34,7 @@ pub struct IndexReader {
 }
 
 /// Blocks a stream's reading thread may load ahead of the decoder.
-const PREFETCH_BLOCKS: usize = 4;
+const PREFETCH_BLOCKS: usize = 16;
 
 fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -194,8 +194,8 @@ fn load_block(
 
 /// What the reading thread sends.
 enum Msg {
-    /// A checked, decompressed block and its number.
-    Block(usize, Vec<u8>),
+    /// The decoded records of a block.
+    Records(Batch),
     /// Everything was sent (a stream that ends without this saw its thread die).
     End,
 }
@@ -212,9 +212,13 @@ struct Batch {
 /// decompression overlap with decoding. Decoding stays on the consumer's thread: records
 /// decoded on one core and compared on another cost more in cache traffic than they save.
 /// Stops early when the stream is dropped.
-fn spawn_reader(index: &IndexReader, first: usize) -> (Receiver<Result<Msg>>, Sender<Vec<u8>>) {
+fn spawn_reader(
+    index: &IndexReader,
+    first: usize,
+    prefix: Option<String>,
+) -> (Receiver<Result<Msg>>, Sender<Batch>) {
     let (tx, rx) = bounded::<Result<Msg>>(PREFETCH_BLOCKS);
-    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(PREFETCH_BLOCKS + 2);
+    let (recycle_tx, recycle_rx) = bounded::<Batch>(PREFETCH_BLOCKS + 2);
     let (file, path, blocks) = (
         Arc::clone(&index.file),
         Arc::clone(&index.path),
@@ -225,9 +229,8 @@ fn spawn_reader(index: &IndexReader, first: usize) -> (Receiver<Result<Msg>>, Se
         .spawn(move || {
             let result = (|| -> Result<()> {
                 let mut dec = zstd::bulk::Decompressor::new()?;
-                let mut compressed = Vec::new();
+                let (mut compressed, mut raw) = (Vec::new(), Vec::new());
                 for idx in first..blocks.len() {
-                    let mut raw = recycle_rx.try_recv().unwrap_or_default();
                     load_block(
                         &file,
                         &path,
@@ -237,8 +240,18 @@ fn spawn_reader(index: &IndexReader, first: usize) -> (Receiver<Result<Msg>>, Se
                         &mut raw,
                         &mut dec,
                     )?;
-                    if tx.send(Ok(Msg::Block(idx, raw))).is_err() {
+                    let mut batch = recycle_rx.try_recv().unwrap_or_default();
+                    decode_block(&raw, blocks[idx].records, &mut batch).map_err(|e| {
+                        anyhow::anyhow!("index {}: block {idx}: {e} (corrupted)", path.display())
+                    })?;
+                    let finished = prefix
+                        .as_deref()
+                        .is_some_and(|p| keep_prefix(&mut batch, p));
+                    if tx.send(Ok(Msg::Records(batch))).is_err() {
                         return Ok(());
+                    }
+                    if finished {
+                        break;
                     }
                 }
                 let _ = tx.send(Ok(Msg::End));
@@ -324,23 +337,21 @@ fn parse_directory(dir: &[u8]) -> Result<Vec<BlockEntry>> {
 pub struct RecordStream<'a> {
     index: &'a IndexReader,
     blocks: Receiver<Result<Msg>>,
-    recycle: Sender<Vec<u8>>,
+    recycle: Sender<Batch>,
     current: Batch,
     pos: usize,
-    prefix: Option<String>,
     done: bool,
 }
 
 impl<'a> RecordStream<'a> {
     fn new(index: &'a IndexReader, first_block: usize, prefix: Option<String>) -> RecordStream<'a> {
-        let (blocks, recycle) = spawn_reader(index, first_block);
+        let (blocks, recycle) = spawn_reader(index, first_block, prefix);
         RecordStream {
             index,
             blocks,
             recycle,
             current: Batch::default(),
             pos: 0,
-            prefix,
             done: false,
         }
     }
@@ -352,23 +363,10 @@ impl<'a> RecordStream<'a> {
                 return Ok(false);
             }
             match self.blocks.recv() {
-                Ok(Ok(Msg::Block(idx, raw))) => {
-                    let path = &self.index.path;
-                    decode_block(&raw, self.index.blocks[idx].records, &mut self.current).map_err(
-                        |e| {
-                            anyhow::anyhow!(
-                                "index {}: block {idx}: {e} (corrupted)",
-                                path.display()
-                            )
-                        },
-                    )?;
-                    let _ = self.recycle.try_send(raw);
+                Ok(Ok(Msg::Records(batch))) => {
+                    let used = std::mem::replace(&mut self.current, batch);
+                    let _ = self.recycle.try_send(used);
                     self.pos = 0;
-                    if let Some(p) = &self.prefix
-                        && keep_prefix(&mut self.current, p)
-                    {
-                        self.done = true;
-                    }
                 }
                 Ok(Ok(Msg::End)) => self.done = true,
                 Ok(Err(e)) => {
