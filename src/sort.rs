@@ -19,7 +19,7 @@ use crate::index::{
 use crate::record::VersionRecord;
 
 /// Runs open at once during a merge: bounds file descriptors and buffer memory
-/// (each open run holds about two blocks, ~150 KiB).
+/// (each open run holds a few decoded blocks, ~0.5 MiB).
 pub const MAX_OPEN_RUNS: usize = 64;
 
 /// Sorts records in a fixed number of bytes.
@@ -264,7 +264,7 @@ fn merge_once(
     let mut sources: Vec<Source<'_>> = Vec::with_capacity(readers.len() + buffers.len());
     for r in &readers {
         sources.push(Source::Run {
-            stream: Box::new(r.stream()),
+            stream: Box::new(r.stream_with_readahead(2)),
             current: VersionRecord::default(),
         });
     }

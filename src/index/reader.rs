@@ -33,8 +33,9 @@ pub struct IndexReader {
     blocks: Arc<[BlockEntry]>,
 }
 
-/// Blocks a stream's reading thread may load ahead of the decoder.
-const PREFETCH_BLOCKS: usize = 16;
+/// Blocks a stream's reading thread may decode ahead of the consumer by default: enough to
+/// ride out scheduling hiccups on a busy machine (~2 MiB of records per stream).
+pub const READAHEAD_BLOCKS: usize = 16;
 
 fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -129,7 +130,13 @@ impl IndexReader {
 
     /// Every record, in order.
     pub fn stream(&self) -> RecordStream<'_> {
-        RecordStream::new(self, 0, None)
+        RecordStream::new(self, 0, None, READAHEAD_BLOCKS)
+    }
+
+    /// Every record, in order, decoding at most `blocks` blocks ahead: for merges that open
+    /// many streams at once within a memory budget.
+    pub fn stream_with_readahead(&self, blocks: usize) -> RecordStream<'_> {
+        RecordStream::new(self, 0, None, blocks)
     }
 
     /// The records whose key starts with `prefix`, found by a binary search of the block
@@ -143,7 +150,12 @@ impl IndexReader {
         let first_ge = self
             .blocks
             .partition_point(|b| b.first_key.as_str() < prefix);
-        RecordStream::new(self, first_ge.saturating_sub(1), Some(prefix.to_string()))
+        RecordStream::new(
+            self,
+            first_ge.saturating_sub(1),
+            Some(prefix.to_string()),
+            READAHEAD_BLOCKS,
+        )
     }
 }
 
@@ -208,17 +220,18 @@ struct Batch {
     len: usize,
 }
 
-/// Reads, checks and decompresses blocks `first..` on a thread of its own, so that I/O and
-/// decompression overlap with decoding. Decoding stays on the consumer's thread: records
-/// decoded on one core and compared on another cost more in cache traffic than they save.
-/// Stops early when the stream is dropped.
+/// Reads, checks, decompresses and decodes blocks `first..` on a thread of its own, at most
+/// `readahead` blocks ahead of the consumer, so that all of it overlaps with the consumer's
+/// work (for a diff, the merge-join). With a prefix, only matching records are sent, and
+/// reading stops after the last. Stops early when the stream is dropped.
 fn spawn_reader(
     index: &IndexReader,
     first: usize,
     prefix: Option<String>,
+    readahead: usize,
 ) -> (Receiver<Result<Msg>>, Sender<Batch>) {
-    let (tx, rx) = bounded::<Result<Msg>>(PREFETCH_BLOCKS);
-    let (recycle_tx, recycle_rx) = bounded::<Batch>(PREFETCH_BLOCKS + 2);
+    let (tx, rx) = bounded::<Result<Msg>>(readahead.max(1));
+    let (recycle_tx, recycle_rx) = bounded::<Batch>(readahead.max(1) + 2);
     let (file, path, blocks) = (
         Arc::clone(&index.file),
         Arc::clone(&index.path),
@@ -344,8 +357,13 @@ pub struct RecordStream<'a> {
 }
 
 impl<'a> RecordStream<'a> {
-    fn new(index: &'a IndexReader, first_block: usize, prefix: Option<String>) -> RecordStream<'a> {
-        let (blocks, recycle) = spawn_reader(index, first_block, prefix);
+    fn new(
+        index: &'a IndexReader,
+        first_block: usize,
+        prefix: Option<String>,
+        readahead: usize,
+    ) -> RecordStream<'a> {
+        let (blocks, recycle) = spawn_reader(index, first_block, prefix, readahead);
         RecordStream {
             index,
             blocks,
