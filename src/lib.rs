@@ -13,6 +13,7 @@
 pub mod changes;
 pub mod diff;
 pub mod etag;
+pub mod fetch;
 pub mod index;
 pub mod index_cache;
 pub mod indexer;

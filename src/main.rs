@@ -29,6 +29,8 @@ enum Command {
     Dump(cmd::dump::DumpArgs),
     /// What changed between two indexes or inventory dates (no downloads)
     Diff(cmd::diff::DiffArgs),
+    /// Fetch and verify one object version
+    Get(cmd::get::GetArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Dates(a) => (cmd::dates::run(a, &cli.s3).map(|()| 0), 1),
         Command::Index(a) => (cmd::index::run(a, &cli.s3).map(|()| 0), 1),
         Command::Dump(a) => (cmd::dump::run(a).map(|()| 0), 1),
+        Command::Get(a) => (cmd::get::run(a, &cli.s3).map(|()| 0), 1),
         Command::Diff(a) => {
             let changed = cmd::diff::run(a, &cli.s3);
             (

@@ -148,6 +148,29 @@ impl S3Client {
         })
     }
 
+    /// HEAD an object (optionally a version, optionally one part of a multipart upload).
+    pub fn head(&self, bucket: &str, key: &str, version_id: Option<&str>, part_number: Option<u32>) -> Result<HeadInfo> {
+        let b = self.bucket(bucket)?;
+        let mut action = rusty_s3::actions::HeadObject::new(&b, self.credentials.as_ref(), key);
+        if let Some(v) = version_id {
+            action.query_mut().insert("versionId", v.to_string());
+        }
+        if let Some(n) = part_number {
+            action.query_mut().insert("partNumber", n.to_string());
+        }
+        let url = action.sign(PRESIGN_FOR);
+        let response = self.send_with_retries("HEAD", bucket, key, || self.http.head(url.clone()).send())?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok(HeadInfo {
+            size: response.content_length().or_else(|| header("content-length").and_then(|v| v.parse().ok())).unwrap_or(0),
+            etag: header("etag").unwrap_or_default(),
+            last_modified: header("last-modified"),
+            parts_count: header("x-amz-mp-parts-count").and_then(|v| v.parse().ok()),
+            server_side_encryption: header("x-amz-server-side-encryption"),
+            version_id: header("x-amz-version-id"),
+        })
+    }
+
     /// Reads a whole (small) object into memory.
     pub fn get_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
         let mut body = Vec::new();
@@ -282,6 +305,20 @@ fn url_decode(s: &str) -> Result<String> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .with_context(|| format!("listing returned a key that is not UTF-8: {s:?}"))
+}
+
+/// What a HEAD says about an object (or one part of it).
+#[derive(Debug, Clone, Default)]
+pub struct HeadInfo {
+    /// Content-Length: of the object, or of the part asked for.
+    pub size: u64,
+    /// As sent, with quotes.
+    pub etag: String,
+    pub last_modified: Option<String>,
+    pub parts_count: Option<u32>,
+    /// `AES256`, `aws:kms`, `aws:kms:dsse`; None for plaintext.
+    pub server_side_encryption: Option<String>,
+    pub version_id: Option<String>,
 }
 
 #[derive(Debug, Default)]

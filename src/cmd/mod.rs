@@ -4,6 +4,7 @@
 pub mod dates;
 pub mod diff;
 pub mod dump;
+pub mod get;
 pub mod index;
 
 use std::io::{self, Write};
