@@ -100,7 +100,11 @@ pub struct FetchOptions {
 
 impl Default for FetchOptions {
     fn default() -> FetchOptions {
-        FetchOptions { jobs: 32, part_size: 64 << 20, resumes: 8 }
+        FetchOptions {
+            jobs: 32,
+            part_size: 64 << 20,
+            resumes: 8,
+        }
     }
 }
 
@@ -161,13 +165,24 @@ pub fn fetch_all(
     let in_flight = AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..opts.jobs.max(1) {
-            let (objects_rx, ranges_rx, ranges_tx, results_tx) =
-                (objects_rx.clone(), ranges_rx.clone(), ranges_tx.clone(), results_tx.clone());
+            let (objects_rx, ranges_rx, ranges_tx, results_tx) = (
+                objects_rx.clone(),
+                ranges_rx.clone(),
+                ranges_tx.clone(),
+                results_tx.clone(),
+            );
             let in_flight = &in_flight;
             std::thread::Builder::new()
                 .name("fetch".into())
                 .spawn_scoped(scope, move || {
-                    let worker = Worker { client, opts, counters, ranges_tx, results_tx, in_flight };
+                    let worker = Worker {
+                        client,
+                        opts,
+                        counters,
+                        ranges_tx,
+                        results_tx,
+                        in_flight,
+                    };
                     worker.run(&objects_rx, &ranges_rx);
                 })
                 .context("starting a fetch thread")?;
@@ -175,7 +190,9 @@ pub fn fetch_all(
         drop(results_tx);
         for request in requests {
             in_flight.fetch_add(1, Ordering::SeqCst);
-            objects_tx.send(Task::Object(request, 0)).map_err(|_| anyhow!("fetch threads stopped"))?;
+            objects_tx
+                .send(Task::Object(request, 0))
+                .map_err(|_| anyhow!("fetch threads stopped"))?;
             // Hand results back as they come, so the caller's bookkeeping keeps pace.
             while let Ok(r) = results_rx.try_recv() {
                 on_result(r);
@@ -274,7 +291,13 @@ impl Worker<'_> {
         if multipart {
             let parts = r.etag.map_or(0, |e| e.parts);
             if parts == 1 {
-                return Ok((vec![Range { start: 0, len: r.size }], true));
+                return Ok((
+                    vec![Range {
+                        start: 0,
+                        len: r.size,
+                    }],
+                    true,
+                ));
             }
             let sizes = self.part_sizes(r, parts).map_err(FetchError::classify)?;
             let mut start = 0;
@@ -290,7 +313,10 @@ impl Worker<'_> {
         }
         let step = self.opts.part_size.max(1);
         let ranges = (0..r.size.div_ceil(step))
-            .map(|i| Range { start: i * step, len: step.min(r.size - i * step) })
+            .map(|i| Range {
+                start: i * step,
+                len: step.min(r.size - i * step),
+            })
             .collect();
         Ok((ranges, false))
     }
@@ -311,10 +337,20 @@ impl Worker<'_> {
         let mut sizes = vec![p];
         for part in 2..=parts {
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            sizes.push(self.client.head(&r.bucket, &r.key, version, Some(part))?.size);
+            sizes.push(
+                self.client
+                    .head(&r.bucket, &r.key, version, Some(part))?
+                    .size,
+            );
         }
         if sizes.iter().sum::<u64>() != r.size {
-            anyhow::bail!("s3://{}/{}: parts add up to {} bytes, the inventory says {}", r.bucket, r.key, sizes.iter().sum::<u64>(), r.size);
+            anyhow::bail!(
+                "s3://{}/{}: parts add up to {} bytes, the inventory says {}",
+                r.bucket,
+                r.key,
+                sizes.iter().sum::<u64>(),
+                r.size
+            );
         }
         Ok(sizes)
     }
@@ -392,7 +428,12 @@ impl Worker<'_> {
                     r.size
                 )));
             }
-            tracing::debug!("s3://{}/{}: transfer broke at byte {}; resuming", r.bucket, r.key, range.start + done);
+            tracing::debug!(
+                "s3://{}/{}: transfer broke at byte {}; resuming",
+                r.bucket,
+                r.key,
+                range.start + done
+            );
             std::thread::sleep(backoff(resumes).min(std::time::Duration::from_secs(2)));
         }
     }
@@ -405,7 +446,13 @@ impl Worker<'_> {
             Some(e) => Err(e),
             None => {
                 let md5s = job.part_md5.lock().expect("lock");
-                verify(&request, &job.file, &job.ranges, job.parts_are_ranges, &md5s)
+                verify(
+                    &request,
+                    &job.file,
+                    &job.ranges,
+                    job.parts_are_ranges,
+                    &md5s,
+                )
             }
         };
         let outcome = outcome.and_then(|v| {
@@ -419,9 +466,15 @@ impl Worker<'_> {
         });
         match outcome {
             Err(FetchError::Corrupt(why)) if job.attempt == 0 => {
-                tracing::warn!("s3://{}/{}: {why}; fetching it again", request.bucket, request.key);
+                tracing::warn!(
+                    "s3://{}/{}: {why}; fetching it again",
+                    request.bucket,
+                    request.key
+                );
                 let _ = std::fs::remove_file(&request.dest);
-                self.counters.retried_corrupt.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .retried_corrupt
+                    .fetch_add(1, Ordering::Relaxed);
                 self.start_object(request, 1);
             }
             Err(e) => {
@@ -455,14 +508,27 @@ fn create_staging(path: &Path, size: u64) -> Result<File> {
         .truncate(true)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    file.set_len(size).with_context(|| format!("allocating {} bytes for {}", size, path.display()))?;
+    file.set_len(size)
+        .with_context(|| format!("allocating {} bytes for {}", size, path.display()))?;
     Ok(file)
 }
 
-fn verify(r: &FetchRequest, file: &File, ranges: &[Range], parts_are_ranges: bool, part_md5: &[[u8; 16]]) -> Result<Verified, FetchError> {
-    let len = file.metadata().map_err(|e| FetchError::Other(e.into()))?.len();
+fn verify(
+    r: &FetchRequest,
+    file: &File,
+    ranges: &[Range],
+    parts_are_ranges: bool,
+    part_md5: &[[u8; 16]],
+) -> Result<Verified, FetchError> {
+    let len = file
+        .metadata()
+        .map_err(|e| FetchError::Other(e.into()))?
+        .len();
     if len != r.size {
-        return Err(FetchError::Corrupt(format!("size {len}, expected {}", r.size)));
+        return Err(FetchError::Corrupt(format!(
+            "size {len}, expected {}",
+            r.size
+        )));
     }
     let (Some(etag), true) = (r.etag, r.etag_is_md5) else {
         return Ok(Verified::SizeOnly);
@@ -472,11 +538,16 @@ fn verify(r: &FetchRequest, file: &File, ranges: &[Range], parts_are_ranges: boo
         for m in part_md5 {
             outer.update(m);
         }
-        let actual = ETag { md5: outer.finalize().into(), parts: part_md5.len() as u32 };
+        let actual = ETag {
+            md5: outer.finalize().into(),
+            parts: part_md5.len() as u32,
+        };
         return if actual == etag {
             Ok(Verified::MultipartEtag)
         } else {
-            Err(FetchError::Corrupt(format!("multipart ETag {actual}, expected {etag}")))
+            Err(FetchError::Corrupt(format!(
+                "multipart ETag {actual}, expected {etag}"
+            )))
         };
     }
     let md5: [u8; 16] = if ranges.len() == 1 {
@@ -486,7 +557,13 @@ fn verify(r: &FetchRequest, file: &File, ranges: &[Range], parts_are_ranges: boo
         md5_of_file(file).map_err(|e| FetchError::Other(e.into()))?
     };
     let actual = ETag { md5, parts: 0 };
-    if actual == etag { Ok(Verified::Md5) } else { Err(FetchError::Corrupt(format!("MD5 {actual}, expected ETag {etag}"))) }
+    if actual == etag {
+        Ok(Verified::Md5)
+    } else {
+        Err(FetchError::Corrupt(format!(
+            "MD5 {actual}, expected ETag {etag}"
+        )))
+    }
 }
 
 fn md5_of_file(file: &File) -> io::Result<[u8; 16]> {
@@ -505,10 +582,22 @@ fn md5_of_file(file: &File) -> io::Result<[u8; 16]> {
 
 /// Fetches one object given only its location: HEAD learns size, ETag, encryption and date,
 /// then the object is fetched and verified against them (the `get` command).
-pub fn fetch_one(client: &S3Client, bucket: &str, key: &str, version_id: Option<&str>, dest: &Path, opts: &FetchOptions) -> Result<(FetchRequest, Verified), FetchError> {
-    let head = client.head(bucket, key, version_id, None).map_err(FetchError::classify)?;
+pub fn fetch_one(
+    client: &S3Client,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Result<(FetchRequest, Verified), FetchError> {
+    let head = client
+        .head(bucket, key, version_id, None)
+        .map_err(FetchError::classify)?;
     let etag = ETag::parse(head.etag.as_bytes());
-    let encrypted_opaque = head.server_side_encryption.as_deref().is_some_and(|s| s != "AES256");
+    let encrypted_opaque = head
+        .server_side_encryption
+        .as_deref()
+        .is_some_and(|s| s != "AES256");
     let last_modified = head
         .last_modified
         .as_deref()
@@ -526,7 +615,8 @@ pub fn fetch_one(client: &S3Client, bucket: &str, key: &str, version_id: Option<
     };
     let counters = FetchCounters::default();
     let mut result = None;
-    fetch_all(client, [request], opts, &counters, |r| result = Some(r)).map_err(FetchError::Other)?;
+    fetch_all(client, [request], opts, &counters, |r| result = Some(r))
+        .map_err(FetchError::Other)?;
     let r = result.ok_or_else(|| FetchError::Other(anyhow!("no result")))?;
     r.outcome.map(|v| (r.request, v))
 }
@@ -534,8 +624,12 @@ pub fn fetch_one(client: &S3Client, bucket: &str, key: &str, version_id: Option<
 /// `Last-Modified: Wed, 12 Oct 2009 17:50:00 GMT`.
 fn parse_http_date(s: &str) -> Option<Timestamp> {
     let parts: Vec<&str> = s.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else { return None };
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let month = MONTHS.iter().position(|m| m == month)? + 1;
     Timestamp::parse(format!("{year}-{month:02}-{day:0>2}T{time}Z").as_bytes())
 }
@@ -546,7 +640,12 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(parse_http_date("Wed, 12 Oct 2009 17:50:00 GMT").unwrap().to_string(), "2009-10-12T17:50:00.000Z");
+        assert_eq!(
+            parse_http_date("Wed, 12 Oct 2009 17:50:00 GMT")
+                .unwrap()
+                .to_string(),
+            "2009-10-12T17:50:00.000Z"
+        );
         assert!(parse_http_date("yesterday").is_none());
     }
 }

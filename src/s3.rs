@@ -149,7 +149,13 @@ impl S3Client {
     }
 
     /// HEAD an object (optionally a version, optionally one part of a multipart upload).
-    pub fn head(&self, bucket: &str, key: &str, version_id: Option<&str>, part_number: Option<u32>) -> Result<HeadInfo> {
+    pub fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        part_number: Option<u32>,
+    ) -> Result<HeadInfo> {
         let b = self.bucket(bucket)?;
         let mut action = rusty_s3::actions::HeadObject::new(&b, self.credentials.as_ref(), key);
         if let Some(v) = version_id {
@@ -159,10 +165,20 @@ impl S3Client {
             action.query_mut().insert("partNumber", n.to_string());
         }
         let url = action.sign(PRESIGN_FOR);
-        let response = self.send_with_retries("HEAD", bucket, key, || self.http.head(url.clone()).send())?;
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let response =
+            self.send_with_retries("HEAD", bucket, key, || self.http.head(url.clone()).send())?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         Ok(HeadInfo {
-            size: response.content_length().or_else(|| header("content-length").and_then(|v| v.parse().ok())).unwrap_or(0),
+            // The header, not content_length(): that is the (empty) body's length for a HEAD.
+            size: header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             etag: header("etag").unwrap_or_default(),
             last_modified: header("last-modified"),
             parts_count: header("x-amz-mp-parts-count").and_then(|v| v.parse().ok()),

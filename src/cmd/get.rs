@@ -33,8 +33,14 @@ pub struct GetArgs {
 }
 
 pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
-    let rest = args.url.strip_prefix("s3://").ok_or_else(|| anyhow!("{}: not an s3:// URL", args.url))?;
-    let Some((bucket, key)) = rest.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty()) else {
+    let rest = args
+        .url
+        .strip_prefix("s3://")
+        .ok_or_else(|| anyhow!("{}: not an s3:// URL", args.url))?;
+    let Some((bucket, key)) = rest
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+    else {
         bail!("{}: expected s3://bucket/key", args.url);
     };
     let client = S3Client::new(&s3.config())?;
@@ -47,16 +53,38 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?
         .into_temp_path();
-    let opts = FetchOptions { jobs: args.jobs.max(1), part_size: args.part_size.max(1), ..FetchOptions::default() };
-    let (request, verified) = fetch_one(&client, bucket, key, args.version_id.as_deref(), &staging, &opts)
-        .map_err(|e| anyhow!("{}{}: {e}", args.url, args.version_id.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default()))?;
+    let opts = FetchOptions {
+        jobs: args.jobs.max(1),
+        part_size: args.part_size.max(1),
+        ..FetchOptions::default()
+    };
+    let (request, verified) = fetch_one(
+        &client,
+        bucket,
+        key,
+        args.version_id.as_deref(),
+        &staging,
+        &opts,
+    )
+    .map_err(|e| {
+        anyhow!(
+            "{}{}: {e}",
+            args.url,
+            args.version_id
+                .as_deref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default()
+        )
+    })?;
     staging
         .persist(&args.output)
         .with_context(|| format!("renaming into {}", args.output.display()))?;
     let how = match verified {
         Verified::Md5 => "MD5 matches the ETag",
         Verified::MultipartEtag => "multipart ETag matches",
-        Verified::SizeOnly => "size only (the ETag of an SSE-KMS/SSE-C object says nothing about its bytes)",
+        Verified::SizeOnly => {
+            "size only (the ETag of an SSE-KMS/SSE-C object says nothing about its bytes)"
+        }
     };
     eprintln!(
         "{} -> {}: {} ({} bytes), verified: {how}",

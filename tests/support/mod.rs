@@ -190,3 +190,112 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// An object uploaded by scripts/put_objects.py.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub key: String,
+    pub version_id: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: f64,
+    /// The bytes, as uploaded.
+    pub file: PathBuf,
+}
+
+/// Uploads `spec` (see scripts/put_objects.py) into a new bucket `bucket`.
+pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Uploaded> {
+    use std::io::Write as _;
+    let srv = server();
+    let mut child = Command::new(venv().join("bin/python"))
+        .arg(repo().join("scripts/put_objects.py"))
+        .args([
+            "--endpoint",
+            &srv.endpoint,
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+            "--bucket",
+            bucket,
+            "--out",
+        ])
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running put_objects.py");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "put_objects.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.into_iter()
+        .map(|v| Uploaded {
+            key: v["key"].as_str().unwrap().into(),
+            version_id: v["version_id"].as_str().unwrap().into(),
+            etag: v["etag"].as_str().unwrap().into(),
+            size: v["size"].as_u64().unwrap(),
+            last_modified: v["last_modified"].as_f64().unwrap(),
+            file: PathBuf::from(v["file"].as_str().unwrap()),
+        })
+        .collect()
+}
+
+/// The fault-injecting proxy in front of the test server (one per test binary).
+pub struct Proxy {
+    pub endpoint: String,
+}
+
+pub fn proxy() -> &'static Proxy {
+    static PROXY: OnceLock<Proxy> = OnceLock::new();
+    PROXY.get_or_init(|| {
+        use std::io::BufRead as _;
+        let srv = server();
+        let mut child = Command::new(venv().join("bin/python"))
+            .arg(repo().join("scripts/faultproxy.py"))
+            .args([
+                "--upstream",
+                &srv.endpoint,
+                "--watch-pid",
+                &std::process::id().to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting faultproxy.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_str(&line).expect("proxy announces itself");
+        Proxy {
+            endpoint: info["endpoint"].as_str().unwrap().to_string(),
+        }
+    })
+}
+
+impl Proxy {
+    pub fn set_rules(&self, rules: serde_json::Value) {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/__proxy/rules", self.endpoint))
+            .body(rules.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// Hits per rule index.
+    pub fn hits(&self) -> serde_json::Value {
+        let r = reqwest::blocking::get(format!("{}/__proxy/stats", self.endpoint)).unwrap();
+        r.json::<serde_json::Value>().unwrap()["hits"].clone()
+    }
+}
