@@ -254,6 +254,8 @@ pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Upl
 /// The fault-injecting proxy in front of the test server (one per test binary).
 pub struct Proxy {
     pub endpoint: String,
+    /// Never waited for: it exits with this test binary (its --watch-pid).
+    _child: std::process::Child,
 }
 
 pub fn proxy() -> &'static Proxy {
