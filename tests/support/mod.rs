@@ -281,6 +281,7 @@ pub fn proxy() -> &'static Proxy {
         let info: serde_json::Value = serde_json::from_str(&line).expect("proxy announces itself");
         Proxy {
             endpoint: info["endpoint"].as_str().unwrap().to_string(),
+            _child: child,
         }
     })
 }
