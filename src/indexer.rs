@@ -99,6 +99,7 @@ pub fn build_index(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&out_dir)
         .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
+    let _cleanup_out = crate::interrupt::Cleanup::register(tmp_out.path());
     let threads = opts.threads.max(1);
     let compressed_bytes: u64 = dm.data_files.iter().map(|f| f.size).sum();
     let counters = Arc::new(Counters::default());
@@ -160,6 +161,7 @@ pub fn build_index(
             .prefix(".s3invbackup-sort-")
             .tempdir_in(&tmp_base)
             .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
+        let _cleanup_sort = crate::interrupt::Cleanup::register(tmp_dir.path());
         let input = Input {
             inventory,
             dm: &dm,

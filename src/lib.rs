@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod index;
 pub mod index_cache;
 pub mod indexer;
+pub mod interrupt;
 pub mod inventory;
 pub mod key;
 pub mod merge;

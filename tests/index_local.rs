@@ -437,3 +437,45 @@ fn corrupted_index_block() {
 }
 
 use predicates::prelude::PredicateBooleanExt;
+
+#[test]
+fn interrupted_index_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = generate(&spec(400_000, 4, true, 12));
+    write_inventory(&dir.path().join("inv"), &spec(400_000, 4, true, 12), &rows).unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("s3invbackup"))
+        .arg("index")
+        .arg(dir.path().join("inv"))
+        .args(["--date", "2024-11-06", "-o"])
+        .arg(out_dir.join("x.idx"))
+        .args(["--memory", "256KiB", "--threads", "1", "--progress", "none"])
+        .spawn()
+        .unwrap();
+    // Wait until the build has made its temporary files (index and sort runs), then Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while listing(&out_dir).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary files appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130));
+    assert!(
+        listing(&out_dir).is_empty(),
+        "left behind: {:?}",
+        listing(&out_dir)
+    );
+}

@@ -53,6 +53,7 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?
         .into_temp_path();
+    let _cleanup = s3invbackup::interrupt::Cleanup::register(&staging);
     let opts = FetchOptions {
         jobs: args.jobs.max(1),
         part_size: args.part_size.max(1),
