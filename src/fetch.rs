@@ -176,6 +176,7 @@ pub fn fetch_all(
                 .name("fetch".into())
                 .spawn_scoped(scope, move || {
                     let worker = Worker {
+                        buffer: std::cell::Cell::new(Vec::new()),
                         client,
                         opts,
                         counters,
@@ -208,6 +209,8 @@ pub fn fetch_all(
 }
 
 struct Worker<'a> {
+    /// This thread's read buffer, reused across objects.
+    buffer: std::cell::Cell<Vec<u8>>,
     client: &'a S3Client,
     opts: &'a FetchOptions,
     counters: &'a FetchCounters,
@@ -372,16 +375,35 @@ impl Worker<'_> {
     /// GETs one range into place, resuming from the last byte written when the body breaks.
     /// Returns the range's MD5.
     fn download_range(&self, job: &ObjectJob, idx: usize) -> Result<[u8; 16], FetchError> {
-        let r = &job.request;
         let range = job.ranges[idx];
         let whole = job.ranges.len() == 1;
         // A range's MD5 is only worth computing when it is a whole part or the whole object;
         // a single-part object fetched in slices is hashed once, front to back, at the end.
         let hash = job.parts_are_ranges || whole;
+        let mut buf = self.buffer.take();
+        // Sized to the range (plus one byte, to notice an object longer than listed): a
+        // 1 KiB object must not cost a 256 KiB zeroed allocation.
+        let want = (range.len.min(256 * 1024) + 1) as usize;
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        let result = self.download_range_with(job, range, whole, hash, &mut buf[..want]);
+        self.buffer.set(buf);
+        result
+    }
+
+    fn download_range_with(
+        &self,
+        job: &ObjectJob,
+        range: Range,
+        whole: bool,
+        hash: bool,
+        buf: &mut [u8],
+    ) -> Result<[u8; 16], FetchError> {
+        let r = &job.request;
         let mut md5 = Md5::new();
         let mut done = 0u64;
         let mut resumes = 0;
-        let mut buf = vec![0u8; 256 * 1024];
         loop {
             let byte_range = if whole && done == 0 {
                 None
@@ -394,7 +416,7 @@ impl Worker<'_> {
                 .get(&r.bucket, &r.key, version_param(r), byte_range)
                 .map_err(FetchError::classify)?;
             let broken = loop {
-                match body.read(&mut buf) {
+                match body.read(buf) {
                     Ok(0) => break None,
                     Ok(n) => {
                         if n as u64 > range.len - done {
