@@ -20,6 +20,7 @@ pub mod indexer;
 pub mod interrupt;
 pub mod inventory;
 pub mod key;
+pub mod layout;
 pub mod merge;
 pub mod progress;
 pub mod record;
