@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A tour on a fresh machine: builds the tool, starts a throw-away SeaweedFS on loopback,
 # creates a versioned bucket with three days of changes and writes their S3 Inventories
-# (to an inventory bucket and a local copy), then lists, indexes and dumps them.
+# (to an inventory bucket and a local copy), then lists, indexes, dumps and diffs them, and
+# fetches one multipart object with full verification.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(scripts/setup-venv.sh)
@@ -28,3 +29,6 @@ run cmp "$work/2024-11-03.idx" "$work/local.idx"
 echo "(identical indexes from S3 and from the local copy)"
 run $bin dump "$work/2024-11-03.idx" --format csv
 run $bin dump "$work/2024-11-03.idx" --prefix x --format jsonl
+run $bin diff "$inv@2024-11-01" "$inv@2024-11-03" --cache-dir "$work/cache" --depth 1
+run $bin diff "$inv@2024-11-02" "$inv@2024-11-03" --cache-dir "$work/cache" --format jsonl
+run $bin get s3://demo-archive/big/multipart.bin -o "$work/multipart.bin"
