@@ -81,6 +81,20 @@ pub struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+/// A script of ours under the venv's Python, pointed at the test server with its credentials.
+fn script_against_server(script: &str, srv: &Server) -> Command {
+    let mut cmd = Command::new(venv().join("bin/python"));
+    cmd.arg(repo().join("scripts").join(script)).args([
+        "--endpoint",
+        &srv.endpoint,
+        "--access-key",
+        ACCESS_KEY,
+        "--secret-key",
+        SECRET_KEY,
+    ]);
+    cmd
+}
+
 /// Runs the fixture generator; `name` must be unique per test (it names the buckets).
 pub fn fixture(name: &str, extra: &[&str]) -> Fixture {
     let srv = server();
@@ -88,16 +102,7 @@ pub fn fixture(name: &str, extra: &[&str]) -> Fixture {
     let local = dir.path().join("inventory");
     let model = dir.path().join("model.json");
     let prefix = format!("inv/{name}/all-versions");
-    let out = Command::new(venv().join("bin/python"))
-        .arg(repo().join("scripts/fixtures.py"))
-        .args([
-            "--endpoint",
-            &srv.endpoint,
-            "--access-key",
-            ACCESS_KEY,
-            "--secret-key",
-            SECRET_KEY,
-        ])
+    let out = script_against_server("fixtures.py", srv)
         .args([
             "--bucket",
             name,
@@ -207,19 +212,8 @@ pub struct Uploaded {
 pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Uploaded> {
     use std::io::Write as _;
     let srv = server();
-    let mut child = Command::new(venv().join("bin/python"))
-        .arg(repo().join("scripts/put_objects.py"))
-        .args([
-            "--endpoint",
-            &srv.endpoint,
-            "--access-key",
-            ACCESS_KEY,
-            "--secret-key",
-            SECRET_KEY,
-            "--bucket",
-            bucket,
-            "--out",
-        ])
+    let mut child = script_against_server("put_objects.py", srv)
+        .args(["--bucket", bucket, "--out"])
         .arg(out)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
