@@ -30,8 +30,9 @@ use crate::timestamp::Timestamp;
 pub struct FetchRequest {
     pub bucket: String,
     pub key: String,
-    /// None or "" fetch S3's `null` version (`?versionId=null`) when `versioned`; with
-    /// `versioned` false (a current-versions-only inventory), no version id is sent.
+    /// `Some(id)` fetches that version; `Some("")` S3's `null` version (`?versionId=null`,
+    /// objects written before versioning); `None` the latest, with no version id sent (for a
+    /// current-versions-only inventory).
     pub version_id: Option<String>,
     pub size: u64,
     pub etag: Option<ETag>,
