@@ -114,16 +114,21 @@ pub fn build_index(
         elapsed: Duration::ZERO,
     };
 
-    let file_order = presorted_order(inventory, &dm, &parser);
-    if let Some(order) = file_order {
-        let _reporter = Reporter::start(
-            "index",
-            dm.data_files.len() as u64,
+    let report = |label: &str, counters: &Arc<Counters>| {
+        let files = dm.data_files.len() as u64;
+        Reporter::start(
+            label,
+            files,
             compressed_bytes,
-            Arc::clone(&counters),
+            Arc::clone(counters),
             opts.progress,
             opts.progress_interval,
-        );
+        )
+    };
+
+    let file_order = presorted_order(inventory, &dm, &parser);
+    if let Some(order) = file_order {
+        let _reporter = report("index", &counters);
         let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
         let input = Input {
             inventory,
@@ -148,14 +153,7 @@ pub fn build_index(
     }
     if !summary.presorted {
         let counters = Arc::new(Counters::default());
-        let _reporter = Reporter::start(
-            "index (sorting)",
-            dm.data_files.len() as u64,
-            compressed_bytes,
-            Arc::clone(&counters),
-            opts.progress,
-            opts.progress_interval,
-        );
+        let _reporter = report("index (sorting)", &counters);
         let tmp_base = opts.tmp_dir.clone().unwrap_or_else(|| out_dir.clone());
         let tmp_dir = tempfile::Builder::new()
             .prefix(".s3invbackup-sort-")

@@ -46,34 +46,6 @@ impl SortedRecords for RecordStream<'_> {
     }
 }
 
-/// In-memory records (tests, small inputs).
-pub struct VecRecords<'a> {
-    records: &'a [VersionRecord],
-    next: usize,
-}
-
-impl<'a> VecRecords<'a> {
-    pub fn new(records: &'a [VersionRecord]) -> VecRecords<'a> {
-        VecRecords { records, next: 0 }
-    }
-}
-
-impl SortedRecords for VecRecords<'_> {
-    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
-        Ok(self.records.get(self.next))
-    }
-    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
-        match self.records.get(self.next) {
-            Some(r) => {
-                slot.copy_from(r);
-                self.next += 1;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-}
-
 /// Moves every record of `key` from `source` into `out[*len..]`.
 fn take_key(
     source: &mut impl SortedRecords,

@@ -100,10 +100,6 @@ impl S3Client {
         })
     }
 
-    pub fn is_signed(&self) -> bool {
-        self.credentials.is_some()
-    }
-
     fn bucket(&self, name: &str) -> Result<Bucket> {
         // Virtual-hosted style is AWS's default, but bucket names with dots break TLS
         // host matching there; custom endpoints (SeaweedFS, MinIO) want path style.

@@ -131,10 +131,6 @@ impl IndexWriter {
         Ok(())
     }
 
-    pub fn stats(&self) -> &IndexStats {
-        &self.stats
-    }
-
     /// Skips the final fsync: for spill runs, which die with the process anyway.
     pub fn without_sync(mut self) -> IndexWriter {
         self.sync = false;
