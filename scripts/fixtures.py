@@ -51,9 +51,14 @@ TRICKY_KEYS = [
 class Bucket:
     def __init__(self, s3, name):
         self.s3, self.name = s3, name
+        # MD5 of every body written, by (key, version id): the oracle for the bytes a backup
+        # holds, independent of ETags (which for multipart uploads are not the body's MD5).
+        self.bodies = {}
 
     def put(self, key, body):
-        return self.s3.put_object(Bucket=self.name, Key=key, Body=body).get("VersionId")
+        vid = self.s3.put_object(Bucket=self.name, Key=key, Body=body).get("VersionId") or "null"
+        self.bodies[(key, vid)] = hashlib.md5(body).hexdigest()
+        return vid
 
     def delete(self, key):
         """Adds a delete marker; returns its version id."""
@@ -73,13 +78,17 @@ class Bucket:
     def multipart(self, key, part_sizes, rng):
         mp = self.s3.create_multipart_upload(Bucket=self.name, Key=key)
         parts = []
+        whole = hashlib.md5()
         for n, size in enumerate(part_sizes, 1):
             body = rng.randbytes(size)
+            whole.update(body)
             r = self.s3.upload_part(Bucket=self.name, Key=key, UploadId=mp["UploadId"], PartNumber=n, Body=body)
             parts.append({"PartNumber": n, "ETag": r["ETag"]})
         r = self.s3.complete_multipart_upload(Bucket=self.name, Key=key, UploadId=mp["UploadId"],
                                               MultipartUpload={"Parts": parts})
-        return r.get("VersionId")
+        vid = r.get("VersionId") or "null"
+        self.bodies[(key, vid)] = whole.hexdigest()
+        return vid
 
 
 def scenario_basic(b, s3, rng, args):
@@ -114,6 +123,77 @@ def scenario_basic(b, s3, rng, args):
         b.put("x/y", b"x is now a directory")
         b.put("a.txt", b"a version 3")
     return [day1, day2, day3]
+
+
+BAD_KEYS = [
+    "bad/.s3invbackup-versions.json",
+    "bad/file.old.v1.0123456789abcdef0123456789abcdef",
+]
+
+
+def scenario_sync(b, s3, rng, args):
+    """Five days for the sync tests: every transition the backup layout must handle."""
+    def day1():
+        b.put("pre-versioning.txt", b"written before versioning was enabled")
+        s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
+        b.put("a.txt", b"a version 1")
+        b.put("dir/b.txt", b"b version 1")
+        b.put("folder/", b"")
+        b.put("empty.bin", b"")
+        b.put("x", b"x is a file")
+        b.put("y/z", b"y is a directory")
+        b.put("keep/1.txt", b"all versions of this key expire on day 4")
+        b.put("to-expire.txt", b"expires on day 3")
+        for k in TRICKY_KEYS:
+            b.put(k, k.encode())
+        for k in BAD_KEYS:
+            b.put(k, b"a key the backup cannot hold")
+        b.multipart("big/multipart.bin", [5 * 1024 * 1024, 1024], rng)
+        for i in range(12):
+            b.put(f"zarr/0/{i}", rng.randbytes(rng.randrange(1, 3000)))
+
+    def day2():
+        b.put("a.txt", b"a version 2, longer")
+        b.delete("dir/b.txt")
+        b.put("to-expire.txt", b"second version")
+        b.put("new/on-day-2.txt", b"added on day 2")
+        b.delete("y/z")
+        b.put("pre-versioning.txt", b"overwritten after versioning")   # null -> noncurrent
+        b.put("fast.txt", b"first of two writes in one day")            # never seen current
+        b.put("fast.txt", b"second of two writes in one day")
+        for i in range(0, 12, 3):
+            b.put(f"zarr/0/{i}", rng.randbytes(rng.randrange(1, 3000)))
+
+    def day3():
+        for m in [v for v in b.versions("dir/b.txt") if "Size" not in v]:
+            b.delete_version("dir/b.txt", m["VersionId"])               # undelete
+        for v in b.versions("to-expire.txt"):                           # noncurrent expiration
+            if not v["IsLatest"]:
+                b.delete_version("to-expire.txt", v["VersionId"])
+        b.delete("x")                                                   # x: file -> directory
+        b.put("x/y", b"x is now a directory")
+        b.put("y", b"y is now a file")                                  # y: directory -> file
+        b.put("a.txt", b"a version 3")
+
+    def day4():
+        b.delete("y")                                                   # y: file -> directory again
+        b.put("y/w", b"a new file in a new y/")
+        b.multipart("big/multipart.bin", [5 * 1024 * 1024, 5 * 1024 * 1024, 7], rng)
+        b.delete(TRICKY_KEYS[0])
+        b.delete("folder/")
+        b.put("nested/deep/", b"")
+        for v in b.versions("keep/1.txt"):                              # gone from the bucket
+            b.delete_version("keep/1.txt", v["VersionId"])
+        for i in range(12):
+            if i % 4 == 0:
+                b.delete(f"zarr/0/{i}")
+
+    def day5():
+        b.put("a.txt", b"a version 4")
+        b.put(TRICKY_KEYS[0], b"back again")
+        b.put("x", b"x is a file again")                                # x: directory -> file
+        b.delete("x/y")
+    return [day1, day2, day3, day4, day5]
 
 
 def scenario_random(b, s3, rng, args):
@@ -248,7 +328,7 @@ def main():
     p.add_argument("--access-key", default="testkey")
     p.add_argument("--secret-key", default="testsecret")
     p.add_argument("--bucket", required=True, help="source bucket (created, versioned)")
-    p.add_argument("--scenario", default="basic", choices=["basic", "random"])
+    p.add_argument("--scenario", default="basic", choices=["basic", "random", "sync"])
     p.add_argument("--keys", type=int, default=50)
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--inventory-bucket", help="bucket to write the inventory into (created)")
@@ -274,7 +354,8 @@ def main():
         except s3.exceptions.BucketAlreadyOwnedByYou:
             pass
     b = Bucket(s3, args.bucket)
-    days = {"basic": scenario_basic, "random": scenario_random}[args.scenario](b, s3, rng, args)
+    days = {"basic": scenario_basic, "random": scenario_random,
+            "sync": scenario_sync}[args.scenario](b, s3, rng, args)
     writer = Writer(s3, args)
     start = dt.datetime.fromisoformat(args.start_date).replace(tzinfo=dt.timezone.utc)
     model = {}
@@ -282,7 +363,8 @@ def main():
         day()
         rows = inventory_rows(s3, args.bucket)
         folder = write_inventory(s3, writer, args, start + dt.timedelta(days=i), rows, rng)
-        model[folder] = [{**r, "last_modified": fmt_time(r["last_modified"])} for r in rows]
+        model[folder] = [{**r, "last_modified": fmt_time(r["last_modified"]),
+                          "body_md5": b.bodies.get((r["key"], r["version_id"]))} for r in rows]
         print(f"{folder}: {len(rows)} rows", file=sys.stderr)
     if args.model:
         with open(args.model, "w") as f:

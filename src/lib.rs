@@ -10,6 +10,9 @@
 //! - [`index`]: the index file format, writer and reader.
 //! - [`s3`]: the HTTP layer (SigV4 by rusty-s3, retries, resumable bodies).
 
+pub mod apply;
+pub mod backup;
+pub mod catalog;
 pub mod changes;
 pub mod diff;
 pub mod etag;
@@ -19,12 +22,15 @@ pub mod index_cache;
 pub mod indexer;
 pub mod interrupt;
 pub mod inventory;
+pub mod journal;
 pub mod key;
 pub mod layout;
 pub mod merge;
+pub mod plan;
 pub mod progress;
 pub mod record;
 pub mod s3;
 pub mod sort;
+pub mod sync;
 pub mod synth;
 pub mod timestamp;

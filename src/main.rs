@@ -31,6 +31,8 @@ enum Command {
     Diff(cmd::diff::DiffArgs),
     /// Fetch and verify one object version
     Get(cmd::get::GetArgs),
+    /// Bring a backup up to date with an inventory (incremental, versioned, resumable)
+    Sync(cmd::sync::SyncArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Index(a) => (cmd::index::run(a, &cli.s3).map(|()| 0), 1),
         Command::Dump(a) => (cmd::dump::run(a).map(|()| 0), 1),
         Command::Get(a) => (cmd::get::run(a, &cli.s3).map(|()| 0), 1),
+        Command::Sync(a) => (cmd::sync::run(a, &cli.s3), 1),
         Command::Diff(a) => {
             let changed = cmd::diff::run(a, &cli.s3);
             (

@@ -98,6 +98,64 @@ pub struct VersionRecord {
     pub etag: Option<ETag>,
     pub flags: Flags,
     pub storage_class: StorageClass,
+    /// What a backup holds of this version: set in a catalog, default in an inventory index.
+    pub local: Local,
+}
+
+/// What the backup holds of a version (catalog records only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum LocalState {
+    /// Not a catalog record (an inventory index).
+    #[default]
+    None = 0,
+    /// The file is in the tree (or, for a delete marker, there is nothing to hold).
+    Present = 1,
+    /// The last fetch failed (404, 403, verification); retried by the next run.
+    Missing = 2,
+    /// GLACIER / DEEP_ARCHIVE: must be restored in S3 before it can be fetched; retried.
+    Archived = 3,
+    /// A key the backup cannot store (`--on-bad-key skip`); reported every run.
+    Skipped = 4,
+}
+
+impl LocalState {
+    pub fn from_u8(v: u8) -> Option<LocalState> {
+        Some(match v {
+            0 => LocalState::None,
+            1 => LocalState::Present,
+            2 => LocalState::Missing,
+            3 => LocalState::Archived,
+            4 => LocalState::Skipped,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LocalState::None => "none",
+            LocalState::Present => "present",
+            LocalState::Missing => "missing",
+            LocalState::Archived => "archived",
+            LocalState::Skipped => "skipped",
+        }
+    }
+}
+
+/// A catalog record's local half: state, where the file sits, and the dates that matter for
+/// restore and prune. Dates are inventory dates (ms since the epoch); 0 means "not yet".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Local {
+    pub state: LocalState,
+    /// The key's latest version, but stored as `.old.` because the key is also a directory
+    /// prefix in the same inventory (a file and a directory cannot share a path).
+    pub shadowed: bool,
+    /// Bit `i` set: the `i`-th directory of the key's path was displaced (renamed to
+    /// `<dir>.old.<stem>`) while this noncurrent version was in it.
+    pub displaced: u64,
+    pub first_seen: Timestamp,
+    pub noncurrent_since: Timestamp,
+    pub gone_since: Timestamp,
 }
 
 impl VersionRecord {
@@ -146,6 +204,7 @@ impl VersionRecord {
         self.etag = other.etag;
         self.flags = other.flags;
         self.storage_class = other.storage_class;
+        self.local = other.local;
     }
 }
 

@@ -135,6 +135,7 @@ pub fn generate(spec: &SynthSpec) -> Vec<VersionRecord> {
                 } else {
                     StorageClass(1)
                 },
+                local: Default::default(),
             });
             mtime += 1 + rng.below(10_000_000_000) as i64;
         }

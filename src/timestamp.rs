@@ -7,7 +7,20 @@
 use std::fmt;
 
 /// Milliseconds since 1970-01-01T00:00:00Z.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -55,6 +68,14 @@ impl Timestamp {
         Some(Timestamp(
             ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis,
         ))
+    }
+
+    /// The current time (system clock).
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(d.as_millis() as i64)
     }
 
     pub fn as_millis(self) -> i64 {

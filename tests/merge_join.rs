@@ -43,6 +43,7 @@ fn arb_version() -> impl Strategy<Value = VersionRecord> {
                 } else {
                     StorageClass(class)
                 },
+                local: Default::default(),
             }
         })
 }
@@ -212,6 +213,7 @@ fn empty_and_disjoint_indexes() {
         }),
         flags: Flags(Flags::LATEST),
         storage_class: StorageClass(1),
+        local: Default::default(),
     };
     let a = vec![v("a", "1"), v("c", "1")];
     let b = vec![v("b", "1"), v("d", "2")];

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod dump;
 pub mod get;
 pub mod index;
+pub mod sync;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

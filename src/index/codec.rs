@@ -2,11 +2,13 @@
 //! in-memory buffers, which use the same encoding with no key sharing).
 
 use crate::etag::ETag;
-use crate::record::{Flags, StorageClass, VersionRecord};
+use crate::record::{Flags, Local, LocalState, StorageClass, VersionRecord};
 use crate::timestamp::Timestamp;
 
 /// Set in the stored flags byte when an ETag follows; never visible in [`Flags`].
 const HAS_ETAG: u8 = 0x80;
+/// Catalog records: the local half follows the ETag.
+const HAS_LOCAL: u8 = 0x40;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -121,11 +123,25 @@ pub fn encode_record(out: &mut Vec<u8>, prev_key: &str, rec: &VersionRecord) {
     put_varint(out, rec.last_modified.0 as u64);
     put_varint(out, rec.size);
     let has_etag = if rec.etag.is_some() { HAS_ETAG } else { 0 };
-    out.push(rec.flags.0 | has_etag);
+    let has_local = if rec.local.state != LocalState::None {
+        HAS_LOCAL
+    } else {
+        0
+    };
+    out.push(rec.flags.0 | has_etag | has_local);
     out.push(rec.storage_class.0);
     if let Some(etag) = rec.etag {
         out.extend_from_slice(&etag.md5);
         put_varint(out, u64::from(etag.parts));
+    }
+    if has_local != 0 {
+        let l = &rec.local;
+        out.push(l.state as u8);
+        out.push(u8::from(l.shadowed));
+        put_varint(out, l.displaced);
+        put_varint(out, l.first_seen.0 as u64);
+        put_varint(out, l.noncurrent_since.0 as u64);
+        put_varint(out, l.gone_since.0 as u64);
     }
 }
 
@@ -184,7 +200,7 @@ fn decode_fields(buf: &[u8], pos: &mut usize, rec: &mut VersionRecord) -> Result
     let [flags, class] = get_bytes(buf, pos, 2)? else {
         unreachable!()
     };
-    if flags & !(Flags::KNOWN | HAS_ETAG) != 0 {
+    if flags & !(Flags::KNOWN | HAS_ETAG | HAS_LOCAL) != 0 {
         return Err(CodecError("unknown flag bits"));
     }
     rec.flags = Flags(flags & Flags::KNOWN);
@@ -199,6 +215,31 @@ fn decode_fields(buf: &[u8], pos: &mut usize, rec: &mut VersionRecord) -> Result
         Some(ETag { md5, parts })
     } else {
         None
+    };
+    rec.local = if flags & HAS_LOCAL != 0 {
+        let [state, shadowed] = get_bytes(buf, pos, 2)? else {
+            unreachable!()
+        };
+        let state = LocalState::from_u8(*state)
+            .filter(|s| *s != LocalState::None)
+            .ok_or(CodecError("unknown local state"))?;
+        let displaced = get_varint(buf, pos)?;
+        let mut time = || -> Result<Timestamp, CodecError> {
+            let v = get_varint(buf, pos)?;
+            Ok(Timestamp(
+                i64::try_from(v).map_err(|_| CodecError("bad timestamp"))?,
+            ))
+        };
+        Local {
+            state,
+            shadowed: *shadowed != 0,
+            displaced,
+            first_seen: time()?,
+            noncurrent_since: time()?,
+            gone_since: time()?,
+        }
+    } else {
+        Local::default()
     };
     Ok(())
 }
@@ -252,9 +293,19 @@ mod tests {
             proptest::option::of((any::<[u8; 16]>(), 0u32..10_000)),
             0u8..16,
             0u8..13,
+            (0u8..5, any::<bool>(), any::<u64>(), 0i64..4_000_000_000_000),
         )
             .prop_map(
-                |(key, version_id, mtime, size, etag, flags, class)| VersionRecord {
+                |(
+                    key,
+                    version_id,
+                    mtime,
+                    size,
+                    etag,
+                    flags,
+                    class,
+                    (state, shadowed, displaced, t),
+                )| VersionRecord {
                     key,
                     version_id,
                     last_modified: Timestamp(mtime),
@@ -262,6 +313,17 @@ mod tests {
                     etag: etag.map(|(md5, parts)| ETag { md5, parts }),
                     flags: Flags(flags),
                     storage_class: StorageClass(class),
+                    local: match LocalState::from_u8(state).unwrap() {
+                        LocalState::None => Local::default(),
+                        state => Local {
+                            state,
+                            shadowed,
+                            displaced,
+                            first_seen: Timestamp(t),
+                            noncurrent_since: Timestamp(t / 2),
+                            gone_since: Timestamp(t / 3),
+                        },
+                    },
                 },
             )
     }

@@ -20,6 +20,7 @@ fn record(key: &str, vid: &str, mtime: i64) -> VersionRecord {
         }),
         flags: Flags(Flags::LATEST | Flags::ETAG_IS_MD5),
         storage_class: StorageClass(1),
+        local: Default::default(),
     }
 }
 

@@ -34,6 +34,13 @@ impl InventoryDate {
     pub fn day(&self) -> &str {
         &self.0[..10]
     }
+
+    /// The folder's time: what a catalog records as "first seen", "noncurrent since", ...
+    pub fn timestamp(&self) -> crate::timestamp::Timestamp {
+        let s = &self.0;
+        let text = format!("{}T{}:{}:00Z", &s[..10], &s[11..13], &s[14..16]);
+        crate::timestamp::Timestamp::parse(text.as_bytes()).expect("validated by parse")
+    }
 }
 
 impl fmt::Display for InventoryDate {

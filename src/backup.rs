@@ -1,0 +1,255 @@
+//! A backup directory: where its state lives, its fixed configuration, the dates applied so
+//! far, and the lock that keeps a second writer out.
+//!
+//! ```text
+//! BACKUP/.<stem>/config.json   fixed at creation: stem, inventory, bucket, path filter
+//!               state.json    applied dates with their counts
+//!               catalog.s3inv every version held (see `catalog`)
+//!               indexes/      inventory indexes, one per date applied
+//!               runs/<date>/  the run in progress: plan, new catalog, journal
+//!               staging/      downloads being verified (same filesystem as the tree)
+//!               lock          held by the one process writing the backup
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::NameStem;
+
+/// The fixed part of a backup, written once when it is created.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Config {
+    /// Layout version of the backup, for future migrations.
+    pub format: u32,
+    pub name_stem: String,
+    /// The inventory location the backup was created from (informational: a later run may
+    /// read a copy of it elsewhere, but its bucket must match).
+    pub inventory: String,
+    pub source_bucket: String,
+    /// Only keys matching this were ever backed up; later runs use it too.
+    pub path_filter: Option<String>,
+    /// Mode of the files placed in the tree.
+    pub file_mode: u32,
+}
+
+/// One applied date and what its run did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppliedDate {
+    pub date: String,
+    /// When the run committed (RFC 3339).
+    pub applied_at: String,
+    pub keys: u64,
+    pub versions: u64,
+    pub downloaded: u64,
+    pub downloaded_bytes: u64,
+    pub renamed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    /// Bytes of every file held after the run.
+    pub bytes_held: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub applied: Vec<AppliedDate>,
+}
+
+impl State {
+    pub fn last_applied(&self) -> Option<&str> {
+        self.applied.last().map(|a| a.date.as_str())
+    }
+}
+
+pub const FORMAT: u32 = 1;
+
+/// An open backup (existing or just created).
+#[derive(Debug)]
+pub struct Backup {
+    pub root: PathBuf,
+    pub stem: NameStem,
+    pub config: Config,
+}
+
+impl Backup {
+    /// Finds the state directory of the backup at `root`: the one `.<stem>/config.json`.
+    pub fn open(root: &Path) -> Result<Option<Backup>> {
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", root.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') && entry.path().join("config.json").is_file() {
+                found.push(entry.path().join("config.json"));
+            }
+        }
+        let config_path = match found.as_slice() {
+            [] => return Ok(None),
+            [one] => one.clone(),
+            _ => bail!(
+                "{} holds several backup state directories ({}); which one is meant is unclear",
+                root.display(),
+                found
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let text = std::fs::read(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config: Config = serde_json::from_slice(&text)
+            .with_context(|| format!("parsing {}", config_path.display()))?;
+        if config.format != FORMAT {
+            bail!(
+                "{}: backup format {} is not one this version knows ({FORMAT})",
+                config_path.display(),
+                config.format
+            );
+        }
+        let stem = NameStem::new(&config.name_stem)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("in {}", config_path.display()))?;
+        if config_path.parent() != Some(&root.join(stem.state_dir())) {
+            bail!(
+                "{}: name stem does not match its directory",
+                config_path.display()
+            );
+        }
+        Ok(Some(Backup {
+            root: root.to_path_buf(),
+            stem,
+            config,
+        }))
+    }
+
+    /// Creates a new backup at `root`, which must be absent or an empty directory: a
+    /// backup never adopts files it did not place.
+    pub fn create(root: &Path, config: Config) -> Result<Backup> {
+        let stem = NameStem::new(&config.name_stem).map_err(anyhow::Error::msg)?;
+        if root.exists() {
+            let mut entries =
+                std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))?;
+            if entries.next().is_some() {
+                bail!(
+                    "{} is not empty and is not a backup: a new backup starts in an empty or \
+                     new directory",
+                    root.display()
+                );
+            }
+        }
+        let backup = Backup {
+            root: root.to_path_buf(),
+            stem,
+            config,
+        };
+        for dir in [backup.state_dir(), backup.runs_dir(), backup.indexes_dir()] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::catalog::write_empty(&backup.catalog_path(), &backup.config.source_bucket)?;
+        write_json_atomic(&backup.state_path(), &State::default())?;
+        // Written last: its presence is what makes the directory a backup.
+        write_json_atomic(&backup.state_dir().join("config.json"), &backup.config)?;
+        Ok(backup)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(self.stem.state_dir())
+    }
+    pub fn catalog_path(&self) -> PathBuf {
+        crate::catalog::path_in(&self.state_dir())
+    }
+    pub fn state_path(&self) -> PathBuf {
+        self.state_dir().join("state.json")
+    }
+    pub fn runs_dir(&self) -> PathBuf {
+        self.state_dir().join("runs")
+    }
+    pub fn indexes_dir(&self) -> PathBuf {
+        self.state_dir().join("indexes")
+    }
+    pub fn staging_dir(&self) -> PathBuf {
+        self.state_dir().join("staging")
+    }
+
+    pub fn read_state(&self) -> Result<State> {
+        let path = self.state_path();
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn write_state(&self, state: &State) -> Result<()> {
+        write_json_atomic(&self.state_path(), state)
+    }
+
+    /// Takes the writer's lock, or says who holds it.
+    pub fn lock(&self) -> Result<Lock> {
+        let path = self.state_dir().join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                bail!(
+                    "backup {} is in use by another process ({}); wait for it to finish",
+                    self.root.display(),
+                    holder.trim()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let since = crate::timestamp::Timestamp::now();
+        file.set_len(0)?;
+        write!(
+            file,
+            "pid {} on {} since {since}",
+            std::process::id(),
+            host.trim()
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Held while a process writes a backup; released when dropped (or when the process dies).
+pub struct Lock {
+    _file: File,
+}
+
+/// Writes `value` as pretty JSON to a temporary file beside `path`, syncs it and renames it
+/// over `path`: readers see the old file or the new one, never half of one.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The catalog: every version a backup holds, in index order, with its local half
+//! ([`Local`]). It is the source of truth; the tree and the versions JSON files are views of
+//! it. This module holds the one function that says where a version's file lives, so that
+//! sync, fsck, locate and restore can never disagree about it.
+//!
+//! A catalog is an index file (same format, kind `catalog`) whose records carry the local
+//! half; it is rewritten whole, under a temporary name, at the end of each applied date.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::etag::ETag;
+use crate::index::{IndexMeta, IndexReader, IndexWriter};
+use crate::layout::{NameStem, old_version_name};
+use crate::record::{LocalState, VersionRecord};
+
+/// `IndexMeta::kind` of a catalog.
+pub const KIND: &str = "catalog";
+
+/// A key ending in `/` with no content: S3 consoles create them for "folders". They create
+/// a directory and hold no file.
+pub fn is_folder_marker(key: &str) -> bool {
+    key.ends_with('/')
+}
+
+/// The version is the key's content at the key's own path: the bucket's latest version,
+/// still listed, not a delete marker, not shadowed by a directory of the same name.
+pub fn is_current(rec: &VersionRecord) -> bool {
+    rec.is_latest()
+        && !rec.is_delete_marker()
+        && rec.local.gone_since.0 == 0
+        && !rec.local.shadowed
+        && !is_folder_marker(&rec.key)
+}
+
+/// Where `rec`'s file lives, relative to the backup root, if it has one: delete markers,
+/// folder markers and versions not held (missing, archived, skipped) have none.
+pub fn file_path(stem: &NameStem, rec: &VersionRecord) -> Option<String> {
+    if rec.is_delete_marker()
+        || is_folder_marker(&rec.key)
+        || rec.local.state != LocalState::Present
+    {
+        return None;
+    }
+    Some(version_path(
+        stem,
+        rec,
+        is_current(rec),
+        rec.local.displaced,
+    ))
+}
+
+/// The path of `rec` as the current file (`current`) or as an old version, with the
+/// directories whose bit is set in `displaced` renamed to `<dir>.old.<stem>`.
+pub fn version_path(stem: &NameStem, rec: &VersionRecord, current: bool, displaced: u64) -> String {
+    let (dir, name) = match rec.key.rsplit_once('/') {
+        Some((d, n)) => (Some(d), n),
+        None => (None, rec.key.as_str()),
+    };
+    let mut out = String::with_capacity(rec.key.len() + 60);
+    if let Some(dir) = dir {
+        for (i, component) in dir.split('/').enumerate() {
+            if current || i >= 64 || displaced & (1 << i) == 0 {
+                out.push_str(component);
+            } else {
+                out.push_str(&stem.displaced_dir(component));
+            }
+            out.push('/');
+        }
+    }
+    if current {
+        out.push_str(name);
+    } else {
+        // Inventories without the ETag column name the old version with a zero ETag.
+        let etag = rec.etag.unwrap_or(ETag {
+            md5: [0; 16],
+            parts: 0,
+        });
+        out.push_str(&old_version_name(name, &rec.version_id, &etag));
+    }
+    out
+}
+
+/// The directory part of a relative path ("" for the top).
+pub fn parent_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+/// `name` in the directory of `key` (a sibling path).
+pub fn parent_join(key: &str, name: &str) -> String {
+    match key.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The depth (0-based component index) of directory `dir_key` (a key prefix without the
+/// trailing `/`), for `Local::displaced`.
+pub fn dir_depth(dir_key: &str) -> usize {
+    dir_key.matches('/').count()
+}
+
+pub fn meta(source_bucket: &str, date: &str) -> IndexMeta {
+    IndexMeta {
+        kind: KIND.into(),
+        source_bucket: source_bucket.into(),
+        date: date.into(),
+        ..IndexMeta::default()
+    }
+}
+
+/// Opens a catalog, refusing an index of another kind (an inventory index copied over it).
+pub fn open(path: &Path) -> Result<IndexReader> {
+    let r =
+        IndexReader::open(path).with_context(|| format!("opening catalog {}", path.display()))?;
+    if r.meta().kind != KIND {
+        bail!(
+            "{} is not a catalog (its kind is {:?})",
+            path.display(),
+            r.meta().kind
+        );
+    }
+    Ok(r)
+}
+
+/// Writes an empty catalog (a new backup's starting point).
+pub fn write_empty(path: &Path, source_bucket: &str) -> Result<()> {
+    IndexWriter::create(path, &meta(source_bucket, ""))?.finish()?;
+    Ok(())
+}
+
+/// The catalog's file name inside the state directory.
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join("catalog.s3inv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Flags, Local};
+
+    fn rec(key: &str, latest: bool) -> VersionRecord {
+        VersionRecord {
+            key: key.into(),
+            version_id: "v1".into(),
+            etag: Some(ETag {
+                md5: [0xab; 16],
+                parts: 0,
+            }),
+            flags: Flags(if latest { Flags::LATEST } else { 0 }),
+            local: Local {
+                state: LocalState::Present,
+                ..Local::default()
+            },
+            ..VersionRecord::default()
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let stem = NameStem::default();
+        let etag = "ab".repeat(16);
+        assert_eq!(file_path(&stem, &rec("a/b.txt", true)).unwrap(), "a/b.txt");
+        assert_eq!(
+            file_path(&stem, &rec("a/b.txt", false)).unwrap(),
+            format!("a/b.txt.old.v1.{etag}")
+        );
+        let mut r = rec("a/b/c", false);
+        r.local.displaced = 0b10;
+        assert_eq!(
+            file_path(&stem, &r).unwrap(),
+            format!("a/b.old.s3invbackup/c.old.v1.{etag}")
+        );
+        // A current version ignores displacement: it is always at its own path.
+        r.flags = Flags(Flags::LATEST);
+        assert_eq!(file_path(&stem, &r).unwrap(), "a/b/c");
+        r.local.shadowed = true;
+        assert_eq!(
+            file_path(&stem, &r).unwrap(),
+            format!("a/b/c.old.v1.{etag}")
+        );
+        assert_eq!(file_path(&stem, &rec("dir/", true)), None);
+        let mut missing = rec("a", true);
+        missing.local.state = LocalState::Missing;
+        assert_eq!(file_path(&stem, &missing), None);
+        assert_eq!(dir_depth("a/b"), 1);
+        assert_eq!(parent_dir("a/b/c"), "a/b");
+        assert_eq!(parent_dir("c"), "");
+    }
+}

@@ -1,0 +1,190 @@
+//! `s3invbackup sync INVENTORY BACKUP`: bring a backup up to date, date by date.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use s3invbackup::fetch::FetchOptions;
+use s3invbackup::indexer::IndexOptions;
+use s3invbackup::plan::OnBadKey;
+use s3invbackup::progress::{human_bytes, parse_bytes};
+use s3invbackup::sync::{SyncOptions, SyncReport, sync};
+
+use super::{ProgressArgs, S3Args};
+
+/// Apply every complete inventory date after the last applied one (up to --end-date), in
+/// order: new and changed versions are downloaded and verified, replaced and deleted ones
+/// become `<name>.old.<versionId>.<etag>` beside the current file. Nothing that was ever
+/// backed up is deleted. A new backup starts at the latest date unless --start-date says
+/// otherwise. An interrupted sync is resumed by the next one.
+///
+/// Exit status: 0 done; 1 error (the backup is consistent: resume by running sync again);
+/// 2 done, but some versions could not be fetched (listed; retried by the next sync);
+/// 130 interrupted (resumable).
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// s3://bucket/prefix/ (the folder holding the dated folders) or a local copy
+    pub inventory: String,
+    /// The backup directory (created if absent; must then be empty)
+    pub backup: PathBuf,
+    /// First date for a new backup (YYYY-MM-DD or YYYY-MM-DDTHH-MMZ) [default: the latest]
+    #[arg(long)]
+    pub start_date: Option<String>,
+    /// Last date to apply [default: the latest complete one]
+    #[arg(long)]
+    pub end_date: Option<String>,
+    /// Only keys matching this regex; recorded at creation and used by every later run
+    #[arg(long)]
+    pub path_filter: Option<String>,
+    /// Stem of every name the backup reserves (fixed at creation)
+    #[arg(long, default_value = "s3invbackup")]
+    pub name_stem: String,
+    /// Mode of the files placed (octal; fixed at creation)
+    #[arg(long, default_value = "644", value_parser = parse_mode)]
+    pub file_mode: u32,
+    /// Keys that cannot be stored as paths: stop (list them, change nothing) or skip
+    /// (record them as skipped and report them every run)
+    #[arg(long, default_value = "stop", value_parser = ["stop", "skip"])]
+    pub on_bad_key: String,
+    /// Download threads
+    #[arg(long, default_value_t = 32)]
+    pub jobs: usize,
+    /// Objects bigger than this are fetched as parallel ranges
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub part_size: u64,
+    /// Memory budget for sorting an inventory, e.g. 256MiB, 4GiB
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory: u64,
+    /// Print what would be downloaded and moved; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the run's report (JSON) here
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("bad mode {s:?}: expected octal, e.g. 644"))
+}
+
+/// Returns the exit status.
+pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<u8> {
+    let opts = SyncOptions {
+        inventory: args.inventory.clone(),
+        backup: args.backup.clone(),
+        start_date: args.start_date.clone(),
+        end_date: args.end_date.clone(),
+        path_filter: args.path_filter.clone(),
+        name_stem: args.name_stem.clone(),
+        file_mode: args.file_mode,
+        on_bad_key: if args.on_bad_key == "skip" {
+            OnBadKey::Skip
+        } else {
+            OnBadKey::Stop
+        },
+        dry_run: args.dry_run,
+        fetch: FetchOptions {
+            jobs: args.jobs.max(1),
+            part_size: args.part_size.max(1 << 20),
+            ..FetchOptions::default()
+        },
+        index: IndexOptions {
+            memory: args.memory,
+            progress: args.progress.mode(),
+            progress_interval: args.progress.interval(),
+            ..IndexOptions::default()
+        },
+        progress: args.progress.mode(),
+        progress_interval: args.progress.interval(),
+        s3: s3.config(),
+    };
+    let report = sync(&opts)?;
+    print_summary(&report);
+    if let Some(path) = &args.report {
+        let mut bytes = serde_json::to_vec_pretty(&report)?;
+        bytes.push(b'\n');
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.interrupted {
+        130
+    } else if report.failures > 0 {
+        2
+    } else {
+        0
+    })
+}
+
+fn print_summary(report: &SyncReport) {
+    if report.dates.is_empty() && !report.interrupted {
+        eprintln!("{}: up to date (no new inventory date)", report.backup);
+        return;
+    }
+    eprintln!(
+        "{:<19} {:>10} {:>12} {:>9} {:>8} {:>8} {:>9}",
+        "date", "fetched", "bytes", "renamed", "failed", "skipped", "gone"
+    );
+    for d in &report.dates {
+        let p = &d.plan;
+        let (fetched, bytes, renamed, failed) = match &d.outcome {
+            Some(o) => (
+                o.downloaded + o.reused_from_staging,
+                o.downloaded_bytes,
+                o.renamed,
+                o.failures.len() as u64,
+            ),
+            None => (p.fetches, p.fetch_bytes, p.renames, 0),
+        };
+        eprintln!(
+            "{:<19} {:>10} {:>12} {:>9} {:>8} {:>8} {:>9}{}",
+            p.date,
+            fetched,
+            human_bytes(bytes),
+            renamed,
+            failed,
+            p.bad_keys.len(),
+            p.newly_gone,
+            if report.dry_run {
+                "  (dry run: would)"
+            } else {
+                ""
+            }
+        );
+        if let Some(o) = &d.outcome {
+            for f in o.failures.iter().take(20) {
+                eprintln!(
+                    "  failed: {} (version {}): {}",
+                    f.key,
+                    if f.version_id.is_empty() {
+                        "null"
+                    } else {
+                        &f.version_id
+                    },
+                    f.error
+                );
+            }
+            if o.failures.len() > 20 {
+                eprintln!(
+                    "  ... and {} more failures (see --report)",
+                    o.failures.len() - 20
+                );
+            }
+        }
+        for b in p.bad_keys.iter().take(20) {
+            eprintln!("  skipped key {:?}: {}", b.key, b.reason);
+        }
+    }
+    if report.interrupted {
+        eprintln!("interrupted: run sync again to resume");
+    } else if report.failures > 0 {
+        eprintln!(
+            "{} version(s) could not be fetched; the next sync retries them",
+            report.failures
+        );
+    }
+}

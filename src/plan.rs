@@ -1,0 +1,603 @@
+//! The sync planner: merge-joins the catalog with one inventory date and decides, key by
+//! key, what the tree must become. It touches nothing: its output is the new catalog (as it
+//! will be if every download succeeds), the list of steps, and the directories whose
+//! versions JSON must be rewritten, all written into the run's directory.
+//!
+//! Where each version's file lives is decided by [`catalog::file_path`] on the new record,
+//! where it lives now by the same function on the old record (moved along if its directory
+//! is displaced in this run); a step is planned exactly where the two differ. So the plan
+//! is a pure function of (catalog, inventory, which paths are directories), and an
+//! unchanged key costs no filesystem work at all.
+//!
+//! Files and directories: a key `a` whose latest version is a file and a key `a/...` that is
+//! current in the same inventory cannot both be stored; the directory wins and `a`'s latest
+//! version is kept as an old version ("shadowed") until the conflict goes away. Old
+//! versions under a path that is now a file live in the displaced directory `a.old.<stem>`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{self, file_path, is_current, is_folder_marker};
+use crate::etag::ETag;
+use crate::index::{IndexReader, IndexWriter};
+use crate::layout::{KeyRules, NameStem};
+use crate::merge::{MergeJoin, SortedRecords};
+use crate::record::{Flags, Local, LocalState, VersionRecord};
+use crate::timestamp::Timestamp;
+
+/// What to do with keys that cannot be stored as paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadKey {
+    /// Refuse the run, listing them, before anything is touched.
+    Stop,
+    /// Record them in the catalog as skipped and report them every run.
+    Skip,
+}
+
+/// One change to the tree. Paths are relative to the backup root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    /// A file moves: current to old, old to current, or into a displaced directory.
+    Rename { from: String, to: String },
+    /// Directory `dir` is renamed to `to` (merged into it if it exists) because key `dir`
+    /// became a file.
+    Displace { dir: String, to: String },
+    /// A folder marker: the directory exists.
+    Mkdir { dir: String },
+    /// Download a version, verify it, and place it at `dest`.
+    Fetch {
+        key: String,
+        version_id: String,
+        last_modified: Timestamp,
+        size: u64,
+        etag: Option<String>,
+        etag_is_md5: bool,
+        dest: String,
+    },
+}
+
+/// What a plan holds; written last into the run directory (its presence means "planned").
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanSummary {
+    pub date: String,
+    pub keys: u64,
+    pub versions: u64,
+    pub fetches: u64,
+    pub fetch_bytes: u64,
+    pub renames: u64,
+    pub displaced: u64,
+    pub mkdirs: u64,
+    /// Versions that vanished from the inventory in this date (kept, marked gone).
+    pub newly_gone: u64,
+    /// Versions still missing (failed earlier and no longer listed: cannot be retried).
+    pub missing_gone: u64,
+    pub shadowed: u64,
+    pub dirty_dirs: u64,
+    pub bad_keys: Vec<BadKeyEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BadKeyEntry {
+    pub key: String,
+    pub reason: String,
+}
+
+/// File names inside a run directory.
+pub const CATALOG: &str = "catalog.s3inv";
+pub const STEPS: &str = "plan.jsonl";
+pub const DIRTY: &str = "dirty.jsonl";
+pub const SUMMARY: &str = "plan.json";
+
+pub struct Planner<'a> {
+    pub stem: &'a NameStem,
+    pub rules: &'a KeyRules,
+    /// The backup root, asked only whether a path is a directory (for displacement).
+    pub root: &'a Path,
+    pub date: &'a str,
+    pub date_time: Timestamp,
+    pub source_bucket: &'a str,
+    pub path_filter: Option<&'a Regex>,
+    pub on_bad_key: OnBadKey,
+}
+
+/// A source that drops the keys a path filter excludes.
+struct Filtered<S> {
+    inner: S,
+    filter: Option<Regex>,
+    scratch: VersionRecord,
+}
+
+impl<S: SortedRecords> SortedRecords for Filtered<S> {
+    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
+        if let Some(re) = &self.filter {
+            while let Some(r) = self.inner.peek()? {
+                if re.is_match(&r.key) {
+                    break;
+                }
+                self.inner.take(&mut self.scratch)?;
+            }
+        }
+        self.inner.peek()
+    }
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
+        if self.peek()?.is_none() {
+            return Ok(false);
+        }
+        self.inner.take(slot)
+    }
+}
+
+/// A key that is a current file in the new catalog, whose range of the key order (the keys
+/// under `key/`) is still ahead.
+struct FileKey {
+    key: String,
+    depth: usize,
+    /// Its directory was renamed away in this run: paths under `key/` moved to `to/`.
+    displaced_to: Option<String>,
+}
+
+/// Is `key` still within the part of the key order that can hold `prefix/...`? Keys that
+/// extend `prefix` with a byte below `/` (`a-x`, `a.b` after `a`) come before `a/...`.
+fn in_range(key: &str, prefix: &str) -> bool {
+    key.starts_with(prefix) && key.as_bytes().get(prefix.len()).is_none_or(|&b| b <= b'/')
+}
+
+fn is_under(key: &str, dir: &str) -> bool {
+    key.len() > dir.len() && key.starts_with(dir) && key.as_bytes()[dir.len()] == b'/'
+}
+
+/// Keys live in the inventory as files (latest version not a delete marker) or directories
+/// (folder markers): what the tree must show at their paths.
+fn is_live(versions: &[VersionRecord]) -> bool {
+    versions
+        .iter()
+        .any(|r| r.is_latest() && !r.is_delete_marker())
+}
+
+impl Planner<'_> {
+    /// Plans one date into `run_dir`. Returns the summary (also written as `plan.json`
+    /// unless there are bad keys and the mode is Stop, in which case nothing is planned).
+    pub fn plan(
+        &self,
+        catalog_index: &IndexReader,
+        inventory_index: &IndexReader,
+        run_dir: &Path,
+    ) -> Result<PlanSummary> {
+        let shadowed = self.find_shadowed(inventory_index)?;
+        let mut out = PlanOutput::create(run_dir, self.source_bucket, self.date)?;
+        out.summary.shadowed = shadowed.len() as u64;
+        let inventory = Filtered {
+            inner: inventory_index.stream(),
+            filter: self.path_filter.cloned(),
+            scratch: VersionRecord::default(),
+        };
+        let mut join = MergeJoin::new(catalog_index.stream(), inventory)?;
+        let mut files: Vec<FileKey> = Vec::new();
+        let mut new_versions: Vec<VersionRecord> = Vec::new();
+        let mut fetch: Vec<bool> = Vec::new();
+        while let Some(group) = join.next_group()? {
+            let key = group.key.as_str();
+            while files.last().is_some_and(|f| !in_range(key, &f.key)) {
+                files.pop();
+            }
+            out.summary.keys += 1;
+            if !group.b().is_empty()
+                && let Err(reason) = self.rules.check(key)
+            {
+                out.summary.bad_keys.push(BadKeyEntry {
+                    key: key.to_string(),
+                    reason: reason.to_string(),
+                });
+                if self.on_bad_key == OnBadKey::Stop {
+                    continue;
+                }
+            }
+            let bad = self.on_bad_key == OnBadKey::Skip
+                && out.summary.bad_keys.last().is_some_and(|b| b.key == key);
+            self.merge_versions(
+                group.a(),
+                group.b(),
+                bad,
+                shadowed.contains(key),
+                &mut new_versions,
+                &mut fetch,
+                &mut out.summary,
+            );
+            for n in new_versions.iter_mut() {
+                self.displace_bits(n, &files);
+            }
+            // Key `key` becomes a file where a directory stands: move the directory away.
+            let now_file = new_versions.iter().any(is_current);
+            let was_file = group.a().iter().any(is_current);
+            let mut displaced_to = None;
+            if now_file && !was_file && !bad && self.root.join(key).is_dir() {
+                let to = catalog::parent_join(key, &self.stem.displaced_dir(last_name(key)));
+                out.step(&Step::Displace {
+                    dir: key.to_string(),
+                    to: to.clone(),
+                })?;
+                out.summary.displaced += 1;
+                displaced_to = Some(to);
+            }
+            self.plan_key(group.a(), &new_versions, &fetch, &files, &mut out)?;
+            if now_file {
+                files.push(FileKey {
+                    key: key.to_string(),
+                    depth: catalog::dir_depth(key),
+                    displaced_to,
+                });
+            }
+            for n in &new_versions {
+                out.catalog.push(n)?;
+                out.summary.versions += 1;
+            }
+        }
+        out.finish(self.on_bad_key)
+    }
+
+    /// Pass 1: keys whose latest version is a file while keys under `key/` are live in the
+    /// same inventory. Few or none in practice; held in memory.
+    fn find_shadowed(&self, inventory_index: &IndexReader) -> Result<HashSet<String>> {
+        let mut shadowed = HashSet::new();
+        let mut stack: Vec<String> = Vec::new();
+        let mut stream = Filtered {
+            inner: inventory_index.stream(),
+            filter: self.path_filter.cloned(),
+            scratch: VersionRecord::default(),
+        };
+        let mut key = String::new();
+        let mut live = false;
+        let mut rec = VersionRecord::default();
+        let mut flush = |key: &str, live: bool, stack: &mut Vec<String>| {
+            if key.is_empty() || !live {
+                return;
+            }
+            while stack.last().is_some_and(|p| !in_range(key, p)) {
+                stack.pop();
+            }
+            for p in stack.iter() {
+                if is_under(key, p) {
+                    shadowed.insert(p.clone());
+                }
+            }
+            if !is_folder_marker(key) {
+                stack.push(key.to_string());
+            }
+        };
+        while stream.take(&mut rec)? {
+            if rec.key != key {
+                flush(&key, live, &mut stack);
+                key.clear();
+                key.push_str(&rec.key);
+                live = false;
+            }
+            live |= is_live(std::slice::from_ref(&rec));
+        }
+        flush(&key, live, &mut stack);
+        Ok(shadowed)
+    }
+
+    /// The key's versions in the new catalog (`out`), and which of them must be fetched.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_versions(
+        &self,
+        held: &[VersionRecord],
+        listed: &[VersionRecord],
+        bad: bool,
+        shadowed: bool,
+        out: &mut Vec<VersionRecord>,
+        fetch: &mut Vec<bool>,
+        summary: &mut PlanSummary,
+    ) {
+        out.clear();
+        fetch.clear();
+        let date = self.date_time;
+        let (mut i, mut j) = (0, 0);
+        while i < held.len() || j < listed.len() {
+            let order = match (held.get(i), listed.get(j)) {
+                (Some(c), Some(l)) => c.cmp_order(l),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let mut n;
+            let mut needs_fetch = false;
+            match order {
+                std::cmp::Ordering::Equal => {
+                    let c = &held[i];
+                    n = listed[j].clone();
+                    n.local = c.local;
+                    n.local.gone_since = Timestamp(0);
+                    if n.is_latest() {
+                        n.local.noncurrent_since = Timestamp(0);
+                    } else if n.local.noncurrent_since.0 == 0 {
+                        n.local.noncurrent_since = date;
+                    }
+                    if matches!(n.local.state, LocalState::Missing | LocalState::Archived)
+                        && has_content(&n)
+                    {
+                        needs_fetch = true;
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    n = held[i].clone();
+                    if n.local.gone_since.0 == 0 {
+                        n.local.gone_since = date;
+                        summary.newly_gone += 1;
+                    }
+                    if n.is_latest() {
+                        n.flags.set(Flags::LATEST, false);
+                    }
+                    if n.local.noncurrent_since.0 == 0 {
+                        n.local.noncurrent_since = date;
+                    }
+                    if n.local.state == LocalState::Missing {
+                        summary.missing_gone += 1;
+                    }
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    n = listed[j].clone();
+                    n.local = Local {
+                        state: if bad {
+                            LocalState::Skipped
+                        } else {
+                            LocalState::Present
+                        },
+                        first_seen: date,
+                        noncurrent_since: if n.is_latest() { Timestamp(0) } else { date },
+                        ..Local::default()
+                    };
+                    needs_fetch = !bad && has_content(&n);
+                    j += 1;
+                }
+            }
+            if needs_fetch {
+                n.local.state = LocalState::Present;
+            }
+            n.local.shadowed = shadowed && n.is_latest() && !n.is_delete_marker();
+            out.push(n);
+            fetch.push(needs_fetch);
+        }
+    }
+
+    /// Old versions under a path that is a file in the new catalog live in that path's
+    /// displaced directory.
+    fn displace_bits(&self, n: &mut VersionRecord, files: &[FileKey]) {
+        if is_current(n) {
+            n.local.displaced = 0;
+            return;
+        }
+        for f in files {
+            if f.depth >= 63 || !is_under(&n.key, &f.key) {
+                continue;
+            }
+            let through_real_dir = n.local.displaced & ((2u64 << f.depth) - 1) == 0;
+            if through_real_dir {
+                n.local.displaced |= 1 << f.depth;
+            }
+        }
+    }
+
+    /// Steps for one key: vacate the current path, other moves, then downloads.
+    fn plan_key(
+        &self,
+        held: &[VersionRecord],
+        new_versions: &[VersionRecord],
+        fetch: &[bool],
+        files: &[FileKey],
+        out: &mut PlanOutput,
+    ) -> Result<()> {
+        let mut renames: Vec<(bool, String, String)> = Vec::new();
+        let mut fetches = Vec::new();
+        let mut hi = 0;
+        for (n, &needs_fetch) in new_versions.iter().zip(fetch) {
+            // The held record of the same version, if any (both lists in index order).
+            while hi < held.len() && held[hi].cmp_order(n).is_lt() {
+                hi += 1;
+            }
+            let c = held.get(hi).filter(|c| c.cmp_order(n).is_eq());
+            let to = file_path(self.stem, n);
+            if needs_fetch {
+                if let Some(dest) = to {
+                    if is_current(n) {
+                        out.dirty(catalog::parent_dir(&dest));
+                    }
+                    fetches.push(Step::Fetch {
+                        key: n.key.clone(),
+                        version_id: n.version_id.clone(),
+                        last_modified: n.last_modified,
+                        size: n.size,
+                        etag: n.etag.map(|e| e.to_string()),
+                        etag_is_md5: n.etag_is_md5(),
+                        dest,
+                    });
+                }
+                continue;
+            }
+            let Some(c) = c else { continue };
+            let Some(from) = file_path(self.stem, c) else {
+                continue;
+            };
+            let from = moved_by_displacement(from, files);
+            let Some(to) = to else { continue };
+            if from != to {
+                let vacates = is_current(c);
+                if vacates {
+                    out.dirty(catalog::parent_dir(&from));
+                }
+                if is_current(n) {
+                    out.dirty(catalog::parent_dir(&to));
+                }
+                renames.push((vacates, from, to));
+            }
+        }
+        // Folder markers: the directory exists while the marker is current.
+        for n in new_versions {
+            if is_folder_marker(&n.key)
+                && n.is_latest()
+                && !n.is_delete_marker()
+                && n.local.state == LocalState::Present
+                && !held.iter().any(|c| c.cmp_order(n).is_eq() && c.is_latest())
+            {
+                out.step(&Step::Mkdir {
+                    dir: n.key.trim_end_matches('/').to_string(),
+                })?;
+                out.summary.mkdirs += 1;
+            }
+        }
+        renames.sort_by_key(|(vacates, _, _)| !vacates);
+        for (_, from, to) in renames {
+            out.step(&Step::Rename { from, to })?;
+            out.summary.renames += 1;
+        }
+        for f in fetches {
+            if let Step::Fetch { size, .. } = &f {
+                out.summary.fetches += 1;
+                out.summary.fetch_bytes += size;
+            }
+            out.step(&f)?;
+        }
+        Ok(())
+    }
+}
+
+fn last_name(key: &str) -> &str {
+    key.rsplit_once('/').map_or(key, |(_, n)| n)
+}
+
+/// Where a file is after this run's displacements (which happen before its key's steps).
+fn moved_by_displacement(path: String, files: &[FileKey]) -> String {
+    for f in files {
+        if let Some(to) = &f.displaced_to
+            && is_under(&path, &f.key)
+        {
+            return format!("{to}{}", &path[f.key.len()..]);
+        }
+    }
+    path
+}
+
+/// Has bytes to fetch: not a delete marker, not a folder marker.
+fn has_content(r: &VersionRecord) -> bool {
+    !r.is_delete_marker() && !is_folder_marker(&r.key)
+}
+
+/// The files a plan is written to.
+struct PlanOutput {
+    run_dir: std::path::PathBuf,
+    catalog: IndexWriter,
+    steps: BufWriter<File>,
+    dirty: BTreeSet<String>,
+    summary: PlanSummary,
+}
+
+impl PlanOutput {
+    fn create(run_dir: &Path, source_bucket: &str, date: &str) -> Result<PlanOutput> {
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let steps_path = run_dir.join(STEPS);
+        Ok(PlanOutput {
+            run_dir: run_dir.to_path_buf(),
+            catalog: IndexWriter::create(
+                &run_dir.join(CATALOG),
+                &catalog::meta(source_bucket, date),
+            )?,
+            steps: BufWriter::with_capacity(
+                1 << 16,
+                File::create(&steps_path)
+                    .with_context(|| format!("creating {}", steps_path.display()))?,
+            ),
+            dirty: BTreeSet::new(),
+            summary: PlanSummary {
+                date: date.to_string(),
+                ..PlanSummary::default()
+            },
+        })
+    }
+
+    fn step(&mut self, step: &Step) -> Result<()> {
+        serde_json::to_writer(&mut self.steps, step)?;
+        self.steps.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn dirty(&mut self, dir: &str) {
+        if !self.dirty.contains(dir) {
+            self.dirty.insert(dir.to_string());
+        }
+    }
+
+    fn finish(mut self, on_bad_key: OnBadKey) -> Result<PlanSummary> {
+        self.catalog.finish()?;
+        self.steps.flush()?;
+        self.steps.get_ref().sync_all()?;
+        let dirty_path = self.run_dir.join(DIRTY);
+        let mut dirty = BufWriter::new(
+            File::create(&dirty_path)
+                .with_context(|| format!("creating {}", dirty_path.display()))?,
+        );
+        for d in &self.dirty {
+            serde_json::to_writer(&mut dirty, d)?;
+            dirty.write_all(b"\n")?;
+        }
+        dirty.flush()?;
+        dirty.get_ref().sync_all()?;
+        self.summary.dirty_dirs = self.dirty.len() as u64;
+        if on_bad_key == OnBadKey::Stop && !self.summary.bad_keys.is_empty() {
+            return Ok(self.summary);
+        }
+        crate::backup::write_json_atomic(&self.run_dir.join(SUMMARY), &self.summary)?;
+        Ok(self.summary)
+    }
+}
+
+/// Reads a plan's steps back.
+pub fn read_steps(run_dir: &Path) -> Result<impl Iterator<Item = Result<Step>>> {
+    use std::io::BufRead;
+    let path = run_dir.join(STEPS);
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let lines = std::io::BufReader::with_capacity(1 << 16, file).lines();
+    Ok(lines.enumerate().map(move |(n, line)| {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not a plan step", path.display(), n + 1))
+    }))
+}
+
+pub fn read_dirty(run_dir: &Path) -> Result<Vec<String>> {
+    let path = run_dir.join(DIRTY);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(n, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: not a directory", path.display(), n + 1))
+        })
+        .collect()
+}
+
+pub fn read_summary(run_dir: &Path) -> Result<Option<PlanSummary>> {
+    let path = run_dir.join(SUMMARY);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Parses a step's ETag back.
+pub fn parse_etag(s: &Option<String>) -> Option<ETag> {
+    s.as_deref().and_then(|s| ETag::parse(s.as_bytes()))
+}

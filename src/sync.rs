@@ -1,0 +1,511 @@
+//! `sync`: brings a backup up to date with an inventory, one date at a time, in order.
+//!
+//! For each date: build (or reuse) its index, plan against the catalog, execute, commit,
+//! record the date in the state. A run interrupted anywhere is picked up by the next `sync`:
+//! a planned run directory is executed again (its steps are idempotent) before any new
+//! date; an unplanned one is discarded.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use regex::Regex;
+use serde::Serialize;
+
+use crate::apply::{Executor, RunOutcome};
+use crate::backup::{AppliedDate, Backup, Config, State};
+use crate::catalog;
+use crate::fetch::FetchOptions;
+use crate::index::IndexReader;
+use crate::indexer::{IndexOptions, build_index};
+use crate::inventory::{DateSpec, Inventory, InventoryDate};
+use crate::layout::{KeyRules, NameStem};
+use crate::plan::{self, OnBadKey, PlanSummary, Planner};
+use crate::progress::Mode;
+use crate::s3::{S3Client, S3Config};
+use crate::timestamp::Timestamp;
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub inventory: String,
+    pub backup: PathBuf,
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub path_filter: Option<String>,
+    /// Only used when the backup is created.
+    pub name_stem: String,
+    pub file_mode: u32,
+    pub on_bad_key: OnBadKey,
+    pub dry_run: bool,
+    pub fetch: FetchOptions,
+    pub index: IndexOptions,
+    pub progress: Mode,
+    pub progress_interval: std::time::Duration,
+    pub s3: S3Config,
+}
+
+/// What a sync did, date by date (the `--report` JSON).
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub backup: String,
+    pub inventory: String,
+    pub dry_run: bool,
+    pub resumed: Option<String>,
+    pub dates: Vec<DateReport>,
+    /// Versions not held after the run (missing, archived), retried by the next run.
+    pub failures: u64,
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DateReport {
+    pub plan: PlanSummary,
+    pub outcome: Option<RunOutcome>,
+}
+
+impl SyncReport {
+    pub fn bad_keys(&self) -> u64 {
+        self.dates
+            .iter()
+            .map(|d| d.plan.bad_keys.len() as u64)
+            .sum()
+    }
+}
+
+pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
+    let inventory = Inventory::open(&opts.inventory, &opts.s3)?;
+    let mut report = SyncReport {
+        backup: opts.backup.display().to_string(),
+        inventory: opts.inventory.clone(),
+        dry_run: opts.dry_run,
+        ..SyncReport::default()
+    };
+    let existing = Backup::open(&opts.backup)?;
+    let complete = inventory.complete_dates()?;
+    if complete.is_empty() {
+        bail!("{}: no complete inventory date", opts.inventory);
+    }
+    let state = match &existing {
+        Some(b) => b.read_state()?,
+        None => State::default(),
+    };
+    let dates = select_dates(&complete, &state, opts)?;
+    let path_filter = effective_filter(existing.as_ref(), opts)?;
+
+    if opts.dry_run {
+        return dry_run(
+            opts,
+            &inventory,
+            existing.as_ref(),
+            &dates,
+            path_filter,
+            report,
+        );
+    }
+
+    let backup = match existing {
+        Some(b) => b,
+        None => {
+            let Some(first) = dates.first() else {
+                bail!("no inventory date to start the backup from");
+            };
+            let manifest = inventory.manifest(first)?;
+            Backup::create(
+                &opts.backup,
+                Config {
+                    format: crate::backup::FORMAT,
+                    name_stem: NameStem::new(&opts.name_stem)
+                        .map_err(anyhow::Error::msg)?
+                        .as_str()
+                        .to_string(),
+                    inventory: opts.inventory.clone(),
+                    source_bucket: manifest.manifest.source_bucket.clone(),
+                    path_filter: path_filter.as_ref().map(|r| r.as_str().to_string()),
+                    file_mode: opts.file_mode,
+                },
+            )?
+        }
+    };
+    let _lock = backup.lock()?;
+    let client = S3Client::new(&opts.s3)?;
+    let executor = Executor {
+        backup: &backup,
+        client: &client,
+        bucket: &backup.config.source_bucket,
+        fetch: opts.fetch.clone(),
+        progress: opts.progress,
+        progress_interval: opts.progress_interval,
+    };
+
+    // An interrupted run first.
+    let mut state = backup.read_state()?;
+    if let Some((run_dir, summary)) = pending_run(&backup, &state)? {
+        report.resumed = Some(summary.date.clone());
+        eprintln!("resuming the interrupted run of {}", summary.date);
+        let done = run_one(
+            &backup,
+            &executor,
+            &run_dir,
+            summary,
+            &mut state,
+            &mut report,
+        )?;
+        if !done {
+            return Ok(report);
+        }
+    }
+    let rules = KeyRules::new(backup.stem.clone());
+    let last = state.last_applied().map(String::from);
+    for date in dates
+        .iter()
+        .filter(|d| last.as_deref().is_none_or(|l| d.as_str() > l))
+    {
+        if crate::interrupt::stop_requested() {
+            report.interrupted = true;
+            break;
+        }
+        let manifest = inventory.manifest(date)?;
+        if manifest.manifest.source_bucket != backup.config.source_bucket {
+            bail!(
+                "inventory {} lists bucket {:?}, but this backup is of {:?}",
+                inventory.describe(date.as_str()),
+                manifest.manifest.source_bucket,
+                backup.config.source_bucket
+            );
+        }
+        let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
+        ensure_index(&inventory, date, &index_path, &opts.index)?;
+        let run_dir = backup.runs_dir().join(date.as_str());
+        if run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir)
+                .with_context(|| format!("removing the unplanned run {}", run_dir.display()))?;
+        }
+        let planner = Planner {
+            stem: &backup.stem,
+            rules: &rules,
+            root: &backup.root,
+            date: date.as_str(),
+            date_time: date.timestamp(),
+            source_bucket: &backup.config.source_bucket,
+            path_filter: path_filter.as_ref(),
+            on_bad_key: opts.on_bad_key,
+        };
+        let summary = planner.plan(
+            &catalog::open(&backup.catalog_path())?,
+            &IndexReader::open(&index_path)?,
+            &run_dir,
+        )?;
+        if opts.on_bad_key == OnBadKey::Stop && !summary.bad_keys.is_empty() {
+            std::fs::remove_dir_all(&run_dir).ok();
+            return Err(bad_keys_error(date, &summary));
+        }
+        let done = run_one(
+            &backup,
+            &executor,
+            &run_dir,
+            summary,
+            &mut state,
+            &mut report,
+        )?;
+        // The previous date's index is no longer needed: the catalog holds what it said.
+        for old in std::fs::read_dir(backup.indexes_dir())?.flatten() {
+            if old.path() != index_path {
+                std::fs::remove_file(old.path()).ok();
+            }
+        }
+        if !done {
+            break;
+        }
+    }
+    report.failures = count_not_held(&backup)?;
+    Ok(report)
+}
+
+/// Executes and commits one planned run. False if it was interrupted (left resumable).
+fn run_one(
+    backup: &Backup,
+    executor: &Executor,
+    run_dir: &Path,
+    summary: PlanSummary,
+    state: &mut State,
+    report: &mut SyncReport,
+) -> Result<bool> {
+    let mut outcome = executor.execute(run_dir, &summary)?;
+    if outcome.interrupted {
+        report.interrupted = true;
+        report.dates.push(DateReport {
+            plan: summary,
+            outcome: Some(outcome),
+        });
+        return Ok(false);
+    }
+    executor.commit(run_dir, &mut outcome)?;
+    let stats = IndexReader::open(&backup.catalog_path())?.stats().clone();
+    state.applied.push(AppliedDate {
+        date: summary.date.clone(),
+        applied_at: Timestamp::now().to_string(),
+        keys: stats.keys,
+        versions: stats.records,
+        downloaded: outcome.downloaded + outcome.reused_from_staging,
+        downloaded_bytes: outcome.downloaded_bytes,
+        renamed: outcome.renamed,
+        failed: outcome.failures.len() as u64,
+        skipped: summary.bad_keys.len() as u64,
+        bytes_held: bytes_held(backup)?,
+    });
+    backup.write_state(state)?;
+    std::fs::remove_dir_all(run_dir)
+        .with_context(|| format!("removing finished run {}", run_dir.display()))?;
+    report.dates.push(DateReport {
+        plan: summary,
+        outcome: Some(outcome),
+    });
+    Ok(true)
+}
+
+/// The run directory left by an interrupted sync, if it was planned and not yet recorded.
+/// Unplanned or already recorded ones are removed.
+fn pending_run(backup: &Backup, state: &State) -> Result<Option<(PathBuf, PlanSummary)>> {
+    let dir = backup.runs_dir();
+    let mut found = None;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let run_dir = entry?.path();
+        let summary = plan::read_summary(&run_dir)?;
+        match summary {
+            Some(s) if state.last_applied().is_none_or(|l| s.date.as_str() > l) => {
+                if found.is_some() {
+                    bail!("{} holds more than one planned run", dir.display());
+                }
+                found = Some((run_dir, s));
+            }
+            _ => std::fs::remove_dir_all(&run_dir)
+                .with_context(|| format!("removing {}", run_dir.display()))?,
+        }
+    }
+    Ok(found)
+}
+
+fn select_dates(
+    complete: &[InventoryDate],
+    state: &State,
+    opts: &SyncOptions,
+) -> Result<Vec<InventoryDate>> {
+    let pick = |spec: &str, what: &str| -> Result<InventoryDate> {
+        DateSpec::parse(spec)?
+            .select(complete)
+            .cloned()
+            .with_context(|| format!("{what} {spec}: no complete inventory of that date"))
+    };
+    let end = opts
+        .end_date
+        .as_deref()
+        .map(|d| pick(d, "--end-date"))
+        .transpose()?;
+    let start = opts
+        .start_date
+        .as_deref()
+        .map(|d| pick(d, "--start-date"))
+        .transpose()?;
+    if let Some(last) = state.last_applied() {
+        if let Some(s) = &start
+            && s.as_str() <= last
+        {
+            bail!(
+                "--start-date {s} is not after the last applied date {last}: a backup only goes \
+                 forward"
+            );
+        }
+        if let Some(e) = &end
+            && e.as_str() < last
+        {
+            bail!(
+                "--end-date {e} is before the last applied date {last}: a backup only goes forward"
+            );
+        }
+    }
+    let first = match (state.last_applied(), &start) {
+        (_, Some(s)) => Some(s.clone()),
+        (Some(_), None) => None,
+        // A new backup starts at the latest date (each inventory lists every version).
+        (None, None) => Some(
+            end.clone()
+                .unwrap_or_else(|| complete.last().expect("non-empty").clone()),
+        ),
+    };
+    Ok(complete
+        .iter()
+        .filter(|d| state.last_applied().is_none_or(|l| d.as_str() > l))
+        .filter(|d| first.as_ref().is_none_or(|f| *d >= f))
+        .filter(|d| end.as_ref().is_none_or(|e| *d <= e))
+        .cloned()
+        .collect())
+}
+
+/// The path filter of a run: the one recorded at creation (a different one is refused, or
+/// the backup would be inconsistent), or the one given for a new backup.
+fn effective_filter(existing: Option<&Backup>, opts: &SyncOptions) -> Result<Option<Regex>> {
+    let text = match (existing.map(|b| &b.config.path_filter), &opts.path_filter) {
+        (Some(recorded), Some(given)) if recorded.as_ref() != Some(given) => bail!(
+            "--path-filter {given:?} differs from the one this backup was created with ({})",
+            recorded
+                .as_deref()
+                .map_or("none".to_string(), |r| format!("{r:?}"))
+        ),
+        (Some(recorded), _) => recorded.clone(),
+        (None, given) => given.clone(),
+    };
+    text.map(|t| Regex::new(&t).with_context(|| format!("bad --path-filter {t:?}")))
+        .transpose()
+}
+
+/// Builds the date's index unless a valid one is there (a resumed or repeated run).
+fn ensure_index(
+    inventory: &Inventory,
+    date: &InventoryDate,
+    path: &Path,
+    opts: &IndexOptions,
+) -> Result<()> {
+    if let Ok(r) = IndexReader::open(path)
+        && r.meta().date == date.as_str()
+        && r.meta().kind == "inventory"
+    {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    build_index(inventory, date, path, opts)?;
+    Ok(())
+}
+
+fn bad_keys_error(date: &InventoryDate, summary: &PlanSummary) -> anyhow::Error {
+    let mut msg = format!(
+        "inventory {date} lists {} key(s) that cannot be stored as paths; nothing was changed. \
+         Rerun with --on-bad-key skip to record them as skipped and back up the rest:",
+        summary.bad_keys.len()
+    );
+    for b in summary.bad_keys.iter().take(50) {
+        msg.push_str(&format!("\n  {:?}: {}", b.key, b.reason));
+    }
+    if summary.bad_keys.len() > 50 {
+        msg.push_str(&format!("\n  ... and {} more", summary.bad_keys.len() - 50));
+    }
+    anyhow::anyhow!(msg)
+}
+
+/// Versions the catalog lists as missing or archived.
+fn count_not_held(backup: &Backup) -> Result<u64> {
+    let r = catalog::open(&backup.catalog_path())?;
+    let mut n = 0;
+    let mut stream = r.stream();
+    while let Some(rec) = stream.next_record()? {
+        n += u64::from(matches!(
+            rec.local.state,
+            crate::record::LocalState::Missing | crate::record::LocalState::Archived
+        ));
+    }
+    Ok(n)
+}
+
+fn bytes_held(backup: &Backup) -> Result<u64> {
+    let r = catalog::open(&backup.catalog_path())?;
+    let mut n = 0;
+    let mut stream = r.stream();
+    while let Some(rec) = stream.next_record()? {
+        if catalog::file_path(&backup.stem, rec).is_some() {
+            n += rec.size;
+        }
+    }
+    Ok(n)
+}
+
+/// Plans every date into a temporary directory, chaining catalogs, and reports the plans;
+/// the backup (which may not exist yet) is not touched.
+fn dry_run(
+    opts: &SyncOptions,
+    inventory: &Inventory,
+    existing: Option<&Backup>,
+    dates: &[InventoryDate],
+    path_filter: Option<Regex>,
+    mut report: SyncReport,
+) -> Result<SyncReport> {
+    let tmp = tempfile::Builder::new()
+        .prefix("s3invbackup-dry-run-")
+        .tempdir()?;
+    let stem = match existing {
+        Some(b) => b.stem.clone(),
+        None => NameStem::new(&opts.name_stem).map_err(anyhow::Error::msg)?,
+    };
+    let rules = KeyRules::new(stem.clone());
+    let start = existing.map_or(Ok(None), |b| {
+        b.read_state().map(|s| s.last_applied().map(String::from))
+    })?;
+    let mut catalog_path = match existing {
+        Some(b) => b.catalog_path(),
+        None => {
+            let p = tmp.path().join("empty.s3inv");
+            catalog::write_empty(&p, "")?;
+            p
+        }
+    };
+    let cache = crate::index_cache::default_cache_dir().join("dry-run");
+    for date in dates
+        .iter()
+        .filter(|d| start.as_deref().is_none_or(|l| d.as_str() > l))
+    {
+        let manifest = inventory.manifest(date)?;
+        let index_path = cache.join(format!("{}-{date}.s3inv", manifest.manifest.source_bucket));
+        ensure_index(inventory, date, &index_path, &opts.index)?;
+        let run_dir = tmp.path().join(date.as_str());
+        let planner = Planner {
+            stem: &stem,
+            rules: &rules,
+            root: &opts.backup,
+            date: date.as_str(),
+            date_time: date.timestamp(),
+            source_bucket: &manifest.manifest.source_bucket,
+            path_filter: path_filter.as_ref(),
+            on_bad_key: opts.on_bad_key,
+        };
+        let summary = planner.plan(
+            &catalog::open(&catalog_path)?,
+            &IndexReader::open(&index_path)?,
+            &run_dir,
+        )?;
+        // The steps go to stdout as they are (the caller prints them from the report).
+        for step in plan::read_steps(&run_dir)? {
+            crate::sync::print_step(&step?)?;
+        }
+        catalog_path = run_dir.join(plan::CATALOG);
+        report.dates.push(DateReport {
+            plan: summary,
+            outcome: None,
+        });
+    }
+    Ok(report)
+}
+
+/// One line per step of a dry run.
+pub fn print_step(step: &plan::Step) -> Result<()> {
+    use std::io::Write;
+    let line = match step {
+        plan::Step::Rename { from, to } => format!("rename   {from} -> {to}"),
+        plan::Step::Displace { dir, to } => format!("displace {dir}/ -> {to}/"),
+        plan::Step::Mkdir { dir } => format!("mkdir    {dir}/"),
+        plan::Step::Fetch {
+            key,
+            version_id,
+            size,
+            dest,
+            ..
+        } => format!(
+            "fetch    {key} (version {}, {size} bytes) -> {dest}",
+            if version_id.is_empty() {
+                "null"
+            } else {
+                version_id
+            }
+        ),
+    };
+    writeln!(std::io::stdout().lock(), "{line}")?;
+    Ok(())
+}
