@@ -341,6 +341,9 @@ def main():
     p.add_argument("--start-date", default="2024-11-01T01:00:00")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model", help="write the oracle (versions per date) as JSON here")
+    p.add_argument("--step", action="store_true",
+                   help="after each date, print {\"date\": ...} and wait for a line on stdin "
+                        "(so a test can back up each date while the bucket is in that state)")
     args = p.parse_args()
 
     s3 = boto3.client("s3", endpoint_url=args.endpoint, aws_access_key_id=args.access_key,
@@ -366,9 +369,12 @@ def main():
         model[folder] = [{**r, "last_modified": fmt_time(r["last_modified"]),
                           "body_md5": b.bodies.get((r["key"], r["version_id"]))} for r in rows]
         print(f"{folder}: {len(rows)} rows", file=sys.stderr)
-    if args.model:
-        with open(args.model, "w") as f:
-            json.dump(model, f, indent=1)
+        if args.model:
+            with open(args.model, "w") as f:
+                json.dump(model, f, indent=1)
+        if args.step:
+            print(json.dumps({"date": folder}), flush=True)
+            sys.stdin.readline()
 
 
 if __name__ == "__main__":

@@ -102,6 +102,8 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         );
     }
 
+    let root_existed = opts.backup.exists();
+    let created = existing.is_none();
     let backup = match existing {
         Some(b) => b,
         None => {
@@ -125,10 +127,47 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
             )?
         }
     };
+    let result = apply_dates(
+        opts,
+        &inventory,
+        &backup,
+        &dates,
+        path_filter.as_ref(),
+        &mut report,
+    );
+    if result.is_err() && created {
+        forget_if_untouched(&backup, root_existed);
+    }
+    result?;
+    report.failures = count_not_held(&backup)?;
+    Ok(report)
+}
+
+/// A backup created by a run that failed before placing anything (bad keys, a bad
+/// inventory) is removed again: the directory is left as the user gave it.
+fn forget_if_untouched(backup: &Backup, root_existed: bool) {
+    let only_state = std::fs::read_dir(&backup.root).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_name().to_str() == Some(backup.stem.state_dir().as_str()))
+    });
+    if only_state && std::fs::remove_dir_all(backup.state_dir()).is_ok() && !root_existed {
+        let _ = std::fs::remove_dir(&backup.root);
+    }
+}
+
+fn apply_dates(
+    opts: &SyncOptions,
+    inventory: &Inventory,
+    backup: &Backup,
+    dates: &[InventoryDate],
+    path_filter: Option<&Regex>,
+    report: &mut SyncReport,
+) -> Result<()> {
     let _lock = backup.lock()?;
     let client = S3Client::new(&opts.s3)?;
     let executor = Executor {
-        backup: &backup,
+        backup,
         client: &client,
         bucket: &backup.config.source_bucket,
         fetch: opts.fetch.clone(),
@@ -141,20 +180,21 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
     if let Some((run_dir, summary)) = pending_run(&backup, &state)? {
         report.resumed = Some(summary.date.clone());
         eprintln!("resuming the interrupted run of {}", summary.date);
-        let done = run_one(
-            &backup,
-            &executor,
-            &run_dir,
-            summary,
-            &mut state,
-            &mut report,
-        )?;
+        let done = run_one(backup, &executor, &run_dir, summary, &mut state, report)?;
         if !done {
-            return Ok(report);
+            return Ok(());
         }
     }
-    let rules = KeyRules::new(backup.stem.clone());
+    let ctx = RunContext {
+        opts,
+        inventory,
+        backup,
+        executor: &executor,
+        rules: KeyRules::new(backup.stem.clone()),
+        path_filter,
+    };
     let last = state.last_applied().map(String::from);
+    let mut applied_any = false;
     for date in dates
         .iter()
         .filter(|d| last.as_deref().is_none_or(|l| d.as_str() > l))
@@ -172,52 +212,95 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
                 backup.config.source_bucket
             );
         }
-        let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
-        ensure_index(&inventory, date, &index_path, &opts.index)?;
-        let run_dir = backup.runs_dir().join(date.as_str());
-        if run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir)
-                .with_context(|| format!("removing the unplanned run {}", run_dir.display()))?;
+        if !plan_and_run(&ctx, date, &mut state, report, false)? {
+            return Ok(());
         }
-        let planner = Planner {
-            stem: &backup.stem,
-            rules: &rules,
-            root: &backup.root,
-            date: date.as_str(),
-            date_time: date.timestamp(),
-            source_bucket: &backup.config.source_bucket,
-            path_filter: path_filter.as_ref(),
-            on_bad_key: opts.on_bad_key,
-        };
-        let summary = planner.plan(
-            &catalog::open(&backup.catalog_path())?,
-            &IndexReader::open(&index_path)?,
-            &run_dir,
-        )?;
-        if opts.on_bad_key == OnBadKey::Stop && !summary.bad_keys.is_empty() {
-            std::fs::remove_dir_all(&run_dir).ok();
-            return Err(bad_keys_error(date, &summary));
-        }
-        let done = run_one(
-            &backup,
-            &executor,
-            &run_dir,
-            summary,
-            &mut state,
-            &mut report,
-        )?;
-        // The previous date's index is no longer needed: the catalog holds what it said.
-        for old in std::fs::read_dir(backup.indexes_dir())?.flatten() {
-            if old.path() != index_path {
-                std::fs::remove_file(old.path()).ok();
-            }
-        }
-        if !done {
-            break;
+        applied_any = true;
+    }
+    // Nothing new: retry what earlier runs could not fetch, against the last date's index.
+    if !applied_any
+        && !crate::interrupt::stop_requested()
+        && let Some(last) = state.last_applied().and_then(InventoryDate::parse)
+        && count_retryable(backup)? > 0
+    {
+        eprintln!("retrying versions that earlier runs could not fetch ({last})");
+        plan_and_run(&ctx, &last, &mut state, report, true)?;
+    }
+    Ok(())
+}
+
+/// What planning a date needs, gathered once per sync.
+struct RunContext<'a> {
+    opts: &'a SyncOptions,
+    inventory: &'a Inventory,
+    backup: &'a Backup,
+    executor: &'a Executor<'a>,
+    rules: KeyRules,
+    path_filter: Option<&'a Regex>,
+}
+
+/// Plans `date` against the catalog, executes and commits it. False if interrupted.
+fn plan_and_run(
+    ctx: &RunContext,
+    date: &InventoryDate,
+    state: &mut State,
+    report: &mut SyncReport,
+    retry: bool,
+) -> Result<bool> {
+    let backup = ctx.backup;
+    let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
+    ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
+    let run_dir = backup.runs_dir().join(date.as_str());
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing the unplanned run {}", run_dir.display()))?;
+    }
+    let planner = Planner {
+        stem: &backup.stem,
+        rules: &ctx.rules,
+        root: &backup.root,
+        date: date.as_str(),
+        date_time: date.timestamp(),
+        source_bucket: &backup.config.source_bucket,
+        path_filter: ctx.path_filter,
+        on_bad_key: ctx.opts.on_bad_key,
+    };
+    let summary = planner.plan(
+        &catalog::open(&backup.catalog_path())?,
+        &IndexReader::open(&index_path)?,
+        &run_dir,
+    )?;
+    if ctx.opts.on_bad_key == OnBadKey::Stop && !summary.bad_keys.is_empty() {
+        std::fs::remove_dir_all(&run_dir).ok();
+        return Err(bad_keys_error(date, &summary));
+    }
+    if retry {
+        state.applied.pop();
+    }
+    let done = run_one(backup, ctx.executor, &run_dir, summary, state, report)?;
+    // Older dates' indexes are no longer needed: the catalog holds what they said.
+    for old in std::fs::read_dir(backup.indexes_dir())?.flatten() {
+        if old.path() != index_path {
+            std::fs::remove_file(old.path()).ok();
         }
     }
-    report.failures = count_not_held(&backup)?;
-    Ok(report)
+    Ok(done)
+}
+
+/// Versions not held that the bucket still lists (worth another GET).
+fn count_retryable(backup: &Backup) -> Result<u64> {
+    let r = catalog::open(&backup.catalog_path())?;
+    let mut n = 0;
+    let mut stream = r.stream();
+    while let Some(rec) = stream.next_record()? {
+        n += u64::from(
+            matches!(
+                rec.local.state,
+                crate::record::LocalState::Missing | crate::record::LocalState::Archived
+            ) && rec.local.gone_since.0 == 0,
+        );
+    }
+    Ok(n)
 }
 
 /// Executes and commits one planned run. False if it was interrupted (left resumable).

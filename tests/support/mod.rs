@@ -296,3 +296,83 @@ impl Proxy {
         r.json::<serde_json::Value>().unwrap()["hits"].clone()
     }
 }
+
+pub mod backup_model;
+
+/// The fixture generator in step mode: it stops after each date until told to go on, so a
+/// test can back up every date while the bucket is in that date's state.
+pub struct Stepper {
+    pub local: PathBuf,
+    pub s3_url: String,
+    model_path: PathBuf,
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn fixture_stepper(name: &str, extra: &[&str]) -> Stepper {
+    let srv = server();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("inventory");
+    let model_path = dir.path().join("model.json");
+    let prefix = format!("inv/{name}/all-versions");
+    let mut child = script_against_server("fixtures.py", srv)
+        .args([
+            "--bucket",
+            name,
+            "--inventory-bucket",
+            "inventories",
+            "--inventory-prefix",
+            &prefix,
+            "--step",
+        ])
+        .arg("--local-dir")
+        .arg(&local)
+        .arg("--model")
+        .arg(&model_path)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running fixtures.py --step");
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    Stepper {
+        local,
+        s3_url: format!("s3://inventories/{prefix}/"),
+        model_path,
+        child,
+        stdout,
+        _dir: dir,
+    }
+}
+
+impl Stepper {
+    /// Waits for the next date; None when the scenario is over.
+    pub fn next_date(&mut self) -> Option<String> {
+        use std::io::BufRead as _;
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            // Lets the generator go on (the first call's newline is read after date 1).
+            let _ = stdin.flush();
+        }
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line).unwrap() == 0 {
+            let status = self.child.wait().unwrap();
+            assert!(status.success(), "fixtures.py failed");
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Some(v["date"].as_str().unwrap().to_string())
+    }
+
+    /// Lets the generator apply the next day.
+    pub fn go_on(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn model(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&self.model_path).unwrap()).unwrap()
+    }
+}
