@@ -177,7 +177,7 @@ fn apply_dates(
 
     // An interrupted run first.
     let mut state = backup.read_state()?;
-    if let Some((run_dir, summary)) = pending_run(&backup, &state)? {
+    if let Some((run_dir, summary)) = pending_run(backup, &state)? {
         report.resumed = Some(summary.date.clone());
         eprintln!("resuming the interrupted run of {}", summary.date);
         let done = run_one(backup, &executor, &run_dir, summary, &mut state, report)?;
