@@ -124,6 +124,15 @@ impl Executor<'_> {
             let d = self.backup.staging_dir().join(format!("{shard:02x}"));
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
+        // Moves an earlier attempt of this run made: their source path may hold a newer
+        // file since (the current path, refilled by a download), so "target exists" means done.
+        let moved_before: HashSet<(String, String)> = crate::journal::read(run_dir)?
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Rename { from, to } => Some((from, to)),
+                _ => None,
+            })
+            .collect();
         let journal = RefCell::new(Journal::open(run_dir)?);
         let outcome = RefCell::new(RunOutcome {
             date: summary.date.clone(),
@@ -173,6 +182,9 @@ impl Executor<'_> {
             match step {
                 Step::Rename { from, to } => {
                     let (src, dst) = (root.join(&from), root.join(&to));
+                    if exists(&dst) && moved_before.contains(&(from.clone(), to.clone())) {
+                        return Ok(None);
+                    }
                     if exists(&src) {
                         if exists(&dst) {
                             bail!(

@@ -5,12 +5,13 @@
 //! are idempotent and the plan is replayed from the start, so nothing is lost either way).
 //!
 //! `S3INVBACKUP_CRASH_AFTER=N` aborts the process (as `kill -9` would) right after the N-th
-//! entry is written, before its change is made: the crash tests use it to stop a run at a
+//! entry of the process is written, before its change is made: the crash tests use it to stop a run at a
 //! chosen point, deterministically.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -86,11 +87,11 @@ impl Journal {
         if self.written.is_multiple_of(SYNC_EVERY) {
             self.sync()?;
         }
-        if self.crash_after == Some(self.written) {
-            eprintln!(
-                "s3invbackup: S3INVBACKUP_CRASH_AFTER={} reached; aborting",
-                self.written
-            );
+        // Counted over the whole process: a sync writes several journals (one per date).
+        static IN_PROCESS: AtomicU64 = AtomicU64::new(0);
+        let n = IN_PROCESS.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.crash_after == Some(n) {
+            eprintln!("s3invbackup: S3INVBACKUP_CRASH_AFTER={n} reached; aborting");
             std::process::abort();
         }
         Ok(())

@@ -88,7 +88,11 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         Some(b) => b.read_state()?,
         None => State::default(),
     };
-    let dates = select_dates(&complete, &state, opts)?;
+    let pending = match &existing {
+        Some(b) => planned_run_date(b, &state)?,
+        None => None,
+    };
+    let dates = select_dates(&complete, &state, pending.as_deref(), opts)?;
     let path_filter = effective_filter(existing.as_ref(), opts)?;
 
     if opts.dry_run {
@@ -367,11 +371,41 @@ fn pending_run(backup: &Backup, state: &State) -> Result<Option<(PathBuf, PlanSu
     Ok(found)
 }
 
+/// The date of an interrupted, planned run that the next sync resumes (read only).
+fn planned_run_date(backup: &Backup, state: &State) -> Result<Option<String>> {
+    let Ok(entries) = std::fs::read_dir(backup.runs_dir()) else {
+        return Ok(None);
+    };
+    let mut newest: Option<String> = None;
+    for entry in entries.flatten() {
+        if let Some(s) = plan::read_summary(&entry.path())?
+            && state.last_applied().is_none_or(|l| s.date.as_str() > l)
+            && newest.as_deref().is_none_or(|n| s.date.as_str() > n)
+        {
+            newest = Some(s.date);
+        }
+    }
+    Ok(newest)
+}
+
+/// The dates a sync applies: those after the last applied (or resumed) one, up to
+/// --end-date. `--start-date` chooses where a new backup begins; given again to a backup
+/// that began there (the same command run again after an interruption) it changes nothing,
+/// and any other start at or before the last applied date is refused.
 fn select_dates(
     complete: &[InventoryDate],
     state: &State,
+    pending: Option<&str>,
     opts: &SyncOptions,
 ) -> Result<Vec<InventoryDate>> {
+    let mut state = state.clone();
+    if let Some(p) = pending {
+        state.applied.push(AppliedDate {
+            date: p.to_string(),
+            ..AppliedDate::default()
+        });
+    }
+    let state = &state;
     let pick = |spec: &str, what: &str| -> Result<InventoryDate> {
         DateSpec::parse(spec)?
             .select(complete)
@@ -383,11 +417,13 @@ fn select_dates(
         .as_deref()
         .map(|d| pick(d, "--end-date"))
         .transpose()?;
+    let began = state.applied.first().map(|a| a.date.as_str());
     let start = opts
         .start_date
         .as_deref()
         .map(|d| pick(d, "--start-date"))
-        .transpose()?;
+        .transpose()?
+        .filter(|s| Some(s.as_str()) != began);
     if let Some(last) = state.last_applied() {
         if let Some(s) = &start
             && s.as_str() <= last

@@ -150,8 +150,15 @@ fn every_date_matches_the_model() {
         .collect();
     assert_eq!(applied.len(), 5);
     assert!(applied.windows(2).all(|w| w[0] < w[1]));
-    // Going backwards is refused.
-    let out = sync(&inventory, &backup, &["--start-date", applied[0]]).code(1);
+    // The first command line again changes nothing; going backwards is refused.
+    sync(
+        &inventory,
+        &backup,
+        &["--start-date", applied[0], "--on-bad-key", "skip"],
+    )
+    .code(0);
+    assert_eq!(tree_snapshot(&backup), before);
+    let out = sync(&inventory, &backup, &["--start-date", applied[1]]).code(1);
     assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("only goes forward"));
 }
 
@@ -209,4 +216,253 @@ fn unfetchable_versions_are_reported_and_the_rest_is_backed_up() {
     let before = tree_snapshot(&backup);
     sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(2);
     assert_eq!(tree_snapshot(&backup), before);
+}
+
+/// (path, size, mtime, content MD5) of every file of the tree, state directory excluded.
+/// Versions JSON files are compared by content only (they are written at run time).
+fn content_snapshot(backup: &Path) -> Vec<(String, u64, i64, String)> {
+    let versions_file = format!(".{STEM}-versions.json");
+    tree_snapshot(backup)
+        .into_iter()
+        .filter(|(p, ..)| backup.join(p).is_file())
+        .map(|(p, size, mtime, _)| {
+            let mtime = if p.ends_with(&versions_file) {
+                0
+            } else {
+                mtime
+            };
+            let md5 = support::md5_hex(&std::fs::read(backup.join(&p)).unwrap());
+            (p, size, mtime, md5)
+        })
+        .collect()
+}
+
+fn applied_dates(backup: &Path) -> Vec<String> {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backup.join(format!(".{STEM}/state.json"))).unwrap())
+            .unwrap();
+    state["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["date"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A run killed (abort, as kill -9) after the N-th journal entry, for N spread over every
+/// phase of a five-date run (moves, placements, versions JSON, commit), then resumed, ends
+/// with the tree and state of an uninterrupted run.
+#[test]
+fn killed_runs_resume_to_the_uninterrupted_tree() {
+    use_server();
+    let fx = fixture("sync-crash", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local.display().to_string();
+    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
+    let args = ["--start-date", first.as_str(), "--on-bad-key", "skip"];
+    let reference = tmp.path().join("reference");
+    let report_path = tmp.path().join("reference.json");
+    let mut with_report = args.to_vec();
+    with_report.extend(["--report", report_path.to_str().unwrap()]);
+    sync(&inventory, &reference, &with_report).code(2);
+    let want = content_snapshot(&reference);
+    let want_dates = applied_dates(&reference);
+    // Journal entries of the uninterrupted run: one per change, two per commit.
+    let total: u64 = report(&report_path)["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let o = &d["outcome"];
+            ["renamed", "downloaded", "reused_from_staging", "displaced"]
+                .iter()
+                .map(|k| o[k].as_u64().unwrap())
+                .sum::<u64>()
+                + d["plan"]["mkdirs"].as_u64().unwrap()
+                + 2
+        })
+        .sum();
+    let points: std::collections::BTreeSet<u64> =
+        (0..14).map(|i| 1 + i * (total - 1) / 13).collect();
+    let mut crashed = 0;
+    for &n in &points {
+        let backup = tmp.path().join(format!("crash-{n}"));
+        let out = cli()
+            .arg("sync")
+            .arg(&inventory)
+            .arg(&backup)
+            .args(["--progress", "none"])
+            .args(args)
+            .env("S3INVBACKUP_CRASH_AFTER", n.to_string())
+            .output()
+            .unwrap();
+        if out.status.code().is_none() {
+            crashed += 1;
+            // A second crash in the resumed run, at its first entry, must not hurt either.
+            cli()
+                .arg("sync")
+                .arg(&inventory)
+                .arg(&backup)
+                .args(["--progress", "none"])
+                .args(args)
+                .env("S3INVBACKUP_CRASH_AFTER", "1")
+                .output()
+                .unwrap();
+            let resumed = cli()
+                .arg("sync")
+                .arg(&inventory)
+                .arg(&backup)
+                .args(["--progress", "none", "--on-bad-key", "skip"])
+                .output()
+                .unwrap();
+            assert!(
+                matches!(resumed.status.code(), Some(0 | 2)),
+                "resume after a crash at entry {n} failed: {}",
+                String::from_utf8_lossy(&resumed.stderr)
+            );
+        }
+        assert_eq!(
+            content_snapshot(&backup),
+            want,
+            "crash at journal entry {n}"
+        );
+        assert_eq!(
+            applied_dates(&backup),
+            want_dates,
+            "crash at journal entry {n}"
+        );
+    }
+    assert_eq!(crashed, points.len(), "crash points {points:?} of {total}");
+}
+
+/// --dry-run lists what a run would do and touches nothing, for a new backup and an
+/// existing one.
+#[test]
+fn dry_run_changes_nothing() {
+    use_server();
+    let fx = fixture("sync-dry", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let inventory = fx.local.display().to_string();
+    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    let report_path = tmp.path().join("dry.json");
+    let out = sync(
+        &inventory,
+        &backup,
+        &[
+            "--start-date",
+            &dates[0],
+            "--end-date",
+            &dates[1],
+            "--on-bad-key",
+            "skip",
+            "--dry-run",
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+    )
+    .code(0);
+    assert!(!backup.exists(), "a dry run created the backup");
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let dry = report(&report_path);
+    let planned_fetches: u64 = dry["dates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["plan"]["fetches"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("fetch ")).count() as u64,
+        planned_fetches
+    );
+    assert!(stdout.contains("rename   a.txt -> a.txt.old."), "{stdout}");
+
+    // The real run does what the dry run said.
+    let real_path = tmp.path().join("real.json");
+    sync(
+        &inventory,
+        &backup,
+        &[
+            "--start-date",
+            &dates[0],
+            "--end-date",
+            &dates[1],
+            "--on-bad-key",
+            "skip",
+            "--report",
+            real_path.to_str().unwrap(),
+        ],
+    );
+    let real = report(&real_path);
+    // The first date's plan is the same; later ones differ only by the versions that
+    // turned out to be unfetchable (the dry run assumes every download succeeds).
+    assert_eq!(dry["dates"][0]["plan"], real["dates"][0]["plan"]);
+    assert_eq!(real["dates"].as_array().unwrap().len(), 2);
+
+    // A dry run of the remaining dates on the existing backup changes nothing.
+    let before = snapshot(&backup);
+    sync(&inventory, &backup, &["--on-bad-key", "skip", "--dry-run"]).code(0);
+    assert_eq!(snapshot(&backup), before);
+}
+
+/// One writer at a time: a second sync is refused and says who holds the backup.
+#[test]
+fn second_writer_is_refused() {
+    use_server();
+    let fx = fixture("sync-lock", &["--scenario", "sync", "--days", "1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let inventory = fx.local.display().to_string();
+    sync(&inventory, &backup, &["--on-bad-key", "skip"]);
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(backup.join(format!(".{STEM}/lock")))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let before = snapshot(&backup);
+    let out = sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert_eq!(snapshot(&backup), before);
+    drop(lock);
+    sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(0);
+}
+
+/// --path-filter limits the backup, is recorded, and a different one later is refused.
+#[test]
+fn path_filter_is_recorded() {
+    use_server();
+    let fx = fixture("sync-filter", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let inventory = fx.local.display().to_string();
+    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    sync(
+        &inventory,
+        &backup,
+        &[
+            "--start-date",
+            &dates[0],
+            "--end-date",
+            &dates[0],
+            "--path-filter",
+            "^zarr/",
+        ],
+    )
+    .code(0);
+    let files = content_snapshot(&backup);
+    assert!(!files.is_empty());
+    assert!(
+        files.iter().all(|(p, ..)| p.starts_with("zarr/")),
+        "{files:?}"
+    );
+    let out = sync(&inventory, &backup, &["--path-filter", "^other/"]).code(1);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("differs"));
+    // Without the flag, the recorded filter applies.
+    sync(&inventory, &backup, &[]).code(0);
+    assert!(
+        content_snapshot(&backup)
+            .iter()
+            .all(|(p, ..)| p.starts_with("zarr/"))
+    );
 }
