@@ -342,6 +342,12 @@ fn run_one(
     backup.write_state(state)?;
     std::fs::remove_dir_all(run_dir)
         .with_context(|| format!("removing finished run {}", run_dir.display()))?;
+    // Whatever is left in staging belongs to no run now (failed or abandoned downloads).
+    let staging = backup.staging_dir();
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("cleaning {}", staging.display()))?;
+    }
     report.dates.push(DateReport {
         plan: summary,
         outcome: Some(outcome),

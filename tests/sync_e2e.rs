@@ -466,3 +466,88 @@ fn path_filter_is_recorded() {
             .all(|(p, ..)| p.starts_with("zarr/"))
     );
 }
+
+/// SIGINT stops a run gracefully (downloads in flight finish, exit 130, resumable); three
+/// within five seconds stop it at once (also resumable). Downloads are slowed by the fault
+/// proxy so that the signals land mid-run.
+#[test]
+fn interrupted_runs_resume() {
+    use_server();
+    let proxy = support::proxy();
+    let fx = fixture("sync-sigint", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local.display().to_string();
+    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
+    let args = ["--start-date", first.as_str(), "--on-bad-key", "skip"];
+    let reference = tmp.path().join("reference");
+    sync(&inventory, &reference, &args).code(2);
+    let want = content_snapshot(&reference);
+    proxy.set_rules(serde_json::json!([
+        {"method": "GET", "query": "versionId", "fault": "latency", "delay_ms": 300}
+    ]));
+    for signals in [1, 3] {
+        let backup = tmp.path().join(format!("sigint-{signals}"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_s3invbackup"))
+            .arg("sync")
+            .arg(&inventory)
+            .arg(&backup)
+            .args(["--progress", "none", "--jobs", "2"])
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+            .env("AWS_ACCESS_KEY_ID", support::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY)
+            .env("HOME", "/nonexistent")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until some files are placed.
+        let runs = backup.join(format!(".{STEM}/runs"));
+        let started = std::time::Instant::now();
+        loop {
+            let placed = std::fs::read_dir(&runs)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("journal.jsonl")).ok())
+                .is_some_and(|j| j.lines().count() >= 3);
+            if placed {
+                break;
+            }
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "the run never placed a file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for _ in 0..signals {
+            // SAFETY: kill(2) with a valid pid and signal number.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{signals} SIGINT: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = if signals == 1 {
+            "interrupted: run sync again to resume" // the graceful path's summary
+        } else {
+            "interrupted; temporary files removed" // the immediate exit
+        };
+        assert!(stderr.contains(expected), "{signals} SIGINT: {stderr}");
+        assert!(
+            runs.read_dir().unwrap().next().is_some(),
+            "an interrupted run must stay resumable"
+        );
+        assert!(content_snapshot(&backup).len() < want.len());
+        proxy.set_rules(serde_json::json!([]));
+        sync(&inventory, &backup, &args).code(2);
+        assert_eq!(content_snapshot(&backup), want, "{signals} SIGINT, resumed");
+        proxy.set_rules(serde_json::json!([
+            {"method": "GET", "query": "versionId", "fault": "latency", "delay_ms": 300}
+        ]));
+    }
+    proxy.set_rules(serde_json::json!([]));
+}
