@@ -487,7 +487,7 @@ fn interrupted_runs_resume() {
     ]));
     for signals in [1, 3] {
         let backup = tmp.path().join(format!("sigint-{signals}"));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_s3invbackup"))
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3invbackup"))
             .arg("sync")
             .arg(&inventory)
             .arg(&backup)
