@@ -176,6 +176,7 @@ mod tests {
         r.flags = Flags(Flags::LATEST);
         assert_eq!(file_path(&stem, &r).unwrap(), "a/b/c");
         r.local.shadowed = true;
+        r.local.displaced = 0;
         assert_eq!(
             file_path(&stem, &r).unwrap(),
             format!("a/b/c.old.v1.{etag}")

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmarks of sync's first backup (issue: the backup itself), against SeaweedFS on loopback.
+#
+#   scripts/bench-sync.sh [KEYS] [VERSIONS]        (default 20000 keys x 3 versions of 1 KiB)
+#
+# (a) First backup of KEYS x VERSIONS versions spread over directories of 1,000 keys:
+#     `s3invbackup sync` (index build, plan, 32 download threads, every version verified,
+#     placed and its mtime set, versions JSON, commit) against
+#     `xargs -P 32 -n 50 curl -s -o /dev/null` over presigned URLs of the same versions, in the
+#     same run. Peak RSS from /usr/bin/time.
+# (c) Wide directories: a first backup of one directory holding 500, 5,000 and 50,000 keys;
+#     versions/s of each (the cost per object must not grow with the directory's width).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keys=${1:-20000}
+versions=${2:-3}
+venv=$(scripts/setup-venv.sh)
+cargo build --release --locked --quiet --bin s3invbackup
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/bench-sync.XXXXXX")
+server=$("$venv/bin/python" scripts/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
+         --access-key testkey --secret-key testsecret)
+pid=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+endpoint=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
+trap '"$venv/bin/python" scripts/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
+export AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_ENDPOINT_URL="$endpoint"
+bin=target/release/s3invbackup
+
+measure() { # label, command...: prints "label wall user sys rss_kib"
+  local label=$1; shift
+  local t; t=$(mktemp)
+  /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" > /dev/null || true
+  echo "$label $(cat "$t" | tail -1)"; rm -f "$t"
+}
+setup() { # bucket keys versions layout
+  "$venv/bin/python" scripts/bench_sync_setup.py --endpoint "$endpoint" --bucket "$1" \
+      --keys "$2" --versions "$3" --layout "$4" --out "$work/$1"
+}
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
+
+setup first "$keys" "$versions" spread
+n=$(wc -l < "$work/first/urls.txt")
+read -r _ cw _ _ _ < <(measure curl sh -c "xargs -P 32 -n 50 curl -s -o /dev/null < $work/first/urls.txt")
+read -r _ sw su ss sr < <(measure sync $bin sync "$work/first/inventory" "$work/first/backup" --jobs 32 --progress none)
+placed=$(find "$work/first/backup" -path "$work/first/backup/.s3invbackup" -prune -o -type f ! -name '.s3invbackup-versions.json' -print | wc -l)
+python3 - "$n" "$placed" "$cw" "$sw" "$su" "$ss" "$sr" <<'PY'
+import sys
+n, placed = int(sys.argv[1]), int(sys.argv[2])
+cw, sw, su, ss, sr = (float(x) for x in sys.argv[3:8])
+print(f"(a) first backup, {n} versions: curl {n/cw:.0f} GETs/s | sync {n/sw:.0f} versions/s = {cw/sw:.2f}x curl; "
+      f"{placed} files placed; CPU {1000*(su+ss)/n:.3f} s per 1,000 versions; peak RSS {sr/1024:.0f} MiB")
+PY
+
+for width in 500 5000 50000; do
+  setup "wide$width" "$width" 1 wide
+  read -r _ w _ _ r < <(measure sync $bin sync "$work/wide$width/inventory" "$work/wide$width/backup" --jobs 32 --progress none)
+  python3 -c "import sys; w=float(sys.argv[2]); print(f'(c) one directory of {sys.argv[1]} keys: {int(sys.argv[1])/w:.0f} versions/s ({w:.2f} s, peak RSS {float(sys.argv[3])/1024:.0f} MiB)')" "$width" "$w" "$r"
+  rm -rf "$work/wide$width/backup"
+done
