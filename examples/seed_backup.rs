@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use s3invbackup::backup::{AppliedDate, Backup, Config, FORMAT, State};
 use s3invbackup::catalog;
-use s3invbackup::index::{IndexReader, IndexWriter};
+use s3invbackup::index::IndexReader;
 use s3invbackup::indexer::{IndexOptions, build_index};
 use s3invbackup::inventory::{DateSpec, Inventory};
 use s3invbackup::progress::Mode;
@@ -53,9 +53,10 @@ fn main() -> Result<()> {
         .collect();
     let reader = IndexReader::open(&index_path)?;
     let catalog_path = backup.catalog_path();
-    let mut writer = IndexWriter::create(
+    let mut writer = catalog::create(
         &catalog_path.with_extension("tmp"),
-        &catalog::meta(&backup.config.source_bucket, date.as_str()),
+        &backup.config.source_bucket,
+        date.as_str(),
     )?;
     let when = date.timestamp();
     let mut stream = reader.stream();

@@ -163,6 +163,8 @@ def scenario_sync(b, s3, rng, args):
         b.put("fast.txt", b"second of two writes in one day")
         for i in range(0, 12, 3):
             b.put(f"zarr/0/{i}", rng.randbytes(rng.randrange(1, 3000)))
+        b.put("both", b"a file and a directory prefix at once")     # conflict: the directory wins
+        b.put("both/inner", b"inside both/")
 
     def day3():
         for m in [v for v in b.versions("dir/b.txt") if "Size" not in v]:
@@ -174,6 +176,7 @@ def scenario_sync(b, s3, rng, args):
         b.put("x/y", b"x is now a directory")
         b.put("y", b"y is now a file")                                  # y: directory -> file
         b.put("a.txt", b"a version 3")
+        b.delete("both/inner")                                          # conflict over: both is a file
 
     def day4():
         b.delete("y")                                                   # y: file -> directory again

@@ -13,7 +13,7 @@
 //! filesystem is synced, and the catalog and state are replaced atomically, in that order.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,9 +23,9 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::catalog::{self, file_path, is_current};
+use crate::catalog::{self, is_current};
 use crate::fetch::{FetchCounters, FetchError, FetchOptions, FetchRequest, fetch_all};
-use crate::index::{IndexReader, IndexWriter};
+use crate::index::IndexReader;
 use crate::journal::{Entry, Journal};
 use crate::plan::{self, Step};
 use crate::progress::{Counters, Mode, Reporter};
@@ -39,6 +39,7 @@ pub struct Failure {
     pub key: String,
     pub version_id: String,
     pub last_modified: Timestamp,
+    pub size: u64,
     pub state: &'static str,
     pub error: String,
 }
@@ -324,6 +325,7 @@ impl Executor<'_> {
                         key: p.key,
                         version_id: p.version_id,
                         last_modified: r.request.last_modified,
+                        size: r.request.size,
                         state: state.name(),
                         error: e.to_string(),
                     });
@@ -369,7 +371,8 @@ impl Executor<'_> {
                 .collect();
             let out = run_dir.join("catalog.final.s3inv");
             let reader = catalog::open(&planned)?;
-            let mut writer = IndexWriter::create(&out, reader.meta())?;
+            let mut writer =
+                catalog::create(&out, &reader.meta().source_bucket, &reader.meta().date)?;
             let mut stream = reader.stream();
             while let Some(rec) = stream.next_record()? {
                 let id = (rec.key.clone(), rec.version_id.clone(), rec.last_modified.0);
@@ -387,8 +390,16 @@ impl Executor<'_> {
         let mut journal = Journal::open(run_dir)?;
         journal.append(&Entry::Versions)?;
         let dirty = plan::read_dirty(run_dir)?;
+        let t = std::time::Instant::now();
         outcome.versions_files = write_versions_files(self.backup, &final_path, &dirty)?;
+        tracing::debug!(
+            "{} versions JSON files in {:.2} s",
+            outcome.versions_files,
+            t.elapsed().as_secs_f64()
+        );
+        let t = std::time::Instant::now();
         sync_filesystem(&self.backup.root)?;
+        tracing::debug!("filesystem synced in {:.2} s", t.elapsed().as_secs_f64());
         journal.append(&Entry::Commit)?;
         journal.sync()?;
         let catalog_path = self.backup.catalog_path();
@@ -399,7 +410,11 @@ impl Executor<'_> {
                 final_path.display()
             )
         })?;
-        sync_filesystem(&self.backup.root)?;
+        // The rename must be on disk before the state says the date is applied.
+        let state_dir = self.backup.state_dir();
+        std::fs::File::open(&state_dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", state_dir.display()))?;
         Ok(())
     }
 }
@@ -451,94 +466,156 @@ pub struct VersionsEntry {
 }
 
 /// Rewrites `.<stem>-versions.json` in each of `dirs` from the catalog at `catalog_path`
-/// (removing it where a directory has no current file). One pass over the catalog; memory
-/// holds the entries of the directories on the current path only.
+/// (removing it where a directory has no current file). A few directories are read with
+/// prefix seeks (a nightly run touches a few hundred); many, or the top directory, with one
+/// pass over the catalog. Memory holds the entries of the directories on the current path.
 pub fn write_versions_files(backup: &Backup, catalog_path: &Path, dirs: &[String]) -> Result<u64> {
     if dirs.is_empty() {
         return Ok(0);
     }
-    let wanted: HashSet<&str> = dirs.iter().map(String::as_str).collect();
     let reader = catalog::open(catalog_path)?;
-    let mut written = 0u64;
-    let mut done: HashSet<String> = HashSet::new();
-    // Open directories, outermost first: (dir, entries).
-    let mut open: Vec<(String, BTreeMap<String, VersionsEntry>)> = Vec::new();
-    let mut flush = |dir: String, entries: BTreeMap<String, VersionsEntry>| -> Result<()> {
-        write_versions_file(backup, &dir, &entries)?;
-        written += 1;
-        done.insert(dir);
-        Ok(())
+    let mut writer = VersionsWriter {
+        backup,
+        wanted: dirs.iter().map(String::as_str).collect(),
+        open: Vec::new(),
+        done: HashSet::new(),
     };
-    let mut stream = reader.stream();
-    while let Some(rec) = stream.next_record()? {
-        if !is_current(rec) {
-            continue;
-        }
-        let Some(path) = file_path(&backup.stem, rec) else {
-            continue;
-        };
-        let dir = catalog::parent_dir(&path);
-        if !wanted.contains(dir) {
-            continue;
-        }
-        while let Some((d, _)) = open.last() {
-            if d.as_str() == dir || d.is_empty() || dir.starts_with(&format!("{d}/")) {
-                break;
+    let seek = dirs.len() * 8 < reader.blocks().len() && !dirs.iter().any(String::is_empty);
+    if seek {
+        let (mut t_read, mut t_write) = (0.0, 0.0);
+        for dir in dirs {
+            let t = std::time::Instant::now();
+            let mut stream = reader.stream_prefix(&format!("{dir}/"));
+            while let Some(rec) = stream.next_record()? {
+                writer.add(rec)?;
             }
-            let (d, e) = open.pop().expect("non-empty");
-            flush(d, e)?;
+            t_read += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            writer.close_all()?;
+            t_write += t.elapsed().as_secs_f64();
         }
-        if open.last().is_none_or(|(d, _)| d.as_str() != dir) {
-            open.push((dir.to_string(), BTreeMap::new()));
+        tracing::debug!("versions JSON: reading {t_read:.2} s, writing {t_write:.2} s");
+    } else {
+        let t = std::time::Instant::now();
+        let mut stream = reader.stream();
+        while let Some(rec) = stream.next_record()? {
+            writer.add(rec)?;
         }
-        let name = &path[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
-        open.last_mut().expect("pushed").1.insert(
-            name.to_string(),
-            VersionsEntry {
-                version_id: rec.version_id_or_null().to_string(),
-                etag: rec.etag.map(|e| e.to_string()),
-                size: rec.size,
-                last_modified: rec.last_modified.to_string(),
-            },
+        writer.close_all()?;
+        tracing::debug!(
+            "versions JSON: one pass over {} blocks in {:.2} s",
+            reader.blocks().len(),
+            t.elapsed().as_secs_f64()
         );
     }
-    while let Some((d, e)) = open.pop() {
-        flush(d, e)?;
-    }
     for dir in dirs {
-        if !done.contains(dir) {
-            write_versions_file(backup, dir, &BTreeMap::new())?;
+        if !writer.done.contains(dir) {
+            write_versions_file(backup, dir, None)?;
         }
     }
-    Ok(written)
+    Ok(writer.done.len() as u64)
 }
 
-/// Writes (or, with no entries, removes) one directory's versions JSON. Not synced one by
-/// one: the commit syncs the filesystem once, and the file is rebuildable from the catalog.
-fn write_versions_file(
-    backup: &Backup,
-    dir: &str,
-    entries: &BTreeMap<String, VersionsEntry>,
+/// Writes the versions JSON of the wanted directories from records in key order. A
+/// directory's files come in name order (key order), interleaved only with its
+/// subdirectories' records, so each open directory is one growing buffer of JSON text.
+struct VersionsWriter<'a> {
+    backup: &'a Backup,
+    wanted: HashSet<&'a str>,
+    /// Open directories, outermost first: (directory, JSON text so far).
+    open: Vec<(String, Vec<u8>)>,
+    done: HashSet<String>,
+}
+
+impl VersionsWriter<'_> {
+    fn add(&mut self, rec: &crate::record::VersionRecord) -> Result<()> {
+        if !is_current(rec) || rec.local.state != LocalState::Present {
+            return Ok(());
+        }
+        // A current file is at its key's own path.
+        let dir = catalog::parent_dir(&rec.key);
+        if !self.wanted.contains(dir) {
+            return Ok(());
+        }
+        while let Some((d, _)) = self.open.last() {
+            if d.as_str() == dir || d.is_empty() || is_under(dir, d) {
+                break;
+            }
+            let (d, e) = self.open.pop().expect("non-empty");
+            self.flush(d, e)?;
+        }
+        if self.open.last().is_none_or(|(d, _)| d.as_str() != dir) {
+            self.open.push((dir.to_string(), Vec::with_capacity(4096)));
+        }
+        let name = &rec.key[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
+        let out = &mut self.open.last_mut().expect("pushed").1;
+        versions_json_entry(out, name, rec)
+    }
+
+    fn close_all(&mut self) -> Result<()> {
+        while let Some((d, e)) = self.open.pop() {
+            self.flush(d, e)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, dir: String, mut text: Vec<u8>) -> Result<()> {
+        text.extend_from_slice(b"\n}\n");
+        write_versions_file(self.backup, &dir, Some(&text))?;
+        self.done.insert(dir);
+        Ok(())
+    }
+}
+
+/// Appends `"name":{...}` (with the separator a previous entry needs), one file per line:
+/// compact enough to rewrite a 50,000-file Zarr directory's JSON every night, still
+/// greppable. The same fields as [`VersionsEntry`].
+fn versions_json_entry(
+    out: &mut Vec<u8>,
+    name: &str,
+    rec: &crate::record::VersionRecord,
 ) -> Result<()> {
+    use std::io::Write;
+    out.extend_from_slice(if out.is_empty() { b"{\n" } else { b",\n" });
+    serde_json::to_writer(&mut *out, name)?;
+    out.extend_from_slice(b":{\"version_id\":");
+    serde_json::to_writer(&mut *out, rec.version_id_or_null())?;
+    match rec.etag {
+        Some(e) => write!(out, ",\"etag\":\"{e}\"")?,
+        None => out.extend_from_slice(b",\"etag\":null"),
+    }
+    write!(
+        out,
+        ",\"size\":{},\"last_modified\":\"{}\"}}",
+        rec.size, rec.last_modified
+    )?;
+    Ok(())
+}
+
+fn is_under(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+/// Writes (or, with `None`, removes) one directory's versions JSON. Not synced one by one:
+/// the commit syncs the filesystem once, and the file is rebuildable from the catalog.
+fn write_versions_file(backup: &Backup, dir: &str, text: Option<&[u8]>) -> Result<()> {
     let dir_path = backup.root.join(dir);
     let path = dir_path.join(backup.stem.versions_file());
-    if entries.is_empty() {
+    let Some(bytes) = text else {
         return match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
         };
-    }
+    };
     if !dir_path.is_dir() {
         return Err(anyhow!(
             "{} has current files in the catalog but is not a directory",
             dir_path.display()
         ));
     }
-    let mut bytes = serde_json::to_vec_pretty(entries)?;
-    bytes.push(b'\n');
     let tmp = dir_path.join(format!("{}.tmp", backup.stem.versions_file()));
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

@@ -51,6 +51,12 @@ pub struct AppliedDate {
     pub skipped: u64,
     /// Bytes of every file held after the run.
     pub bytes_held: u64,
+    /// Versions listed as missing or archived after the run.
+    #[serde(default)]
+    pub not_held: u64,
+    /// Of those, the ones the bucket still lists (the next sync retries them).
+    #[serde(default)]
+    pub retryable: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

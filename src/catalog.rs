@@ -110,6 +110,14 @@ pub fn meta(source_bucket: &str, date: &str) -> IndexMeta {
     }
 }
 
+/// zstd level of catalogs (rewritten by every run).
+pub const ZSTD_LEVEL: i32 = -1;
+
+/// Starts writing a catalog.
+pub fn create(path: &Path, source_bucket: &str, date: &str) -> Result<IndexWriter> {
+    IndexWriter::create_with_level(path, &meta(source_bucket, date), ZSTD_LEVEL)
+}
+
 /// Opens a catalog, refusing an index of another kind (an inventory index copied over it).
 pub fn open(path: &Path) -> Result<IndexReader> {
     let r =
@@ -126,7 +134,7 @@ pub fn open(path: &Path) -> Result<IndexReader> {
 
 /// Writes an empty catalog (a new backup's starting point).
 pub fn write_empty(path: &Path, source_bucket: &str) -> Result<()> {
-    IndexWriter::create(path, &meta(source_bucket, ""))?.finish()?;
+    create(path, source_bucket, "")?.finish()?;
     Ok(())
 }
 

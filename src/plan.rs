@@ -80,6 +80,12 @@ pub struct PlanSummary {
     pub missing_gone: u64,
     pub shadowed: u64,
     pub dirty_dirs: u64,
+    /// Bytes of the files the new catalog holds (if every fetch succeeds).
+    pub bytes_held: u64,
+    /// Versions the new catalog lists as missing or archived (before this run's fetches).
+    pub not_held: u64,
+    /// Of those, the ones the bucket still lists (worth another GET).
+    pub retryable: u64,
     pub bad_keys: Vec<BadKeyEntry>,
 }
 
@@ -136,11 +142,48 @@ impl<S: SortedRecords> SortedRecords for Filtered<S> {
 
 /// A key that is a current file in the new catalog, whose range of the key order (the keys
 /// under `key/`) is still ahead.
+#[derive(Default)]
 struct FileKey {
     key: String,
     depth: usize,
     /// Its directory was renamed away in this run: paths under `key/` moved to `to/`.
     displaced_to: Option<String>,
+}
+
+/// The file keys whose range is still ahead, innermost last. Entries' buffers are reused:
+/// a run pushes one per current file (hundreds of millions), and allocating each would
+/// cost more than the rest of the walk.
+#[derive(Default)]
+struct FileStack {
+    entries: Vec<FileKey>,
+    len: usize,
+}
+
+impl FileStack {
+    /// Drops the keys whose range `key` has passed.
+    fn advance(&mut self, key: &str) {
+        while self.len > 0 && !in_range(key, &self.entries[self.len - 1].key) {
+            self.len -= 1;
+        }
+    }
+    fn push(&mut self, key: &str, displaced_to: Option<String>) {
+        if self.len == self.entries.len() {
+            self.entries.push(FileKey::default());
+        }
+        let e = &mut self.entries[self.len];
+        e.key.clear();
+        e.key.push_str(key);
+        e.depth = catalog::dir_depth(key);
+        e.displaced_to = displaced_to;
+        self.len += 1;
+    }
+    fn active(&self) -> &[FileKey] {
+        &self.entries[..self.len]
+    }
+    /// Some key of the stack is a directory above `key`.
+    fn has_ancestor_of(&self, key: &str) -> bool {
+        self.active().iter().any(|f| is_under(key, &f.key))
+    }
 }
 
 /// Is `key` still within the part of the key order that can hold `prefix/...`? Keys that
@@ -170,7 +213,37 @@ impl Planner<'_> {
         inventory_index: &IndexReader,
         run_dir: &Path,
     ) -> Result<PlanSummary> {
-        let shadowed = self.find_shadowed(inventory_index)?;
+        // Conflicts are rare: plan assuming none, and if the walk finds some, plan again
+        // knowing them (a second walk finds no new ones: the same rule, the same keys).
+        match self.plan_with(catalog_index, inventory_index, run_dir, &HashSet::new())? {
+            Ok(summary) => Ok(summary),
+            Err(shadowed) => {
+                tracing::info!(
+                    "{} key(s) are both a file and a directory; planning again",
+                    shadowed.len()
+                );
+                match self.plan_with(catalog_index, inventory_index, run_dir, &shadowed)? {
+                    Ok(summary) => Ok(summary),
+                    Err(more) => anyhow::bail!(
+                        "planning found new file/directory conflicts on its second walk ({} keys); \
+                         this is a bug",
+                        more.len()
+                    ),
+                }
+            }
+        }
+    }
+
+    /// One walk. `Err(conflicts)` if keys not in `shadowed` turned out to be a file and a
+    /// directory at once (the plan written is then discarded).
+    fn plan_with(
+        &self,
+        catalog_index: &IndexReader,
+        inventory_index: &IndexReader,
+        run_dir: &Path,
+        shadowed: &HashSet<String>,
+    ) -> Result<Result<PlanSummary, HashSet<String>>> {
+        let mut conflicts = HashSet::new();
         let mut out = PlanOutput::create(run_dir, self.source_bucket, self.date)?;
         out.summary.shadowed = shadowed.len() as u64;
         let inventory = Filtered {
@@ -179,16 +252,46 @@ impl Planner<'_> {
             scratch: VersionRecord::default(),
         };
         let mut join = MergeJoin::new(catalog_index.stream(), inventory)?;
-        let mut files: Vec<FileKey> = Vec::new();
+        let mut files = FileStack::default();
         let mut new_versions: Vec<VersionRecord> = Vec::new();
         let mut fetch: Vec<bool> = Vec::new();
         while let Some(group) = join.next_group()? {
             let key = group.key.as_str();
-            while files.last().is_some_and(|f| !in_range(key, &f.key)) {
-                files.pop();
-            }
+            files.advance(key);
             out.summary.keys += 1;
+            // The common case: the inventory lists exactly what the catalog holds. The
+            // records are copied as they are; no step, no allocation.
+            if is_unchanged(group.a(), group.b())
+                && !shadowed.contains(key)
+                && !files.has_ancestor_of(key)
+            {
+                if group.a().iter().any(is_current) {
+                    files.push(key, None);
+                }
+                // Skipped keys are reported by every run, not only the first.
+                if group
+                    .a()
+                    .iter()
+                    .any(|c| c.local.state == LocalState::Skipped)
+                    && let Err(reason) = self.rules.check(key)
+                {
+                    out.summary.bad_keys.push(BadKeyEntry {
+                        key: key.to_string(),
+                        reason: reason.to_string(),
+                    });
+                }
+                for c in group.a() {
+                    out.keep(c)?;
+                }
+                continue;
+            }
+            // Keys the catalog already holds were checked when they first came.
+            let known = group
+                .a()
+                .iter()
+                .any(|c| c.local.state != LocalState::Skipped);
             if !group.b().is_empty()
+                && !known
                 && let Err(reason) = self.rules.check(key)
             {
                 out.summary.bad_keys.push(BadKeyEntry {
@@ -201,6 +304,13 @@ impl Planner<'_> {
             }
             let bad = self.on_bad_key == OnBadKey::Skip
                 && out.summary.bad_keys.last().is_some_and(|b| b.key == key);
+            if is_live(group.b()) {
+                for f in files.active() {
+                    if is_under(key, &f.key) {
+                        conflicts.insert(f.key.clone());
+                    }
+                }
+            }
             self.merge_versions(
                 group.a(),
                 group.b(),
@@ -211,7 +321,7 @@ impl Planner<'_> {
                 &mut out.summary,
             );
             for n in new_versions.iter_mut() {
-                self.displace_bits(n, &files);
+                self.displace_bits(n, files.active());
             }
             // Key `key` becomes a file where a directory stands: move the directory away.
             let now_file = new_versions.iter().any(is_current);
@@ -226,62 +336,18 @@ impl Planner<'_> {
                 out.summary.displaced += 1;
                 displaced_to = Some(to);
             }
-            self.plan_key(group.a(), &new_versions, &fetch, &files, &mut out)?;
+            self.plan_key(group.a(), &new_versions, &fetch, files.active(), &mut out)?;
             if now_file {
-                files.push(FileKey {
-                    key: key.to_string(),
-                    depth: catalog::dir_depth(key),
-                    displaced_to,
-                });
+                files.push(key, displaced_to);
             }
             for n in &new_versions {
-                out.catalog.push(n)?;
-                out.summary.versions += 1;
+                out.keep(n)?;
             }
         }
-        out.finish(self.on_bad_key)
-    }
-
-    /// Pass 1: keys whose latest version is a file while keys under `key/` are live in the
-    /// same inventory. Few or none in practice; held in memory.
-    fn find_shadowed(&self, inventory_index: &IndexReader) -> Result<HashSet<String>> {
-        let mut shadowed = HashSet::new();
-        let mut stack: Vec<String> = Vec::new();
-        let mut stream = Filtered {
-            inner: inventory_index.stream(),
-            filter: self.path_filter.cloned(),
-            scratch: VersionRecord::default(),
-        };
-        let mut key = String::new();
-        let mut live = false;
-        let mut rec = VersionRecord::default();
-        let mut flush = |key: &str, live: bool, stack: &mut Vec<String>| {
-            if key.is_empty() || !live {
-                return;
-            }
-            while stack.last().is_some_and(|p| !in_range(key, p)) {
-                stack.pop();
-            }
-            for p in stack.iter() {
-                if is_under(key, p) {
-                    shadowed.insert(p.clone());
-                }
-            }
-            if !is_folder_marker(key) {
-                stack.push(key.to_string());
-            }
-        };
-        while stream.take(&mut rec)? {
-            if rec.key != key {
-                flush(&key, live, &mut stack);
-                key.clear();
-                key.push_str(&rec.key);
-                live = false;
-            }
-            live |= is_live(std::slice::from_ref(&rec));
+        if !conflicts.is_empty() {
+            return Ok(Err(conflicts));
         }
-        flush(&key, live, &mut stack);
-        Ok(shadowed)
+        out.finish(self.on_bad_key).map(Ok)
     }
 
     /// The key's versions in the new catalog (`out`), and which of them must be fetched.
@@ -372,6 +438,9 @@ impl Planner<'_> {
     /// Old versions under a path that is a file in the new catalog live in that path's
     /// displaced directory.
     fn displace_bits(&self, n: &mut VersionRecord, files: &[FileKey]) {
+        if files.is_empty() {
+            return;
+        }
         if is_current(n) {
             n.local.displaced = 0;
             return;
@@ -486,6 +555,23 @@ fn moved_by_displacement(path: String, files: &[FileKey]) -> String {
     path
 }
 
+/// The inventory lists exactly the versions the catalog holds, with the same metadata, all
+/// held (nothing to retry) and none gone: the key needs nothing.
+fn is_unchanged(held: &[VersionRecord], listed: &[VersionRecord]) -> bool {
+    held.len() == listed.len()
+        && held.iter().zip(listed).all(|(c, l)| {
+            c.last_modified == l.last_modified
+                && c.version_id == l.version_id
+                && c.flags == l.flags
+                && c.size == l.size
+                && c.etag == l.etag
+                && c.storage_class == l.storage_class
+                && c.local.gone_since.0 == 0
+                && !c.local.shadowed
+                && matches!(c.local.state, LocalState::Present | LocalState::Skipped)
+        })
+}
+
 /// Has bytes to fetch: not a delete marker, not a folder marker.
 fn has_content(r: &VersionRecord) -> bool {
     !r.is_delete_marker() && !is_folder_marker(&r.key)
@@ -507,10 +593,7 @@ impl PlanOutput {
         let steps_path = run_dir.join(STEPS);
         Ok(PlanOutput {
             run_dir: run_dir.to_path_buf(),
-            catalog: IndexWriter::create(
-                &run_dir.join(CATALOG),
-                &catalog::meta(source_bucket, date),
-            )?,
+            catalog: catalog::create(&run_dir.join(CATALOG), source_bucket, date)?,
             steps: BufWriter::with_capacity(
                 1 << 16,
                 File::create(&steps_path)
@@ -527,6 +610,22 @@ impl PlanOutput {
     fn step(&mut self, step: &Step) -> Result<()> {
         serde_json::to_writer(&mut self.steps, step)?;
         self.steps.write_all(b"\n")?;
+        Ok(())
+    }
+
+    /// Appends a record to the new catalog and counts it.
+    fn keep(&mut self, r: &VersionRecord) -> Result<()> {
+        self.catalog.push(r)?;
+        let s = &mut self.summary;
+        s.versions += 1;
+        match r.local.state {
+            LocalState::Present if has_content(r) => s.bytes_held += r.size,
+            LocalState::Missing | LocalState::Archived => {
+                s.not_held += 1;
+                s.retryable += u64::from(r.local.gone_since.0 == 0);
+            }
+            _ => {}
+        }
         Ok(())
     }
 

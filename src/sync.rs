@@ -143,7 +143,11 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         forget_if_untouched(&backup, root_existed);
     }
     result?;
-    report.failures = count_not_held(&backup)?;
+    report.failures = backup
+        .read_state()?
+        .applied
+        .last()
+        .map_or(0, |a| a.not_held);
     Ok(report)
 }
 
@@ -225,7 +229,7 @@ fn apply_dates(
     if !applied_any
         && !crate::interrupt::stop_requested()
         && let Some(last) = state.last_applied().and_then(InventoryDate::parse)
-        && count_retryable(backup)? > 0
+        && state.applied.last().is_some_and(|a| a.retryable > 0)
     {
         eprintln!("retrying versions that earlier runs could not fetch ({last})");
         plan_and_run(&ctx, &last, &mut state, report, true)?;
@@ -253,7 +257,10 @@ fn plan_and_run(
 ) -> Result<bool> {
     let backup = ctx.backup;
     let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
+    let t = std::time::Instant::now();
     ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
+    tracing::info!("{date}: index ready in {:.2} s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     let run_dir = backup.runs_dir().join(date.as_str());
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir)
@@ -274,6 +281,13 @@ fn plan_and_run(
         &IndexReader::open(&index_path)?,
         &run_dir,
     )?;
+    tracing::info!(
+        "{date}: planned in {:.2} s ({} keys, {} fetches, {} moves)",
+        t.elapsed().as_secs_f64(),
+        summary.keys,
+        summary.fetches,
+        summary.renames
+    );
     if ctx.opts.on_bad_key == OnBadKey::Stop && !summary.bad_keys.is_empty() {
         std::fs::remove_dir_all(&run_dir).ok();
         return Err(bad_keys_error(date, &summary));
@@ -291,22 +305,6 @@ fn plan_and_run(
     Ok(done)
 }
 
-/// Versions not held that the bucket still lists (worth another GET).
-fn count_retryable(backup: &Backup) -> Result<u64> {
-    let r = catalog::open(&backup.catalog_path())?;
-    let mut n = 0;
-    let mut stream = r.stream();
-    while let Some(rec) = stream.next_record()? {
-        n += u64::from(
-            matches!(
-                rec.local.state,
-                crate::record::LocalState::Missing | crate::record::LocalState::Archived
-            ) && rec.local.gone_since.0 == 0,
-        );
-    }
-    Ok(n)
-}
-
 /// Executes and commits one planned run. False if it was interrupted (left resumable).
 fn run_one(
     backup: &Backup,
@@ -316,7 +314,14 @@ fn run_one(
     state: &mut State,
     report: &mut SyncReport,
 ) -> Result<bool> {
+    let t = std::time::Instant::now();
     let mut outcome = executor.execute(run_dir, &summary)?;
+    tracing::info!(
+        "{}: executed in {:.2} s",
+        summary.date,
+        t.elapsed().as_secs_f64()
+    );
+    let t = std::time::Instant::now();
     if outcome.interrupted {
         report.interrupted = true;
         report.dates.push(DateReport {
@@ -326,7 +331,15 @@ fn run_one(
         return Ok(false);
     }
     executor.commit(run_dir, &mut outcome)?;
+    tracing::info!(
+        "{}: committed in {:.2} s",
+        summary.date,
+        t.elapsed().as_secs_f64()
+    );
+    let t = std::time::Instant::now();
     let stats = IndexReader::open(&backup.catalog_path())?.stats().clone();
+    let failed_bytes: u64 = outcome.failures.iter().map(|f| f.size).sum();
+    let failed = outcome.failures.len() as u64;
     state.applied.push(AppliedDate {
         date: summary.date.clone(),
         applied_at: Timestamp::now().to_string(),
@@ -337,7 +350,9 @@ fn run_one(
         renamed: outcome.renamed,
         failed: outcome.failures.len() as u64,
         skipped: summary.bad_keys.len() as u64,
-        bytes_held: bytes_held(backup)?,
+        bytes_held: summary.bytes_held - failed_bytes.min(summary.bytes_held),
+        not_held: summary.not_held + failed,
+        retryable: summary.retryable + failed,
     });
     backup.write_state(state)?;
     std::fs::remove_dir_all(run_dir)
@@ -348,6 +363,11 @@ fn run_one(
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("cleaning {}", staging.display()))?;
     }
+    tracing::info!(
+        "{}: state recorded in {:.2} s",
+        summary.date,
+        t.elapsed().as_secs_f64()
+    );
     report.dates.push(DateReport {
         plan: summary,
         outcome: Some(outcome),
@@ -515,32 +535,6 @@ fn bad_keys_error(date: &InventoryDate, summary: &PlanSummary) -> anyhow::Error 
         msg.push_str(&format!("\n  ... and {} more", summary.bad_keys.len() - 50));
     }
     anyhow::anyhow!(msg)
-}
-
-/// Versions the catalog lists as missing or archived.
-fn count_not_held(backup: &Backup) -> Result<u64> {
-    let r = catalog::open(&backup.catalog_path())?;
-    let mut n = 0;
-    let mut stream = r.stream();
-    while let Some(rec) = stream.next_record()? {
-        n += u64::from(matches!(
-            rec.local.state,
-            crate::record::LocalState::Missing | crate::record::LocalState::Archived
-        ));
-    }
-    Ok(n)
-}
-
-fn bytes_held(backup: &Backup) -> Result<u64> {
-    let r = catalog::open(&backup.catalog_path())?;
-    let mut n = 0;
-    let mut stream = r.stream();
-    while let Some(rec) = stream.next_record()? {
-        if catalog::file_path(&backup.stem, rec).is_some() {
-            n += rec.size;
-        }
-    }
-    Ok(n)
 }
 
 /// Plans every date into a temporary directory, chaining catalogs, and reports the plans;

@@ -65,6 +65,12 @@ pub struct IndexWriter {
 
 impl IndexWriter {
     pub fn create(path: &Path, meta: &IndexMeta) -> Result<IndexWriter> {
+        IndexWriter::create_with_level(path, meta, ZSTD_LEVEL)
+    }
+
+    /// `create` with another zstd level: a backup's catalog is rewritten by every run, where
+    /// level 1's speed matters more than a few percent of size.
+    pub fn create_with_level(path: &Path, meta: &IndexMeta, level: i32) -> Result<IndexWriter> {
         let file =
             File::create(path).with_context(|| format!("creating index {}", path.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -83,7 +89,9 @@ impl IndexWriter {
         let offset = header.len() as u64;
         let sink = std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || compress_and_write(blocks_rx, recycle_tx, out, offset, &sink_path))
+            .spawn(move || {
+                compress_and_write(blocks_rx, recycle_tx, out, offset, &sink_path, level)
+            })
             .context("starting the index writer thread")?;
         Ok(IndexWriter {
             path: path.to_path_buf(),
@@ -234,8 +242,9 @@ fn compress_and_write(
     mut out: BufWriter<File>,
     mut offset: u64,
     path: &Path,
+    level: i32,
 ) -> Result<Written> {
-    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+    let mut compressor = zstd::bulk::Compressor::new(level)?;
     let mut compressed = Vec::new();
     let mut directory = Vec::new();
     for mut block in blocks {

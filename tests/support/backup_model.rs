@@ -117,9 +117,21 @@ impl Model {
                 self.held.insert(r.id.clone(), r.clone());
             }
         }
+        // A key that is a file and a directory prefix of a live key at once is not stored as
+        // a file (the directory wins): its latest version is kept as an old one.
+        let live: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.latest && !r.delete_marker)
+            .map(|r| r.id.key.as_str())
+            .collect();
+        let is_dir = |key: &str| {
+            let prefix = format!("{key}/");
+            live.iter().any(|k| k.starts_with(&prefix))
+        };
         let current: HashSet<&Id> = rows
             .iter()
             .filter(|r| r.latest && !r.delete_marker && !r.id.key.ends_with('/'))
+            .filter(|r| !is_dir(&r.id.key))
             .map(|r| &r.id)
             .collect();
         let current_keys: BTreeSet<&str> = current.iter().map(|id| id.key.as_str()).collect();
@@ -160,9 +172,19 @@ impl Model {
                 },
             );
         }
+        let live: Vec<&str> = self
+            .latest_rows
+            .iter()
+            .filter(|r| r.latest && !r.delete_marker)
+            .map(|r| r.id.key.as_str())
+            .collect();
         for r in &self.latest_rows {
             if !r.latest || r.delete_marker {
                 continue;
+            }
+            let prefix = format!("{}/", r.id.key);
+            if live.iter().any(|k| k.starts_with(&prefix)) {
+                continue; // shadowed by a directory of the same name
             }
             if let Some(dir) = r.id.key.strip_suffix('/') {
                 e.marker_dirs.insert(dir.to_string());

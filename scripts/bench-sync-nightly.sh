@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmark of sync's nightly increment (issue: the backup itself), against SeaweedFS.
+#
+#   scripts/bench-sync-nightly.sh [KEYS]        (default 333,334 keys x 3 = 1,000,002 versions)
+#
+# A backup holding date 1 (1,000,002 versions) is seeded directly (examples/seed_backup: the
+# catalog lists every version as held; only the files that will move exist). Date 2 adds a
+# new version of 1/K of the keys (K = 1000 and 100: 0.1% and 1%), uploaded for real.
+# Measured in the same run: `sync` applying date 2, against the sum of its two unavoidable
+# parts measured alone -- `s3invbackup index` of date 2 and `xargs -P 32 curl` of the changed
+# versions. Then the same sync under `strace -c -f` on a fresh seed: its syscall count must
+# grow with the changes, not with the catalog.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keys=${1:-333334}
+venv=$(scripts/setup-venv.sh)
+cargo build --release --locked --quiet --bin s3invbackup --example seed_backup
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/bench-nightly.XXXXXX")
+server=$("$venv/bin/python" scripts/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
+         --access-key testkey --secret-key testsecret)
+pid=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+endpoint=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
+trap '"$venv/bin/python" scripts/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
+export AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_ENDPOINT_URL="$endpoint"
+bin=target/release/s3invbackup
+seed=target/release/examples/seed_backup
+
+measure() { # label, command...: prints "label wall user sys rss_kib"
+  local label=$1; shift
+  local t; t=$(mktemp)
+  /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" > /dev/null 2>&1 || true
+  echo "$label $(tail -1 "$t")"; rm -f "$t"
+}
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
+"$venv/bin/python" scripts/bench_sync_nightly_setup.py --endpoint "$endpoint" --bucket nightly \
+    --keys "$keys" --every 1000 --every 100 --out "$work"
+for every in 1000 100; do
+  inv=$work/inv-$every
+  changed=$(wc -l < "$work/keys-$every.txt")
+  $seed "$inv" 2024-11-06 "$work/b-$every" "$work/keys-$every.txt" 2>/dev/null
+  read -r _ iw _ _ _ < <(measure index $bin index "$inv" --date 2024-11-07 -o "$work/d2-$every.idx" --progress none)
+  read -r _ cw _ _ _ < <(measure curl sh -c "xargs -P 32 -n 50 curl -s -o /dev/null < $work/urls-$every.txt")
+  read -r _ sw su ss sr < <(measure sync $bin sync "$inv" "$work/b-$every" --jobs 32 --progress none)
+  rm -rf "$work/b-$every"
+  $seed "$inv" 2024-11-06 "$work/b-$every" "$work/keys-$every.txt" 2>/dev/null
+  strace -c -f -o "$work/strace-$every.txt" $bin sync "$inv" "$work/b-$every" --jobs 32 --progress none > /dev/null 2>&1 || true
+  calls=$(awk '/total/{print $4}' "$work/strace-$every.txt")
+  top=$(sort -k4 -n -r "$work/strace-$every.txt" | awk 'NF>=5 && $NF!="total"{printf "%s %s, ", $NF, $4}' | head -c 200)
+  rm -rf "$work/b-$every"
+  python3 - "$every" "$changed" "$iw" "$cw" "$sw" "$su" "$ss" "$sr" "$calls" "$top" <<'PY'
+import sys
+every, changed = int(sys.argv[1]), int(sys.argv[2])
+iw, cw, sw, su, ss, sr = (float(x) for x in sys.argv[3:9])
+calls, top = sys.argv[9], sys.argv[10]
+print(f"(b) {100/every:.1f}% of keys changed ({changed} new versions): index {iw:.2f} s + curl {cw:.2f} s = {iw+cw:.2f} s | "
+      f"sync {sw:.2f} s = {sw/(iw+cw):.2f}x; CPU {su+ss:.2f} s; peak RSS {sr/1024:.0f} MiB; syscalls {calls} ({top.rstrip(', ')})")
+PY
+done
