@@ -121,10 +121,8 @@ impl Executor<'_> {
     pub fn execute(&self, run_dir: &Path, summary: &plan::PlanSummary) -> Result<RunOutcome> {
         let root = &self.backup.root;
         let state_dir = self.backup.state_dir();
-        for shard in 0..256 {
-            let d = self.backup.staging_dir().join(format!("{shard:02x}"));
-            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-        }
+        // Staging shards are made as downloads need them (a small run needs few).
+        let shards_made = RefCell::new([false; 256]);
         // Moves an earlier attempt of this run made: their source path may hold a newer
         // file since (the current path, refilled by a download), so "target exists" means done.
         let moved_before: HashSet<(String, String)> = crate::journal::read(run_dir)?
@@ -253,6 +251,18 @@ impl Executor<'_> {
                         outcome.borrow_mut().reused_from_staging += 1;
                         counters.files_done.fetch_add(1, Ordering::Relaxed);
                         return Ok(None);
+                    }
+                    let shard = staging.parent().expect("sharded");
+                    let id = usize::from_str_radix(
+                        &shard.file_name().unwrap_or_default().to_string_lossy(),
+                        16,
+                    )
+                    .unwrap_or(0)
+                        & 255;
+                    if !shards_made.borrow()[id] {
+                        std::fs::create_dir_all(shard)
+                            .with_context(|| format!("creating {}", shard.display()))?;
+                        shards_made.borrow_mut()[id] = true;
                     }
                     pending.borrow_mut().insert(
                         staging.clone(),
