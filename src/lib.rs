@@ -17,6 +17,7 @@ pub mod changes;
 pub mod diff;
 pub mod etag;
 pub mod fetch;
+pub mod history;
 pub mod index;
 pub mod index_cache;
 pub mod indexer;

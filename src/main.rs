@@ -33,6 +33,10 @@ enum Command {
     Get(cmd::get::GetArgs),
     /// Bring a backup up to date with an inventory (incremental, versioned, resumable)
     Sync(cmd::sync::SyncArgs),
+    /// What a backup holds: applied dates, failures, an interrupted run
+    Status(cmd::status::StatusArgs),
+    /// Every version a backup holds of a key, and where (or the one at a time)
+    Locate(cmd::locate::LocateArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,8 @@ fn main() -> ExitCode {
         Command::Dump(a) => (cmd::dump::run(a).map(|()| 0), 1),
         Command::Get(a) => (cmd::get::run(a, &cli.s3).map(|()| 0), 1),
         Command::Sync(a) => (cmd::sync::run(a, &cli.s3), 1),
+        Command::Status(a) => (cmd::status::run(a).map(|()| 0), 1),
+        Command::Locate(a) => (cmd::locate::run(a).map(|()| 0), 1),
         Command::Diff(a) => {
             let changed = cmd::diff::run(a, &cli.s3);
             (

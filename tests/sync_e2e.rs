@@ -150,6 +150,69 @@ fn every_date_matches_the_model() {
         .collect();
     assert_eq!(applied.len(), 5);
     assert!(applied.windows(2).all(|w| w[0] < w[1]));
+    // locate finds every version where the model says it is; --at a time after the last
+    // date gives the current file; status reports the five dates.
+    for (id, path) in model.locations() {
+        let out = cli()
+            .args(["locate"])
+            .arg(&backup)
+            .arg(&id.key)
+            .args(["--version-id", &id.version_id])
+            .assert()
+            .code(0);
+        let printed = String::from_utf8_lossy(&out.get_output().stdout)
+            .trim()
+            .to_string();
+        assert_eq!(printed, backup.join(path).display().to_string(), "{id:?}");
+        if path == &id.key {
+            let out = cli()
+                .args(["locate"])
+                .arg(&backup)
+                .arg(&id.key)
+                .args(["--at", "2100-01-01T00:00:00+01:00"])
+                .assert()
+                .code(0);
+            let printed = String::from_utf8_lossy(&out.get_output().stdout)
+                .trim()
+                .to_string();
+            assert_eq!(
+                printed,
+                backup.join(path).display().to_string(),
+                "{id:?} --at"
+            );
+        }
+    }
+    let listing = cli()
+        .args(["locate"])
+        .arg(&backup)
+        .args(["a.txt", "--json"])
+        .assert()
+        .code(0);
+    let lines = String::from_utf8_lossy(&listing.get_output().stdout).into_owned();
+    assert_eq!(lines.lines().count(), 4, "a.txt has four versions: {lines}");
+    assert_eq!(
+        lines
+            .lines()
+            .filter(|l| l.contains("\"status\":\"current\""))
+            .count(),
+        1
+    );
+    cli()
+        .args(["locate"])
+        .arg(&backup)
+        .arg("no/such/key")
+        .assert()
+        .code(1);
+    let status = cli()
+        .args(["status", "--json"])
+        .arg(&backup)
+        .assert()
+        .code(0);
+    let status: serde_json::Value = serde_json::from_slice(&status.get_output().stdout).unwrap();
+    assert_eq!(status["applied"].as_array().unwrap().len(), 5);
+    assert_eq!(status["not_held"], 0);
+    assert!(status["pending_runs"].as_array().unwrap().is_empty());
+
     // The first command line again changes nothing; going backwards is refused.
     sync(
         &inventory,

@@ -6,6 +6,8 @@ pub mod diff;
 pub mod dump;
 pub mod get;
 pub mod index;
+pub mod locate;
+pub mod status;
 pub mod sync;
 
 use std::io::{self, Write};

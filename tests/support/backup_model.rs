@@ -159,6 +159,11 @@ impl Model {
         self.latest_rows = rows;
     }
 
+    /// Where each held version must be.
+    pub fn locations(&self) -> &BTreeMap<Id, String> {
+        &self.location
+    }
+
     pub fn expected(&self) -> Expected {
         let mut e = Expected::default();
         for (id, path) in &self.location {

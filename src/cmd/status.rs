@@ -1,0 +1,111 @@
+//! `s3invbackup status BACKUP`: what a backup holds and whether a run is pending.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use s3invbackup::backup::Backup;
+use s3invbackup::plan;
+use s3invbackup::progress::human_bytes;
+
+use super::output;
+
+/// The backup's source, name stem and path filter, every applied date with its counts, the
+/// versions not held (missing, archived: retried by the next sync) and any interrupted run
+/// (and how to continue it). Reads only the state directory; needs no lock.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The backup directory
+    pub backup: PathBuf,
+    /// One JSON document (for monitoring)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &StatusArgs) -> Result<()> {
+    let backup = Backup::open(&args.backup)?
+        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    let state = backup.read_state()?;
+    let mut pending = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(backup.runs_dir()) {
+        for e in entries.flatten() {
+            if let Some(s) = plan::read_summary(&e.path())? {
+                let journal = s3invbackup::journal::read(&e.path())?.len();
+                pending.push(
+                    json!({"date": s.date, "fetches": s.fetches, "renames": s.renames,
+                                    "journal_entries": journal}),
+                );
+            }
+        }
+    }
+    let last = state.applied.last();
+    let mut out = output(None)?;
+    if args.json {
+        let doc = json!({
+            "backup": backup.root.display().to_string(),
+            "config": backup.config,
+            "applied": state.applied,
+            "last_applied": last.map(|a| a.date.clone()),
+            "not_held": last.map_or(0, |a| a.not_held),
+            "retryable": last.map_or(0, |a| a.retryable),
+            "bytes_held": last.map_or(0, |a| a.bytes_held),
+            "pending_runs": pending,
+        });
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let c = &backup.config;
+    writeln!(out, "backup       {}", backup.root.display())?;
+    writeln!(
+        out,
+        "source       s3://{} (inventory {})",
+        c.source_bucket, c.inventory
+    )?;
+    writeln!(out, "name stem    {}", c.name_stem)?;
+    if let Some(f) = &c.path_filter {
+        writeln!(out, "path filter  {f}")?;
+    }
+    writeln!(out, "dates        {} applied", state.applied.len())?;
+    writeln!(
+        out,
+        "  {:<19} {:>10} {:>11} {:>10} {:>12} {:>8} {:>8}",
+        "date", "keys", "versions", "fetched", "bytes", "renamed", "failed"
+    )?;
+    for a in &state.applied {
+        writeln!(
+            out,
+            "  {:<19} {:>10} {:>11} {:>10} {:>12} {:>8} {:>8}",
+            a.date,
+            a.keys,
+            a.versions,
+            a.downloaded,
+            human_bytes(a.downloaded_bytes),
+            a.renamed,
+            a.failed
+        )?;
+    }
+    if let Some(a) = last {
+        writeln!(out, "held         {} in files", human_bytes(a.bytes_held))?;
+        writeln!(
+            out,
+            "not held     {} version(s) missing or archived ({} still listed: the next sync retries them)",
+            a.not_held, a.retryable
+        )?;
+    }
+    for p in &pending {
+        writeln!(
+            out,
+            "interrupted  run of {} ({} journal entries): run `s3invbackup sync` to resume it",
+            p["date"].as_str().unwrap_or("?"),
+            p["journal_entries"]
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+use std::io::Write;
