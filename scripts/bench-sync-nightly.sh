@@ -12,26 +12,13 @@
 # grow with the changes, not with the catalog.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-common.sh
 keys=${1:-333334}
-venv=$(scripts/setup-venv.sh)
 cargo build --release --locked --quiet --bin s3invbackup --example seed_backup
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/bench-nightly.XXXXXX")
-server=$("$venv/bin/python" scripts/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
-         --access-key testkey --secret-key testsecret)
-pid=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
-endpoint=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
-trap '"$venv/bin/python" scripts/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
-export AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_ENDPOINT_URL="$endpoint"
+bench_start bench-nightly
 bin=target/release/s3invbackup
 seed=target/release/examples/seed_backup
 
-measure() { # label, command...: prints "label wall user sys rss_kib"
-  local label=$1; shift
-  local t; t=$(mktemp)
-  /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" > /dev/null 2>&1 || true
-  echo "$label $(tail -1 "$t")"; rm -f "$t"
-}
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
 "$venv/bin/python" scripts/bench_sync_nightly_setup.py --endpoint "$endpoint" --bucket nightly \
     --keys "$keys" --every 1000 --every 100 --out "$work"
 for every in 1000 100; do

@@ -16,30 +16,17 @@
 #     SKIP_A=1 runs (c) only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-common.sh
 keys=${1:-20000}
 versions=${2:-3}
-venv=$(scripts/setup-venv.sh)
 cargo build --release --locked --quiet --bin s3invbackup
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/bench-sync.XXXXXX")
-server=$("$venv/bin/python" scripts/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
-         --access-key testkey --secret-key testsecret)
-pid=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
-endpoint=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
-trap '"$venv/bin/python" scripts/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
-export AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_ENDPOINT_URL="$endpoint"
+bench_start bench-sync
 bin=target/release/s3invbackup
 
-measure() { # label, command...: prints "label wall user sys rss_kib"
-  local label=$1; shift
-  local t; t=$(mktemp)
-  /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" > /dev/null || true
-  echo "$label $(cat "$t" | tail -1)"; rm -f "$t"
-}
 setup() { # bucket keys versions layout
   "$venv/bin/python" scripts/bench_sync_setup.py --endpoint "$endpoint" --bucket "$1" \
       --keys "$2" --versions "$3" --layout "$4" --out "$work/$1"
 }
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
 
 if [ -z "${SKIP_A:-}" ]; then
 setup first "$keys" "$versions" spread

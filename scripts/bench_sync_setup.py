@@ -16,9 +16,6 @@ import os
 import random
 import sys
 
-import boto3
-from botocore.config import Config
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixtures  # noqa: E402
 
@@ -36,10 +33,7 @@ def main():
     p.add_argument("--date", default="2024-11-06T01:00:00")
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    s3 = boto3.client("s3", endpoint_url=a.endpoint, aws_access_key_id=a.access_key,
-                      aws_secret_access_key=a.secret_key, region_name="us-east-1",
-                      config=Config(s3={"addressing_style": "path"}, max_pool_connections=32,
-                                    retries={"max_attempts": 10}))
+    s3 = fixtures.client(a.endpoint, a.access_key, a.secret_key, pool=32)
     s3.create_bucket(Bucket=a.bucket)
     s3.put_bucket_versioning(Bucket=a.bucket, VersioningConfiguration={"Status": "Enabled"})
     rng = random.Random(1)

@@ -48,6 +48,14 @@ TRICKY_KEYS = [
 ]
 
 
+def client(endpoint, access_key, secret_key, pool=10):
+    """A boto3 S3 client for the test server: path-style, patient retries."""
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key, region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"}, max_pool_connections=pool,
+                                      retries={"max_attempts": 10}))
+
+
 class Bucket:
     def __init__(self, s3, name):
         self.s3, self.name = s3, name
@@ -349,9 +357,7 @@ def main():
                         "(so a test can back up each date while the bucket is in that state)")
     args = p.parse_args()
 
-    s3 = boto3.client("s3", endpoint_url=args.endpoint, aws_access_key_id=args.access_key,
-                      aws_secret_access_key=args.secret_key, region_name="us-east-1",
-                      config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}))
+    s3 = client(args.endpoint, args.access_key, args.secret_key)
     rng = random.Random(args.seed)
     s3.create_bucket(Bucket=args.bucket)
     if args.inventory_bucket:
