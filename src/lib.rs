@@ -30,6 +30,7 @@ pub mod merge;
 pub mod plan;
 pub mod progress;
 pub mod record;
+pub mod restore;
 pub mod s3;
 pub mod sort;
 pub mod sync;

@@ -37,6 +37,8 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Every version a backup holds of a key, and where (or the one at a time)
     Locate(cmd::locate::LocateArgs),
+    /// The bucket as it was at a time, from a backup (hard links or copies)
+    Restore(cmd::restore::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Sync(a) => (cmd::sync::run(a, &cli.s3), 1),
         Command::Status(a) => (cmd::status::run(a).map(|()| 0), 1),
         Command::Locate(a) => (cmd::locate::run(a).map(|()| 0), 1),
+        Command::Restore(a) => (cmd::restore::run(a), 1),
         Command::Diff(a) => {
             let changed = cmd::diff::run(a, &cli.s3);
             (

@@ -213,6 +213,97 @@ fn every_date_matches_the_model() {
     assert_eq!(status["not_held"], 0);
     assert!(status["pending_runs"].as_array().unwrap().is_empty());
 
+    // restore after the last date gives the bucket as it is now: every current file, hard
+    // linked (same inode), nothing else; --link copy with a prefix gives copies of that part;
+    // a time before every version gives nothing.
+    let current: Vec<(&String, &support::backup_model::Id)> = model
+        .locations()
+        .iter()
+        .filter(|(id, path)| **path == id.key)
+        .map(|(id, path)| (path, id))
+        .collect();
+    let restored = tmp.path().join("restored");
+    let restore_report = tmp.path().join("restore.json");
+    cli()
+        .args(["restore", "--progress", "none", "--report"])
+        .arg(&restore_report)
+        .arg(&backup)
+        .args(["--at", "2100-01-01"])
+        .arg(&restored)
+        .assert()
+        .code(2); // the two skipped keys are in the bucket but not in the backup
+    let r = report(&restore_report);
+    let mut not_held: Vec<&str> = r["not_held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["key"].as_str().unwrap())
+        .collect();
+    not_held.sort();
+    assert_eq!(not_held, BAD_KEYS);
+    let files = content_snapshot(&restored);
+    let want: Vec<&str> = current.iter().map(|(p, _)| p.as_str()).collect();
+    let got: Vec<&str> = files.iter().map(|(p, ..)| p.as_str()).collect();
+    assert_eq!(got, want);
+    for (path, id) in &current {
+        use std::os::unix::fs::MetadataExt;
+        let a = std::fs::metadata(restored.join(path)).unwrap();
+        let b = std::fs::metadata(backup.join(path)).unwrap();
+        assert_eq!(a.ino(), b.ino(), "{id:?} is not a hard link");
+    }
+    assert!(
+        restored.join("nested/deep").is_dir(),
+        "folder marker not restored"
+    );
+    let copied = tmp.path().join("copied");
+    cli()
+        .args([
+            "restore",
+            "--progress",
+            "none",
+            "--link",
+            "copy",
+            "--prefix",
+            "zarr/",
+        ])
+        .arg(&backup)
+        .args(["--at", "2100-01-01T00:00:00Z"])
+        .arg(&copied)
+        .assert()
+        .code(0);
+    let copies = content_snapshot(&copied);
+    let linked: Vec<_> = files
+        .iter()
+        .filter(|(p, ..)| p.starts_with("zarr/"))
+        .cloned()
+        .collect();
+    assert!(!copies.is_empty());
+    assert_eq!(copies, linked, "copies differ in bytes or mtime");
+    let empty = tmp.path().join("empty");
+    cli()
+        .args(["restore", "--progress", "none"])
+        .arg(&backup)
+        .args(["--at", "2000-01-01"])
+        .arg(&empty)
+        .assert()
+        .code(0);
+    assert!(content_snapshot(&empty).is_empty());
+    // Into a non-empty directory or into the backup: refused.
+    cli()
+        .args(["restore"])
+        .arg(&backup)
+        .args(["--at", "2100-01-01"])
+        .arg(&copied)
+        .assert()
+        .code(1);
+    cli()
+        .args(["restore"])
+        .arg(&backup)
+        .args(["--at", "2100-01-01"])
+        .arg(backup.join("inside"))
+        .assert()
+        .code(1);
+
     // The first command line again changes nothing; going backwards is refused.
     sync(
         &inventory,

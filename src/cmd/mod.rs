@@ -7,6 +7,7 @@ pub mod dump;
 pub mod get;
 pub mod index;
 pub mod locate;
+pub mod restore;
 pub mod status;
 pub mod sync;
 

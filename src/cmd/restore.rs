@@ -1,0 +1,80 @@
+//! `s3invbackup restore BACKUP --at TIME DEST`: the bucket as it was, from the backup.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use s3invbackup::backup::Backup;
+use s3invbackup::history::parse_time;
+use s3invbackup::progress::human_bytes;
+use s3invbackup::restore::{Link, RestoreOptions, restore};
+
+use super::ProgressArgs;
+
+/// Materialize the bucket as it was at TIME into DEST (new or empty, outside the backup):
+/// for each key, the version that was current then; keys deleted by then are absent. Files
+/// are hard links into the backup by default (same filesystem, nothing copied; do not edit
+/// them in place) or copies (--link copy); mtimes are the versions' LastModified. Keys whose
+/// version at TIME the backup does not hold are listed. Needs no lock.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory
+    pub backup: PathBuf,
+    /// RFC 3339 with a zone (2024-11-06T12:00:00Z, ...+02:00) or a date (the end of that
+    /// day, UTC)
+    #[arg(long)]
+    pub at: String,
+    /// Only keys starting with this (a seek in the catalog)
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Where to materialize it
+    pub dest: PathBuf,
+    /// hard (links: fast, same filesystem) or copy
+    #[arg(long, default_value = "hard", value_parser = ["hard", "copy"])]
+    pub link: String,
+    /// Write the report (JSON) here
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
+}
+
+/// Exit status: 0, or 2 if some keys' versions are not held.
+pub fn run(args: &RestoreArgs) -> Result<u8> {
+    let backup = Backup::open(&args.backup)?
+        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    let opts = RestoreOptions {
+        at: parse_time(&args.at)?,
+        prefix: args.prefix.clone(),
+        link: if args.link == "copy" {
+            Link::Copy
+        } else {
+            Link::Hard
+        },
+        progress: args.progress.mode(),
+        progress_interval: args.progress.interval(),
+    };
+    let report = restore(&backup, &args.dest, &opts)?;
+    eprintln!(
+        "restored {} files ({}) and {} folder markers as of {} into {}; {} keys were deleted then",
+        report.files,
+        human_bytes(report.bytes),
+        report.directories,
+        report.at,
+        args.dest.display(),
+        report.deleted
+    );
+    for n in report.not_held.iter().take(20) {
+        eprintln!(
+            "  not held: {} (version {}, {})",
+            n.key, n.version_id, n.state
+        );
+    }
+    if let Some(path) = &args.report {
+        let mut bytes = serde_json::to_vec_pretty(&report)?;
+        bytes.push(b'\n');
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.not_held.is_empty() { 0 } else { 2 })
+}

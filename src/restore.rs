@@ -1,0 +1,205 @@
+//! `restore`: the bucket as it was at a time, materialized from a backup into a directory.
+//!
+//! One pass over the catalog (or the part under a prefix, found by a seek): for each key, the
+//! version that was current at the time ([`history::version_at`]); its file is hard-linked
+//! (same filesystem: no bytes copied, mtime shared) or copied (mtime set) to `DEST/<key>`.
+//! Keys deleted by then are absent; versions the backup does not hold are reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::backup::Backup;
+use crate::catalog::{self, file_path, is_folder_marker};
+use crate::history::{is_held, version_at};
+use crate::progress::{Counters, Mode, Reporter};
+use crate::record::VersionRecord;
+use crate::timestamp::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Hard,
+    Copy,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub at: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub directories: u64,
+    /// Keys deleted (latest version a delete marker) at that time.
+    pub deleted: u64,
+    /// Keys whose version at that time the backup does not hold (missing, archived, skipped).
+    pub not_held: Vec<NotHeld>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotHeld {
+    pub key: String,
+    pub version_id: String,
+    pub state: &'static str,
+}
+
+pub struct RestoreOptions {
+    pub at: Timestamp,
+    pub prefix: Option<String>,
+    pub link: Link,
+    pub progress: Mode,
+    pub progress_interval: std::time::Duration,
+}
+
+pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
+    check_destination(backup, dest)?;
+    let reader = catalog::open(&backup.catalog_path())?;
+    let counters = Arc::new(Counters::default());
+    let _reporter = Reporter::start(
+        "restore",
+        0,
+        0,
+        Arc::clone(&counters),
+        opts.progress,
+        opts.progress_interval,
+    );
+    let mut report = RestoreReport {
+        at: opts.at.to_string(),
+        ..RestoreReport::default()
+    };
+    let mut stream = match &opts.prefix {
+        Some(p) => reader.stream_prefix(p),
+        None => reader.stream(),
+    };
+    let mut group: Vec<VersionRecord> = Vec::new();
+    let mut made_dir = PathBuf::new();
+    loop {
+        let next = stream.next_record()?;
+        if let Some(rec) = next
+            && group.first().is_none_or(|g| g.key == rec.key)
+        {
+            group.push(rec.clone());
+            continue;
+        }
+        if let Some(first) = group.first()
+            && opts
+                .prefix
+                .as_deref()
+                .is_none_or(|p| first.key.starts_with(p))
+        {
+            restore_key(backup, dest, opts, &group, &mut report, &mut made_dir)?;
+            counters.files_done.store(report.files, Ordering::Relaxed);
+            counters.bytes.store(report.bytes, Ordering::Relaxed);
+        }
+        group.clear();
+        match next {
+            Some(rec) => group.push(rec.clone()),
+            None => break,
+        }
+    }
+    Ok(report)
+}
+
+/// DEST must be new or empty, and outside the backup (links into the tree would become
+/// files the backup does not know).
+fn check_destination(backup: &Backup, dest: &Path) -> Result<()> {
+    // Where DEST is (or will be), through its nearest existing ancestor: checked before
+    // anything is created.
+    let mut existing = dest.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        let Some(name) = existing.file_name().map(|n| n.to_os_string()) else {
+            break;
+        };
+        rest.push(name);
+        if !existing.pop() || existing.as_os_str().is_empty() {
+            existing = PathBuf::from(".");
+            break;
+        }
+    }
+    let mut dest_abs = std::fs::canonicalize(&existing)
+        .with_context(|| format!("resolving {}", existing.display()))?;
+    dest_abs.extend(rest.iter().rev());
+    let root = std::fs::canonicalize(&backup.root)?;
+    if dest_abs.starts_with(&root) {
+        bail!(
+            "{} is inside the backup {}: restore somewhere else",
+            dest.display(),
+            backup.root.display()
+        );
+    }
+    if dest.exists() {
+        if std::fs::read_dir(dest)
+            .with_context(|| format!("reading {}", dest.display()))?
+            .next()
+            .is_some()
+        {
+            bail!(
+                "{} is not empty: restore writes into a new or empty directory",
+                dest.display()
+            );
+        }
+    } else {
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+fn restore_key(
+    backup: &Backup,
+    dest: &Path,
+    opts: &RestoreOptions,
+    versions: &[VersionRecord],
+    report: &mut RestoreReport,
+    made_dir: &mut PathBuf,
+) -> Result<()> {
+    let Some(v) = version_at(versions, opts.at) else {
+        return Ok(()); // not created yet
+    };
+    if v.is_delete_marker() {
+        report.deleted += 1;
+        return Ok(());
+    }
+    let target = dest.join(&v.key);
+    if is_folder_marker(&v.key) {
+        std::fs::create_dir_all(&target)
+            .with_context(|| format!("creating {}", target.display()))?;
+        report.directories += 1;
+        return Ok(());
+    }
+    if !is_held(v) {
+        report.not_held.push(NotHeld {
+            key: v.key.clone(),
+            version_id: v.version_id_or_null().to_string(),
+            state: v.local.state.name(),
+        });
+        return Ok(());
+    }
+    let source = backup
+        .root
+        .join(file_path(&backup.stem, v).expect("a held version has a file"));
+    if let Some(parent) = target.parent()
+        && parent != made_dir.as_path()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        *made_dir = parent.to_path_buf();
+    }
+    match opts.link {
+        Link::Hard => std::fs::hard_link(&source, &target)
+            .with_context(|| format!("linking {} to {}", source.display(), target.display()))?,
+        Link::Copy => {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("copying {} to {}", source.display(), target.display()))?;
+            std::fs::File::options()
+                .write(true)
+                .open(&target)
+                .and_then(|f| f.set_modified(v.last_modified.as_system_time()))
+                .with_context(|| format!("setting the mtime of {}", target.display()))?;
+        }
+    }
+    report.files += 1;
+    report.bytes += v.size;
+    Ok(())
+}
