@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use md5::{Digest, Md5};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::catalog::{self, is_current};
+use crate::catalog;
 use crate::fetch::{FetchCounters, FetchError, FetchOptions, FetchRequest, fetch_all};
 use crate::index::IndexReader;
 use crate::journal::{Entry, Journal};
@@ -401,7 +401,8 @@ impl Executor<'_> {
         journal.append(&Entry::Versions)?;
         let dirty = plan::read_dirty(run_dir)?;
         let t = std::time::Instant::now();
-        outcome.versions_files = write_versions_files(self.backup, &final_path, &dirty)?;
+        outcome.versions_files =
+            crate::versions_json::write_versions_files(self.backup, &final_path, &dirty)?;
         tracing::debug!(
             "{} versions JSON files in {:.2} s",
             outcome.versions_files,
@@ -464,170 +465,6 @@ fn merge_dir(src: &Path, dst: &Path, stem: &crate::layout::NameStem) -> Result<(
         }
     }
     std::fs::remove_dir(src).with_context(|| format!("removing empty {}", src.display()))
-}
-
-/// One current file as its directory's versions JSON describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct VersionsEntry {
-    pub version_id: String,
-    pub etag: Option<String>,
-    pub size: u64,
-    pub last_modified: String,
-}
-
-/// Rewrites `.<stem>-versions.json` in each of `dirs` from the catalog at `catalog_path`
-/// (removing it where a directory has no current file). A few directories are read with
-/// prefix seeks (a nightly run touches a few hundred); many, or the top directory, with one
-/// pass over the catalog. Memory holds the entries of the directories on the current path.
-pub fn write_versions_files(backup: &Backup, catalog_path: &Path, dirs: &[String]) -> Result<u64> {
-    if dirs.is_empty() {
-        return Ok(0);
-    }
-    let reader = catalog::open(catalog_path)?;
-    let mut writer = VersionsWriter {
-        backup,
-        wanted: dirs.iter().map(String::as_str).collect(),
-        open: Vec::new(),
-        done: HashSet::new(),
-    };
-    let seek = dirs.len() * 8 < reader.blocks().len() && !dirs.iter().any(String::is_empty);
-    if seek {
-        let (mut t_read, mut t_write) = (0.0, 0.0);
-        for dir in dirs {
-            let t = std::time::Instant::now();
-            let mut stream = reader.stream_prefix(&format!("{dir}/"));
-            while let Some(rec) = stream.next_record()? {
-                writer.add(rec)?;
-            }
-            t_read += t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            writer.close_all()?;
-            t_write += t.elapsed().as_secs_f64();
-        }
-        tracing::debug!("versions JSON: reading {t_read:.2} s, writing {t_write:.2} s");
-    } else {
-        let t = std::time::Instant::now();
-        let mut stream = reader.stream();
-        while let Some(rec) = stream.next_record()? {
-            writer.add(rec)?;
-        }
-        writer.close_all()?;
-        tracing::debug!(
-            "versions JSON: one pass over {} blocks in {:.2} s",
-            reader.blocks().len(),
-            t.elapsed().as_secs_f64()
-        );
-    }
-    for dir in dirs {
-        if !writer.done.contains(dir) {
-            write_versions_file(backup, dir, None)?;
-        }
-    }
-    Ok(writer.done.len() as u64)
-}
-
-/// Writes the versions JSON of the wanted directories from records in key order. A
-/// directory's files come in name order (key order), interleaved only with its
-/// subdirectories' records, so each open directory is one growing buffer of JSON text.
-struct VersionsWriter<'a> {
-    backup: &'a Backup,
-    wanted: HashSet<&'a str>,
-    /// Open directories, outermost first: (directory, JSON text so far).
-    open: Vec<(String, Vec<u8>)>,
-    done: HashSet<String>,
-}
-
-impl VersionsWriter<'_> {
-    fn add(&mut self, rec: &crate::record::VersionRecord) -> Result<()> {
-        if !is_current(rec) || rec.local.state != LocalState::Present {
-            return Ok(());
-        }
-        // A current file is at its key's own path.
-        let dir = catalog::parent_dir(&rec.key);
-        if !self.wanted.contains(dir) {
-            return Ok(());
-        }
-        while let Some((d, _)) = self.open.last() {
-            if d.as_str() == dir || d.is_empty() || is_under(dir, d) {
-                break;
-            }
-            let (d, e) = self.open.pop().expect("non-empty");
-            self.flush(d, e)?;
-        }
-        if self.open.last().is_none_or(|(d, _)| d.as_str() != dir) {
-            self.open.push((dir.to_string(), Vec::with_capacity(4096)));
-        }
-        let name = &rec.key[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
-        let out = &mut self.open.last_mut().expect("pushed").1;
-        versions_json_entry(out, name, rec)
-    }
-
-    fn close_all(&mut self) -> Result<()> {
-        while let Some((d, e)) = self.open.pop() {
-            self.flush(d, e)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self, dir: String, mut text: Vec<u8>) -> Result<()> {
-        text.extend_from_slice(b"\n}\n");
-        write_versions_file(self.backup, &dir, Some(&text))?;
-        self.done.insert(dir);
-        Ok(())
-    }
-}
-
-/// Appends `"name":{...}` (with the separator a previous entry needs), one file per line:
-/// compact enough to rewrite a 50,000-file Zarr directory's JSON every night, still
-/// greppable. The same fields as [`VersionsEntry`].
-fn versions_json_entry(
-    out: &mut Vec<u8>,
-    name: &str,
-    rec: &crate::record::VersionRecord,
-) -> Result<()> {
-    use std::io::Write;
-    out.extend_from_slice(if out.is_empty() { b"{\n" } else { b",\n" });
-    serde_json::to_writer(&mut *out, name)?;
-    out.extend_from_slice(b":{\"version_id\":");
-    serde_json::to_writer(&mut *out, rec.version_id_or_null())?;
-    match rec.etag {
-        Some(e) => write!(out, ",\"etag\":\"{e}\"")?,
-        None => out.extend_from_slice(b",\"etag\":null"),
-    }
-    write!(
-        out,
-        ",\"size\":{},\"last_modified\":\"{}\"}}",
-        rec.size, rec.last_modified
-    )?;
-    Ok(())
-}
-
-fn is_under(path: &str, dir: &str) -> bool {
-    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
-}
-
-/// Writes (or, with `None`, removes) one directory's versions JSON. Not synced one by one:
-/// the commit syncs the filesystem once, and the file is rebuildable from the catalog.
-fn write_versions_file(backup: &Backup, dir: &str, text: Option<&[u8]>) -> Result<()> {
-    let dir_path = backup.root.join(dir);
-    let path = dir_path.join(backup.stem.versions_file());
-    let Some(bytes) = text else {
-        return match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
-        };
-    };
-    if !dir_path.is_dir() {
-        return Err(anyhow!(
-            "{} has current files in the catalog but is not a directory",
-            dir_path.display()
-        ));
-    }
-    let tmp = dir_path.join(format!("{}.tmp", backup.stem.versions_file()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// Flushes everything written to the backup's filesystem (one `syncfs`, not one `fsync`

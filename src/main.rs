@@ -35,6 +35,8 @@ enum Command {
     Sync(cmd::sync::SyncArgs),
     /// What a backup holds: applied dates, failures, an interrupted run
     Status(cmd::status::StatusArgs),
+    /// Prove a backup's tree matches its catalog (no network); --repair fixes it
+    Fsck(cmd::fsck::FsckArgs),
     /// Every version a backup holds of a key, and where (or the one at a time)
     Locate(cmd::locate::LocateArgs),
     /// The bucket as it was at a time, from a backup (hard links or copies)
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Get(a) => (cmd::get::run(a, &cli.s3).map(|()| 0), 1),
         Command::Sync(a) => (cmd::sync::run(a, &cli.s3), 1),
         Command::Status(a) => (cmd::status::run(a).map(|()| 0), 1),
+        Command::Fsck(a) => (cmd::fsck::run(a), 1),
         Command::Locate(a) => (cmd::locate::run(a).map(|()| 0), 1),
         Command::Restore(a) => (cmd::restore::run(a), 1),
         Command::Diff(a) => {

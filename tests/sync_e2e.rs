@@ -705,3 +705,117 @@ fn interrupted_runs_resume() {
     }
     proxy.set_rules(serde_json::json!([]));
 }
+
+/// fsck finds each injected defect (missing, truncated, flipped byte with --verify-content,
+/// wrong mtime, strays, a stale and a superfluous versions JSON), --repair makes a fresh fsck
+/// clean without deleting anything, and the next sync fetches the damaged versions again:
+/// the tree is what it was before the damage.
+#[test]
+fn fsck_finds_and_repairs_every_defect() {
+    use_server();
+    let fx = fixture("sync-fsck", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let inventory = fx.local.display().to_string();
+    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
+    sync(
+        &inventory,
+        &backup,
+        &["--start-date", &first, "--on-bad-key", "skip"],
+    )
+    .code(2);
+    let fsck = |extra: &[&str]| cli().arg("fsck").arg(&backup).args(extra).assert();
+    fsck(&[]).code(0);
+    fsck(&["--verify-content"]).code(0);
+    let before = content_snapshot(&backup);
+
+    std::fs::remove_file(backup.join("a.txt")).unwrap();
+    let truncated = std::fs::File::options()
+        .write(true)
+        .open(backup.join("dir/b.txt"))
+        .unwrap();
+    truncated.set_len(3).unwrap();
+    drop(truncated);
+    let flipped = backup.join("zarr/0/1");
+    let mtime = std::fs::metadata(&flipped).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&flipped, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&flipped)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(backup.join("fast.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    std::fs::write(backup.join("stray.txt"), b"not from the bucket").unwrap();
+    std::fs::write(backup.join("zarr/0/stray"), b"nor this").unwrap();
+    std::fs::write(backup.join(format!("new/.{STEM}-versions.json")), b"{}\n").unwrap();
+    std::fs::write(
+        backup.join(format!("x.old.{STEM}/.{STEM}-versions.json")),
+        b"{}\n",
+    )
+    .unwrap();
+
+    let kinds = |out: &assert_cmd::assert::Assert| -> Vec<(String, String)> {
+        let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let mut v: Vec<(String, String)> = report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let place = p["path"].as_str().or(p["dir"].as_str()).unwrap_or("");
+                (
+                    p["problem"].as_str().unwrap().to_string(),
+                    place.to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let found = kinds(&fsck(&["--json"]).code(1));
+    let expected_metadata = vec![
+        ("missing".to_string(), "a.txt".to_string()),
+        ("stray".into(), "stray.txt".into()),
+        ("stray".into(), "zarr/0/stray".into()),
+        ("versions-json".into(), "new".into()),
+        ("versions-json".into(), format!("x.old.{STEM}")),
+        ("wrong-mtime".into(), "fast.txt".into()),
+        ("wrong-size".into(), "dir/b.txt".into()),
+    ];
+    assert_eq!(found, expected_metadata);
+    let found = kinds(&fsck(&["--json", "--verify-content"]).code(1));
+    let mut with_content = expected_metadata.clone();
+    with_content.push(("corrupt".into(), "zarr/0/1".into()));
+    with_content.sort();
+    assert_eq!(found, with_content);
+
+    let snapshot_before_repair = snapshot(&backup);
+    fsck(&["--verify-content", "--repair"]).code(1);
+    fsck(&["--verify-content"]).code(0);
+    // Nothing was deleted: what left the tree is in quarantine.
+    let quarantine = backup.join(format!(".{STEM}/quarantine"));
+    let moved: Vec<String> = snapshot(&quarantine)
+        .into_iter()
+        .filter(|(p, ..)| quarantine.join(p).is_file())
+        .map(|(p, ..)| p.split_once('/').unwrap().1.to_string())
+        .collect();
+    for name in ["stray.txt", "zarr/0/stray", "dir/b.txt", "zarr/0/1"] {
+        assert!(
+            moved.iter().any(|m| m == name),
+            "{name} not in quarantine: {moved:?}"
+        );
+    }
+    assert!(snapshot_before_repair.len() > moved.len());
+
+    // The next sync fetches the damaged versions again.
+    sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(2);
+    assert_eq!(content_snapshot(&backup), before);
+    fsck(&["--verify-content"]).code(0);
+}

@@ -4,6 +4,7 @@
 pub mod dates;
 pub mod diff;
 pub mod dump;
+pub mod fsck;
 pub mod get;
 pub mod index;
 pub mod locate;

@@ -1,0 +1,82 @@
+//! `s3invbackup fsck BACKUP`: prove the tree matches the catalog; repair it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use s3invbackup::backup::Backup;
+use s3invbackup::fsck::{FsckOptions, fsck};
+use s3invbackup::progress::human_bytes;
+
+use super::output;
+
+/// Compare the tree with the catalog, without network access: missing files, wrong sizes or
+/// mtimes, files the catalog does not know (strays), versions JSON that disagree, an
+/// unfinished sync. --verify-content also checks every file's bytes against its ETag (MD5,
+/// or the MD5 of part MD5s). Each problem is listed with the fix --repair applies; --repair
+/// never deletes: strays and damaged files go to `.<stem>/quarantine/`, damaged and missing
+/// versions are fetched again by the next sync.
+///
+/// Exit status: 0 clean; 1 problems found (or repaired: run fsck again to confirm).
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// The backup directory
+    pub backup: PathBuf,
+    /// Also recompute the MD5 / multipart ETag of every file (reads every byte)
+    #[arg(long)]
+    pub verify_content: bool,
+    /// Fix what was found (takes the writer's lock)
+    #[arg(long)]
+    pub repair: bool,
+    /// One JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Returns the exit status.
+pub fn run(args: &FsckArgs) -> Result<u8> {
+    let backup = Backup::open(&args.backup)?
+        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    let report = fsck(
+        &backup,
+        &FsckOptions {
+            verify_content: args.verify_content,
+            repair: args.repair,
+        },
+    )?;
+    let mut out = output(None)?;
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        for p in &report.problems {
+            writeln!(out, "{}", serde_json::to_string(p)?)?;
+            writeln!(
+                out,
+                "  {} {}",
+                if report.repaired {
+                    "repaired:"
+                } else {
+                    "--repair would:"
+                },
+                p.repair()
+            )?;
+        }
+        eprintln!(
+            "{} files checked{}; {} problem(s){}",
+            report.files_checked,
+            if args.verify_content {
+                format!(", {} verified", human_bytes(report.bytes_verified))
+            } else {
+                String::new()
+            },
+            report.problems.len(),
+            if report.repaired { ", repaired" } else { "" }
+        );
+    }
+    out.flush()?;
+    Ok(u8::from(!report.problems.is_empty()))
+}
+
+use std::io::Write;

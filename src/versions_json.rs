@@ -1,0 +1,191 @@
+//! The per-directory versions JSON (`.<stem>-versions.json`): what each current file of a
+//! directory is. A view of the catalog, rendered from it (by sync for the directories a run
+//! changed, by fsck to check and rebuild them).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::backup::Backup;
+use crate::catalog::{self, is_current};
+use crate::record::{LocalState, VersionRecord};
+
+/// One current file as its directory's versions JSON describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VersionsEntry {
+    pub version_id: String,
+    pub etag: Option<String>,
+    pub size: u64,
+    pub last_modified: String,
+}
+
+/// Rewrites `.<stem>-versions.json` in each of `dirs` from the catalog at `catalog_path`
+/// (removing it where a directory has no current file). A few directories are read with
+/// prefix seeks (a nightly run touches a few hundred); many, or the top directory, with one
+/// pass over the catalog. Memory holds the entries of the directories on the current path.
+pub fn write_versions_files(backup: &Backup, catalog_path: &Path, dirs: &[String]) -> Result<u64> {
+    if dirs.is_empty() {
+        return Ok(0);
+    }
+    let reader = catalog::open(catalog_path)?;
+    let mut writer = Renderer {
+        wanted: Some(dirs.iter().map(String::as_str).collect()),
+        open: Vec::new(),
+        done: HashSet::new(),
+    };
+    let mut sink = |dir: &str, text: &[u8]| write_versions_file(backup, dir, Some(text));
+    let seek = dirs.len() * 8 < reader.blocks().len() && !dirs.iter().any(String::is_empty);
+    if seek {
+        let (mut t_read, mut t_write) = (0.0, 0.0);
+        for dir in dirs {
+            let t = std::time::Instant::now();
+            let mut stream = reader.stream_prefix(&format!("{dir}/"));
+            while let Some(rec) = stream.next_record()? {
+                writer.add(rec, &mut sink)?;
+            }
+            t_read += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            writer.close_all(&mut sink)?;
+            t_write += t.elapsed().as_secs_f64();
+        }
+        tracing::debug!("versions JSON: reading {t_read:.2} s, writing {t_write:.2} s");
+    } else {
+        let t = std::time::Instant::now();
+        let mut stream = reader.stream();
+        while let Some(rec) = stream.next_record()? {
+            writer.add(rec, &mut sink)?;
+        }
+        writer.close_all(&mut sink)?;
+        tracing::debug!(
+            "versions JSON: one pass over {} blocks in {:.2} s",
+            reader.blocks().len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    for dir in dirs {
+        if !writer.done.contains(dir) {
+            write_versions_file(backup, dir, None)?;
+        }
+    }
+    Ok(writer.done.len() as u64)
+}
+
+/// Renders the versions JSON of directories from catalog records in key order. A
+/// directory's files come in name order (key order), interleaved only with its
+/// subdirectories' records, so each open directory is one growing buffer of JSON text,
+/// handed to a sink when the walk leaves the directory.
+pub struct Renderer<'a> {
+    /// Directories to render; None: every directory with a current file.
+    pub wanted: Option<HashSet<&'a str>>,
+    /// Open directories, outermost first: (directory, JSON text so far).
+    open: Vec<(String, Vec<u8>)>,
+    /// Directories rendered.
+    pub done: HashSet<String>,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(wanted: Option<HashSet<&'a str>>) -> Renderer<'a> {
+        Renderer {
+            wanted,
+            open: Vec::new(),
+            done: HashSet::new(),
+        }
+    }
+
+    pub fn add(
+        &mut self,
+        rec: &VersionRecord,
+        sink: &mut impl FnMut(&str, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if !is_current(rec) || rec.local.state != LocalState::Present {
+            return Ok(());
+        }
+        // A current file is at its key's own path.
+        let dir = catalog::parent_dir(&rec.key);
+        if self.wanted.as_ref().is_some_and(|w| !w.contains(dir)) {
+            return Ok(());
+        }
+        while let Some((d, _)) = self.open.last() {
+            if d.as_str() == dir || d.is_empty() || is_under(dir, d) {
+                break;
+            }
+            let (d, e) = self.open.pop().expect("non-empty");
+            self.flush(d, e, sink)?;
+        }
+        if self.open.last().is_none_or(|(d, _)| d.as_str() != dir) {
+            self.open.push((dir.to_string(), Vec::with_capacity(4096)));
+        }
+        let name = &rec.key[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
+        let out = &mut self.open.last_mut().expect("pushed").1;
+        versions_json_entry(out, name, rec)
+    }
+
+    pub fn close_all(&mut self, sink: &mut impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+        while let Some((d, e)) = self.open.pop() {
+            self.flush(d, e, sink)?;
+        }
+        Ok(())
+    }
+
+    fn flush(
+        &mut self,
+        dir: String,
+        mut text: Vec<u8>,
+        sink: &mut impl FnMut(&str, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        text.extend_from_slice(b"\n}\n");
+        sink(&dir, &text)?;
+        self.done.insert(dir);
+        Ok(())
+    }
+}
+
+/// Appends `"name":{...}` (with the separator a previous entry needs), one file per line:
+/// compact enough to rewrite a 50,000-file Zarr directory's JSON every night, still
+/// greppable. The same fields as [`VersionsEntry`].
+fn versions_json_entry(out: &mut Vec<u8>, name: &str, rec: &VersionRecord) -> Result<()> {
+    use std::io::Write;
+    out.extend_from_slice(if out.is_empty() { b"{\n" } else { b",\n" });
+    serde_json::to_writer(&mut *out, name)?;
+    out.extend_from_slice(b":{\"version_id\":");
+    serde_json::to_writer(&mut *out, rec.version_id_or_null())?;
+    match rec.etag {
+        Some(e) => write!(out, ",\"etag\":\"{e}\"")?,
+        None => out.extend_from_slice(b",\"etag\":null"),
+    }
+    write!(
+        out,
+        ",\"size\":{},\"last_modified\":\"{}\"}}",
+        rec.size, rec.last_modified
+    )?;
+    Ok(())
+}
+
+fn is_under(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+/// Writes (or, with `None`, removes) one directory's versions JSON. Not synced one by one:
+/// the commit syncs the filesystem once, and the file is rebuildable from the catalog.
+pub fn write_versions_file(backup: &Backup, dir: &str, text: Option<&[u8]>) -> Result<()> {
+    let dir_path = backup.root.join(dir);
+    let path = dir_path.join(backup.stem.versions_file());
+    let Some(bytes) = text else {
+        return match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        };
+    };
+    if !dir_path.is_dir() {
+        return Err(anyhow!(
+            "{} has current files in the catalog but is not a directory",
+            dir_path.display()
+        ));
+    }
+    let tmp = dir_path.join(format!("{}.tmp", backup.stem.versions_file()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
