@@ -736,6 +736,18 @@ fn fsck_finds_and_repairs_every_defect() {
         .unwrap();
     truncated.set_len(3).unwrap();
     drop(truncated);
+    // A flipped byte in a multipart object is caught through its part MD5s too.
+    let big = backup.join("big/multipart.bin");
+    let big_mtime = std::fs::metadata(&big).unwrap().modified().unwrap();
+    let mut big_bytes = std::fs::read(&big).unwrap();
+    big_bytes[6 << 20] ^= 1;
+    std::fs::write(&big, &big_bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_modified(big_mtime)
+        .unwrap();
     let flipped = backup.join("zarr/0/1");
     let mtime = std::fs::metadata(&flipped).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&flipped).unwrap();
@@ -793,6 +805,7 @@ fn fsck_finds_and_repairs_every_defect() {
     let found = kinds(&fsck(&["--json", "--verify-content"]).code(1));
     let mut with_content = expected_metadata.clone();
     with_content.push(("corrupt".into(), "zarr/0/1".into()));
+    with_content.push(("corrupt".into(), "big/multipart.bin".into()));
     with_content.sort();
     assert_eq!(found, with_content);
 
@@ -806,7 +819,13 @@ fn fsck_finds_and_repairs_every_defect() {
         .filter(|(p, ..)| quarantine.join(p).is_file())
         .map(|(p, ..)| p.split_once('/').unwrap().1.to_string())
         .collect();
-    for name in ["stray.txt", "zarr/0/stray", "dir/b.txt", "zarr/0/1"] {
+    for name in [
+        "stray.txt",
+        "zarr/0/stray",
+        "dir/b.txt",
+        "zarr/0/1",
+        "big/multipart.bin",
+    ] {
         assert!(
             moved.iter().any(|m| m == name),
             "{name} not in quarantine: {moved:?}"

@@ -67,7 +67,11 @@ pub fn run(args: &FsckArgs) -> Result<u8> {
             "{} files checked{}; {} problem(s){}",
             report.files_checked,
             if args.verify_content {
-                format!(", {} verified", human_bytes(report.bytes_verified))
+                format!(
+                    ", {} read, {} checkable by size only",
+                    human_bytes(report.bytes_verified),
+                    report.unverifiable
+                )
             } else {
                 String::new()
             },
