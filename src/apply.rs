@@ -215,6 +215,7 @@ impl Executor<'_> {
                         journal.borrow_mut().append(&Entry::Displace {
                             dir: dir.clone(),
                             to: to.clone(),
+                            merged: exists(&root.join(&to)),
                         })?;
                         merge_dir(&src, &root.join(&to), &self.backup.stem)?;
                         outcome.borrow_mut().displaced += 1;

@@ -29,6 +29,9 @@ pub enum Entry {
     Displace {
         dir: String,
         to: String,
+        /// `to` existed: the directory was merged into it (rollback cannot separate them).
+        #[serde(default)]
+        merged: bool,
     },
     Mkdir {
         dir: String,

@@ -32,6 +32,7 @@ pub mod plan;
 pub mod progress;
 pub mod record;
 pub mod restore;
+pub mod rollback;
 pub mod s3;
 pub mod sort;
 pub mod sync;

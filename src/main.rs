@@ -41,6 +41,8 @@ enum Command {
     Locate(cmd::locate::LocateArgs),
     /// The bucket as it was at a time, from a backup (hard links or copies)
     Restore(cmd::restore::RestoreArgs),
+    /// Undo an unfinished sync run (back to the last applied date)
+    Rollback(cmd::rollback::RollbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Fsck(a) => (cmd::fsck::run(a), 1),
         Command::Locate(a) => (cmd::locate::run(a).map(|()| 0), 1),
         Command::Restore(a) => (cmd::restore::run(a), 1),
+        Command::Rollback(a) => (cmd::rollback::run(a).map(|()| 0), 1),
         Command::Diff(a) => {
             let changed = cmd::diff::run(a, &cli.s3);
             (

@@ -838,3 +838,61 @@ fn fsck_finds_and_repairs_every_defect() {
     assert_eq!(content_snapshot(&backup), before);
     fsck(&["--verify-content"]).code(0);
 }
+
+/// rollback after a run killed at several points gives the tree as it was before the run
+/// (versions JSON by content), and a sync after it ends where an uninterrupted one does.
+#[test]
+fn rollback_restores_the_pre_run_tree() {
+    use_server();
+    let fx = fixture("sync-rollback", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local.display().to_string();
+    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    let reference = tmp.path().join("reference");
+    let first_args = [
+        "--start-date",
+        dates[0].as_str(),
+        "--end-date",
+        dates[0].as_str(),
+        "--on-bad-key",
+        "skip",
+    ];
+    sync(&inventory, &reference, &first_args);
+    let pre_run = content_snapshot(&reference);
+    sync(&inventory, &reference, &["--on-bad-key", "skip"]).code(2);
+    let want = content_snapshot(&reference);
+    for n in [1, 4, 9, 16] {
+        let backup = tmp.path().join(format!("rollback-{n}"));
+        sync(&inventory, &backup, &first_args);
+        let out = cli()
+            .arg("sync")
+            .arg(&inventory)
+            .arg(&backup)
+            .args(["--progress", "none", "--on-bad-key", "skip"])
+            .env("S3INVBACKUP_CRASH_AFTER", n.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.code().is_none(), "crash point {n} not reached");
+        cli().arg("rollback").arg(&backup).assert().code(0);
+        assert_eq!(
+            content_snapshot(&backup),
+            pre_run,
+            "rollback after entry {n}"
+        );
+        let status = cli()
+            .args(["status", "--json"])
+            .arg(&backup)
+            .assert()
+            .code(0);
+        let status: serde_json::Value =
+            serde_json::from_slice(&status.get_output().stdout).unwrap();
+        assert!(status["pending_runs"].as_array().unwrap().is_empty());
+        cli().arg("fsck").arg(&backup).assert().code(0);
+        sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(2);
+        assert_eq!(
+            content_snapshot(&backup),
+            want,
+            "sync after rollback at {n}"
+        );
+    }
+}

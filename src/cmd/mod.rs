@@ -9,6 +9,7 @@ pub mod get;
 pub mod index;
 pub mod locate;
 pub mod restore;
+pub mod rollback;
 pub mod status;
 pub mod sync;
 

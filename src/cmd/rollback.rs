@@ -1,0 +1,40 @@
+//! `s3invbackup rollback BACKUP`: undo an unfinished sync run.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use s3invbackup::backup::Backup;
+use s3invbackup::rollback::rollback;
+
+/// Undo an interrupted sync run, back to the last applied date: the run's moves are
+/// reversed from its journal, the files it downloaded are removed, displaced directories
+/// return, versions JSON is rendered again from the catalog. (The alternative, `sync`,
+/// finishes the run instead.) A run that already replaced the catalog cannot be rolled back.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The backup directory
+    pub backup: PathBuf,
+}
+
+pub fn run(args: &RollbackArgs) -> Result<()> {
+    let backup = Backup::open(&args.backup)?
+        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    match rollback(&backup)? {
+        None => eprintln!(
+            "{}: no unfinished run; nothing to undo",
+            backup.root.display()
+        ),
+        Some(r) => {
+            eprintln!(
+                "rolled back the run of {}: {} files moved back, {} downloads removed, {} directories restored",
+                r.date, r.moved_back, r.removed, r.directories_restored
+            );
+            for d in &r.left_merged {
+                eprintln!("  left in place (merged into an existing one): {d}");
+            }
+        }
+    }
+    Ok(())
+}

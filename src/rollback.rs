@@ -1,0 +1,112 @@
+//! `rollback`: undoes an unfinished sync run, back to the last applied catalog.
+//!
+//! The journal lists every change the run made, in order, each written before it was made;
+//! rollback reverses them last to first: moves are moved back, downloaded files the run
+//! placed are removed (they are in no catalog and the bucket still has them), displaced
+//! directories return, directories made for folder markers go if empty. Then the versions
+//! JSON of the run's directories are rendered again from the (old) catalog and the run is
+//! forgotten. A run that already replaced the catalog cannot be undone this way: `sync`
+//! finishes it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::backup::Backup;
+use crate::journal::Entry;
+use crate::plan;
+
+#[derive(Debug, Default, Serialize)]
+pub struct RollbackReport {
+    pub date: String,
+    pub moved_back: u64,
+    pub removed: u64,
+    pub directories_restored: u64,
+    /// Displaced directories merged into an existing one: left there (named, not lost).
+    pub left_merged: Vec<String>,
+}
+
+pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
+    let _lock = backup.lock()?;
+    let state = backup.read_state()?;
+    let mut pending = None;
+    for e in std::fs::read_dir(backup.runs_dir())?.flatten() {
+        if let Some(s) = plan::read_summary(&e.path())?
+            && state.last_applied().is_none_or(|l| s.date.as_str() > l)
+        {
+            pending = Some((e.path(), s));
+        }
+    }
+    let Some((run_dir, summary)) = pending else {
+        return Ok(None);
+    };
+    let entries = crate::journal::read(&run_dir)?;
+    if entries.iter().any(|e| *e == Entry::Commit) {
+        bail!(
+            "the run of {} already replaced the catalog; run `s3invbackup sync` to finish it",
+            summary.date
+        );
+    }
+    let root = &backup.root;
+    let mut report = RollbackReport {
+        date: summary.date.clone(),
+        ..RollbackReport::default()
+    };
+    for entry in entries.iter().rev() {
+        match entry {
+            Entry::Rename { from, to } => {
+                let (src, dst) = (root.join(to), root.join(from));
+                if exists(&src) && !exists(&dst) {
+                    rename(&src, &dst)?;
+                    report.moved_back += 1;
+                }
+            }
+            Entry::Place { dest, .. } => {
+                let path = root.join(dest);
+                if exists(&path) {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                    report.removed += 1;
+                }
+            }
+            Entry::Displace { dir, to, merged } => {
+                let (src, dst) = (root.join(to), root.join(dir));
+                if *merged {
+                    report.left_merged.push(to.clone());
+                } else if src.is_dir() && !exists(&dst) {
+                    rename(&src, &dst)?;
+                    report.directories_restored += 1;
+                }
+            }
+            Entry::Mkdir { dir } => {
+                // Only if empty: it may hold files placed before the run.
+                let _ = std::fs::remove_dir(root.join(dir));
+            }
+            Entry::Versions | Entry::Commit => {}
+        }
+    }
+    let dirty = plan::read_dirty(&run_dir)?;
+    crate::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirty)?;
+    crate::apply::sync_filesystem(root)?;
+    std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
+    let staging = backup.staging_dir();
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("cleaning {}", staging.display()))?;
+    }
+    Ok(Some(report))
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::rename(from, to)
+        .with_context(|| format!("moving {} back to {}", from.display(), to.display()))
+}
