@@ -42,7 +42,7 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
         return Ok(None);
     };
     let entries = crate::journal::read(&run_dir)?;
-    if entries.iter().any(|e| *e == Entry::Commit) {
+    if entries.contains(&Entry::Commit) {
         bail!(
             "the run of {} already replaced the catalog; run `s3invbackup sync` to finish it",
             summary.date
