@@ -30,6 +30,7 @@ pub mod layout;
 pub mod merge;
 pub mod plan;
 pub mod progress;
+pub mod prune;
 pub mod record;
 pub mod restore;
 pub mod rollback;

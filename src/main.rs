@@ -43,6 +43,8 @@ enum Command {
     Restore(cmd::restore::RestoreArgs),
     /// Undo an unfinished sync run (back to the last applied date)
     Rollback(cmd::rollback::RollbackArgs),
+    /// DELETES backed-up data: old versions, noncurrent or gone longer than a duration
+    Prune(cmd::prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Locate(a) => (cmd::locate::run(a).map(|()| 0), 1),
         Command::Restore(a) => (cmd::restore::run(a), 1),
         Command::Rollback(a) => (cmd::rollback::run(a).map(|()| 0), 1),
+        Command::Prune(a) => (cmd::prune::run(a).map(|()| 0), 1),
         Command::Diff(a) => {
             let changed = cmd::diff::run(a, &cli.s3);
             (

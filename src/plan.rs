@@ -568,7 +568,10 @@ fn is_unchanged(held: &[VersionRecord], listed: &[VersionRecord]) -> bool {
                 && c.storage_class == l.storage_class
                 && c.local.gone_since.0 == 0
                 && !c.local.shadowed
-                && matches!(c.local.state, LocalState::Present | LocalState::Skipped)
+                && matches!(
+                    c.local.state,
+                    LocalState::Present | LocalState::Skipped | LocalState::Pruned
+                )
         })
 }
 

@@ -117,6 +117,8 @@ pub enum LocalState {
     Archived = 3,
     /// A key the backup cannot store (`--on-bad-key skip`); reported every run.
     Skipped = 4,
+    /// Deleted from the backup by `prune` on purpose; never fetched again.
+    Pruned = 5,
 }
 
 impl LocalState {
@@ -127,6 +129,7 @@ impl LocalState {
             2 => LocalState::Missing,
             3 => LocalState::Archived,
             4 => LocalState::Skipped,
+            5 => LocalState::Pruned,
             _ => return None,
         })
     }
@@ -138,6 +141,7 @@ impl LocalState {
             LocalState::Missing => "missing",
             LocalState::Archived => "archived",
             LocalState::Skipped => "skipped",
+            LocalState::Pruned => "pruned",
         }
     }
 }

@@ -896,3 +896,77 @@ fn rollback_restores_the_pre_run_tree() {
         );
     }
 }
+
+/// prune removes exactly the noncurrent files older than the limit (--dry-run lists them and
+/// deletes nothing), keeps their records so that sync never fetches them again, and leaves
+/// a tree fsck calls clean.
+#[test]
+fn prune_removes_exactly_the_old_versions() {
+    use_server();
+    let fx = fixture("sync-prune", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let inventory = fx.local.display().to_string();
+    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
+    sync(
+        &inventory,
+        &backup,
+        &["--start-date", &first, "--on-bad-key", "skip"],
+    )
+    .code(2);
+    let all = content_snapshot(&backup);
+    let old: Vec<String> = all
+        .iter()
+        .map(|(p, ..)| p.clone())
+        .filter(|p| p.contains(".old."))
+        .collect();
+    assert!(old.len() > 10);
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|(p, ..)| !p.contains(".old."))
+        .cloned()
+        .collect();
+
+    cli().arg("prune").arg(&backup).assert().code(1); // says what to prune
+    // The fixture's inventory dates are in 2024: every noncurrent version is older than 1 day.
+    let dry = cli()
+        .arg("prune")
+        .arg(&backup)
+        .args(["--noncurrent-older-than", "1d", "--dry-run"])
+        .assert()
+        .code(0);
+    let mut listed: Vec<String> = String::from_utf8_lossy(&dry.get_output().stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, old);
+    assert_eq!(
+        content_snapshot(&backup),
+        all,
+        "a dry run deleted something"
+    );
+    // A limit longer than the history prunes nothing.
+    let none = cli()
+        .arg("prune")
+        .arg(&backup)
+        .args(["--noncurrent-older-than", "100000d"])
+        .assert()
+        .code(0);
+    assert!(none.get_output().stdout.is_empty());
+
+    cli()
+        .arg("prune")
+        .arg(&backup)
+        .args(["--noncurrent-older-than", "1d"])
+        .assert()
+        .code(0);
+    assert_eq!(content_snapshot(&backup), kept);
+    cli().arg("fsck").arg(&backup).assert().code(0);
+    sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(2);
+    assert_eq!(
+        content_snapshot(&backup),
+        kept,
+        "sync fetched pruned versions again"
+    );
+}

@@ -8,6 +8,7 @@ pub mod fsck;
 pub mod get;
 pub mod index;
 pub mod locate;
+pub mod prune;
 pub mod restore;
 pub mod rollback;
 pub mod status;

@@ -1,0 +1,121 @@
+//! `prune`: the one command that deletes backed-up data. It removes the files of versions
+//! that stopped being current (or left the bucket) longer ago than a given duration. The
+//! catalog keeps their records, marked pruned, so that no later sync fetches them again;
+//! it is rewritten before any file goes (a crash in between leaves strays that fsck moves
+//! to quarantine, never a version the catalog claims and the tree lacks).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::backup::Backup;
+use crate::catalog::{self, file_path, is_current};
+use crate::record::{LocalState, VersionRecord};
+use crate::timestamp::Timestamp;
+
+pub struct PruneOptions {
+    pub noncurrent_older_than: Option<Duration>,
+    pub gone_older_than: Option<Duration>,
+    pub dry_run: bool,
+    /// "Now" (tests pass a fixed time).
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub files: Vec<String>,
+    pub bytes: u64,
+    pub dry_run: bool,
+}
+
+/// `90d`, `12h`, `2w`, `30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 90d, 12h, 2w"))?;
+    let secs = match unit {
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("bad duration {s:?}: the unit is m, h, d or w")),
+    };
+    Ok(Duration::from_secs(n * secs))
+}
+
+fn older(t: Timestamp, limit: Option<Duration>, now: Timestamp) -> bool {
+    limit.is_some_and(|d| t.0 != 0 && t.0 < now.0 - d.as_millis() as i64)
+}
+
+/// Not current, and has a file (delete and folder markers have none).
+fn prunable(rec: &VersionRecord, opts: &PruneOptions) -> bool {
+    !is_current(rec)
+        && rec.local.state == LocalState::Present
+        && !rec.is_delete_marker()
+        && !catalog::is_folder_marker(&rec.key)
+        && (older(
+            rec.local.noncurrent_since,
+            opts.noncurrent_older_than,
+            opts.now,
+        ) || older(rec.local.gone_since, opts.gone_older_than, opts.now))
+}
+
+pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
+    if opts.noncurrent_older_than.is_none() && opts.gone_older_than.is_none() {
+        bail!("say what to prune: --noncurrent-older-than and/or --gone-older-than");
+    }
+    let _lock = backup.lock()?;
+    let reader = catalog::open(&backup.catalog_path())?;
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..PruneReport::default()
+    };
+    let tmp = backup.state_dir().join("catalog.prune.s3inv");
+    let mut writer = if opts.dry_run {
+        None
+    } else {
+        Some(catalog::create(
+            &tmp,
+            &reader.meta().source_bucket,
+            &reader.meta().date,
+        )?)
+    };
+    let mut stream = reader.stream();
+    let mut rec = VersionRecord::default();
+    while let Some(r) = stream.next_record()? {
+        rec.copy_from(r);
+        if prunable(&rec, opts) {
+            report
+                .files
+                .push(file_path(&backup.stem, &rec).expect("held"));
+            report.bytes += rec.size;
+            rec.local.state = LocalState::Pruned;
+        }
+        if let Some(w) = writer.as_mut() {
+            w.push(&rec)?;
+        }
+    }
+    let Some(writer) = writer else {
+        return Ok(report);
+    };
+    writer.finish()?;
+    std::fs::rename(&tmp, backup.catalog_path())
+        .with_context(|| format!("replacing {}", backup.catalog_path().display()))?;
+    crate::apply::sync_filesystem(&backup.root)?;
+    for path in &report.files {
+        let p = backup.root.join(path);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+        }
+    }
+    let mut state = backup.read_state()?;
+    if let Some(last) = state.applied.last_mut() {
+        last.bytes_held = last.bytes_held.saturating_sub(report.bytes);
+    }
+    backup.write_state(&state)?;
+    Ok(report)
+}
