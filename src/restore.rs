@@ -35,6 +35,9 @@ pub struct RestoreReport {
     pub deleted: u64,
     /// Keys whose version at that time the backup does not hold (missing, archived, skipped).
     pub not_held: Vec<NotHeld>,
+    /// Keys that were a file while keys under `key/` existed: a path cannot be both, so (as
+    /// in the backup) the directory wins and the file is left out.
+    pub shadowed: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,6 +149,32 @@ fn check_destination(backup: &Backup, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates `dir` under `dest`. A file in the way is one this restore made for a key that
+/// is also a directory prefix (keys sort `a` before `a/...`): the directory wins, as in the
+/// backup, and the file is taken out again and reported.
+fn make_dir(dest: &Path, dir: &Path, report: &mut RestoreReport) -> Result<()> {
+    if std::fs::create_dir_all(dir).is_ok() {
+        return Ok(());
+    }
+    let mut ancestor = dir.to_path_buf();
+    while ancestor.starts_with(dest) && ancestor != dest {
+        if std::fs::symlink_metadata(&ancestor).is_ok_and(|m| m.is_file()) {
+            std::fs::remove_file(&ancestor)
+                .with_context(|| format!("removing {}", ancestor.display()))?;
+            let key = ancestor
+                .strip_prefix(dest)
+                .unwrap_or(&ancestor)
+                .to_string_lossy()
+                .into_owned();
+            report.files -= 1;
+            report.shadowed.push(key);
+            break;
+        }
+        ancestor.pop();
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
 fn restore_key(
     backup: &Backup,
     dest: &Path,
@@ -163,8 +192,7 @@ fn restore_key(
     }
     let target = dest.join(&v.key);
     if is_folder_marker(&v.key) {
-        std::fs::create_dir_all(&target)
-            .with_context(|| format!("creating {}", target.display()))?;
+        make_dir(dest, &target, report)?;
         report.directories += 1;
         return Ok(());
     }
@@ -182,8 +210,7 @@ fn restore_key(
     if let Some(parent) = target.parent()
         && parent != made_dir.as_path()
     {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        make_dir(dest, parent, report)?;
         *made_dir = parent.to_path_buf();
     }
     match opts.link {

@@ -106,6 +106,31 @@ fn every_date_matches_the_model() {
         let rows = generator.model()[&date].as_array().unwrap().clone();
         model.apply(&rows, |_| true);
         assert_tree(&backup, &model, &date);
+        // restore at this moment (the bucket is paused in this date's state) gives exactly
+        // the bucket's current files, byte for byte, with their mtimes.
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let restored = tmp.path().join(format!("restored-{day}"));
+        cli()
+            .args(["restore", "--progress", "none"])
+            .arg(&backup)
+            .args(["--at", &now])
+            .arg(&restored)
+            .assert()
+            .code(2); // the two skipped keys
+        let want: Vec<(String, i64, Option<String>)> = model
+            .expected()
+            .files
+            .into_iter()
+            .filter(|(path, f)| *path == f.id.key)
+            .map(|(path, f)| (path, f.mtime_ms, f.body_md5))
+            .collect();
+        let got: Vec<(String, i64, Option<String>)> = content_snapshot(&restored)
+            .into_iter()
+            .map(|(p, _, mtime, md5)| (p, mtime, Some(md5)))
+            .collect();
+        assert_eq!(got, want, "restore at {now} (date {date})");
         let r = report(&report_path);
         assert_eq!(r["dates"].as_array().unwrap().len(), 1, "{r}");
         assert_eq!(r["dates"][0]["plan"]["date"], date.as_str());
@@ -873,6 +898,17 @@ fn rollback_restores_the_pre_run_tree() {
             .output()
             .unwrap();
         assert!(out.status.code().is_none(), "crash point {n} not reached");
+        // fsck sees the half-applied run (and --repair leaves it to sync or rollback).
+        let report = cli().args(["fsck", "--json"]).arg(&backup).assert().code(1);
+        assert!(
+            String::from_utf8_lossy(&report.get_output().stdout).contains("unfinished-run"),
+            "fsck missed the unfinished run after entry {n}"
+        );
+        cli()
+            .args(["fsck", "--repair"])
+            .arg(&backup)
+            .assert()
+            .code(1);
         cli().arg("rollback").arg(&backup).assert().code(0);
         assert_eq!(
             content_snapshot(&backup),

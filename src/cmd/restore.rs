@@ -65,6 +65,9 @@ pub fn run(args: &RestoreArgs) -> Result<u8> {
         args.dest.display(),
         report.deleted
     );
+    for k in &report.shadowed {
+        eprintln!("  left out: {k} (a file and a directory at once; the directory wins)");
+    }
     for n in report.not_held.iter().take(20) {
         eprintln!(
             "  not held: {} (version {}, {})",
