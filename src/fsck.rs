@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use md5::{Digest, Md5};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -69,7 +69,9 @@ impl Problem {
             Problem::WrongMtime { .. } => "set the mtime",
             Problem::Stray { .. } => "move to quarantine",
             Problem::VersionsJson { .. } => "rewrite it from the catalog",
-            Problem::UnfinishedRun { .. } => "none: run `s3invbackup sync` to finish it first",
+            Problem::UnfinishedRun { .. } => {
+                "roll it back (or run `s3invbackup sync` to finish it instead)"
+            }
         }
     }
 }
@@ -88,6 +90,8 @@ pub struct FsckReport {
 pub struct FsckOptions {
     pub verify_content: bool,
     pub repair: bool,
+    pub progress: crate::progress::Mode,
+    pub progress_interval: std::time::Duration,
 }
 
 fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
@@ -113,13 +117,12 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         report.problems.push(run);
     }
     if opts.repair && !report.problems.is_empty() {
-        bail!(
-            "a sync run of {} is unfinished: run `s3invbackup sync` to finish it, then fsck again",
-            match &report.problems[0] {
-                Problem::UnfinishedRun { date, .. } => date.as_str(),
-                _ => "?",
-            }
-        );
+        // An unfinished run is rolled back first (`sync` would finish it instead); the
+        // rest of the check then sees the tree as the last applied date left it.
+        if let Some(r) = crate::rollback::rollback(backup)? {
+            tracing::warn!("rolled back the unfinished run of {}", r.date);
+        }
+        report.repaired = true;
     }
     let reader = catalog::open(&backup.catalog_path())?;
     let mut held: Vec<Held> = Vec::new();
@@ -249,8 +252,14 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
     }
     report.problems.sort_by_key(|p| format!("{p:?}"));
 
-    if opts.repair && !report.problems.is_empty() {
-        repair(backup, &report.problems, &expected_json)?;
+    let to_repair: Vec<Problem> = report
+        .problems
+        .iter()
+        .filter(|p| !matches!(p, Problem::UnfinishedRun { .. }))
+        .cloned()
+        .collect();
+    if opts.repair && !to_repair.is_empty() {
+        repair(backup, &to_repair, &expected_json)?;
         report.repaired = true;
     }
     Ok(report)

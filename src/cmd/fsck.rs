@@ -9,11 +9,11 @@ use s3invbackup::backup::Backup;
 use s3invbackup::fsck::{FsckOptions, fsck};
 use s3invbackup::progress::human_bytes;
 
-use super::output;
+use super::{ProgressArgs, output};
 
 /// Compare the tree with the catalog, without network access: missing files, wrong sizes or
 /// mtimes, files the catalog does not know (strays), versions JSON that disagree, an
-/// unfinished sync. --verify-content also checks every file's bytes against its ETag (MD5,
+/// unfinished sync (--repair rolls it back). --verify-content also checks every file's bytes against its ETag (MD5,
 /// or the MD5 of part MD5s). Each problem is listed with the fix --repair applies; --repair
 /// never deletes: strays and damaged files go to `.<stem>/quarantine/`, damaged and missing
 /// versions are fetched again by the next sync.
@@ -32,6 +32,8 @@ pub struct FsckArgs {
     /// One JSON document instead of text
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 /// Returns the exit status.
@@ -43,6 +45,8 @@ pub fn run(args: &FsckArgs) -> Result<u8> {
         &FsckOptions {
             verify_content: args.verify_content,
             repair: args.repair,
+            progress: args.progress.mode(),
+            progress_interval: args.progress.interval(),
         },
     )?;
     let mut out = output(None)?;
