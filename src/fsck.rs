@@ -47,6 +47,9 @@ pub enum Problem {
     Corrupt { path: String, reason: String },
     /// A file the catalog does not know.
     Stray { path: String },
+    /// A stray that is a missing version's file (same size and mtime, and bytes that match
+    /// its ETag where it can tell), found elsewhere in the tree.
+    Misplaced { path: String, belongs: String },
     /// A versions JSON that is not what the catalog says (or should not exist).
     VersionsJson { dir: String, reason: String },
     /// A sync run was interrupted; `sync` resumes it.
@@ -68,6 +71,7 @@ impl Problem {
             }
             Problem::WrongMtime { .. } => "set the mtime",
             Problem::Stray { .. } => "move to quarantine",
+            Problem::Misplaced { .. } => "move it back where it belongs",
             Problem::VersionsJson { .. } => "rewrite it from the catalog",
             Problem::UnfinishedRun { .. } => {
                 "roll it back (or run `s3invbackup sync` to finish it instead)"
@@ -242,6 +246,7 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
             }
         }
     }
+    find_misplaced(backup, &held, &mut report.problems);
     for dir in expected_json.keys() {
         if !seen_json.contains(dir) {
             report.problems.push(Problem::VersionsJson {
@@ -263,6 +268,54 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         report.repaired = true;
     }
     Ok(report)
+}
+
+/// Pairs strays with missing versions: a file moved by hand (or left by an old layout) is
+/// put back instead of being quarantined and fetched again.
+fn find_misplaced(backup: &Backup, held: &[Held], problems: &mut Vec<Problem>) {
+    let missing: HashMap<&str, &Held> = held.iter().map(|h| (h.path.as_str(), h)).collect();
+    let mut by_shape: HashMap<(u64, i64), Vec<&Held>> = HashMap::new();
+    for p in problems.iter() {
+        if let Problem::Missing { path, .. } = p
+            && let Some(h) = missing.get(path.as_str())
+        {
+            by_shape
+                .entry((h.size, h.last_modified.0))
+                .or_default()
+                .push(h);
+        }
+    }
+    if by_shape.is_empty() {
+        return;
+    }
+    let mut found: Vec<(String, String)> = Vec::new();
+    for p in problems.iter() {
+        let Problem::Stray { path } = p else { continue };
+        let full = backup.root.join(path);
+        let Ok(meta) = std::fs::symlink_metadata(&full) else {
+            continue;
+        };
+        let Some(candidates) = by_shape.get_mut(&(meta.len(), mtime_ms(&meta))) else {
+            continue;
+        };
+        if let Some(i) = candidates
+            .iter()
+            .position(|h| verify_content(&full, h).is_ok())
+        {
+            let h = candidates.remove(i);
+            found.push((path.clone(), h.path.clone()));
+        }
+    }
+    for (stray, belongs) in found {
+        problems.retain(|p| {
+            !matches!(p, Problem::Stray { path } if *path == stray)
+                && !matches!(p, Problem::Missing { path, .. } if *path == belongs)
+        });
+        problems.push(Problem::Misplaced {
+            path: stray,
+            belongs,
+        });
+    }
 }
 
 fn pending_runs(backup: &Backup) -> Result<Vec<Problem>> {
@@ -380,6 +433,15 @@ fn repair(
                     .with_context(|| format!("setting the mtime of {path}"))?;
             }
             Problem::Stray { path } => to_quarantine(path)?,
+            Problem::Misplaced { path, belongs } => {
+                let (from, to) = (backup.root.join(path), backup.root.join(belongs));
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::rename(&from, &to)
+                    .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+            }
             Problem::VersionsJson { dir, .. } => {
                 write_versions_file(backup, dir, expected_json.get(dir).map(Vec::as_slice))?;
             }

@@ -791,6 +791,14 @@ fn fsck_finds_and_repairs_every_defect() {
         .set_modified(std::time::SystemTime::now())
         .unwrap();
     std::fs::write(backup.join("stray.txt"), b"not from the bucket").unwrap();
+    // A version's file moved by hand: found and put back, not fetched again.
+    std::fs::rename(
+        backup.join("empty.bin"),
+        backup.join("zarr/moved-empty.bin"),
+    )
+    .unwrap();
+    let moved_old = all_old_file(&backup, "pre-versioning.txt.old.");
+    std::fs::rename(backup.join(&moved_old), backup.join("new/moved-by-hand")).unwrap();
     std::fs::write(backup.join("zarr/0/stray"), b"nor this").unwrap();
     std::fs::write(backup.join(format!("new/.{STEM}-versions.json")), b"{}\n").unwrap();
     std::fs::write(
@@ -818,6 +826,8 @@ fn fsck_finds_and_repairs_every_defect() {
     };
     let found = kinds(&fsck(&["--json"]).code(1));
     let expected_metadata = vec![
+        ("misplaced".to_string(), "new/moved-by-hand".to_string()),
+        ("misplaced".to_string(), "zarr/moved-empty.bin".to_string()),
         ("missing".to_string(), "a.txt".to_string()),
         ("stray".into(), "stray.txt".into()),
         ("stray".into(), "zarr/0/stray".into()),
@@ -862,6 +872,17 @@ fn fsck_finds_and_repairs_every_defect() {
     sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(2);
     assert_eq!(content_snapshot(&backup), before);
     fsck(&["--verify-content"]).code(0);
+}
+
+/// The one file at the top of the tree whose name starts with `prefix`.
+fn all_old_file(backup: &Path, prefix: &str) -> String {
+    let names: Vec<String> = std::fs::read_dir(backup)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names[0].clone()
 }
 
 /// rollback after a run killed at several points gives the tree as it was before the run
