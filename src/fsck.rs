@@ -189,20 +189,7 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
     report.problems.extend(metadata_problems);
 
     if opts.verify_content {
-        let corrupt: Vec<Problem> = held
-            .par_iter()
-            .filter(|h| !bad_paths.contains(&h.path))
-            .filter_map(|h| {
-                verify_content(&backup.root.join(&h.path), h)
-                    .err()
-                    .map(|reason| Problem::Corrupt {
-                        path: h.path.clone(),
-                        reason,
-                    })
-            })
-            .collect();
-        report.bytes_verified = held.iter().map(|h| h.size).sum();
-        report.problems.extend(corrupt);
+        verify_all(backup, &held, &bad_paths, opts, &mut report)?;
     }
 
     // The tree: strays and versions JSON.
@@ -268,6 +255,100 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         report.repaired = true;
     }
     Ok(report)
+}
+
+/// Hashes every held file (all cores), with progress. Resumable: verified paths are
+/// appended to `.<stem>/verify-progress` (keyed to the catalog it checked), so an interrupted
+/// run skips them next time; the file goes when a run completes.
+fn verify_all(
+    backup: &Backup,
+    held: &[Held],
+    bad_paths: &HashSet<String>,
+    opts: &FsckOptions,
+    report: &mut FsckReport,
+) -> Result<()> {
+    use std::io::{BufRead, Write};
+    use std::sync::Mutex;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let progress_path = backup.state_dir().join("verify-progress");
+    let catalog_meta = std::fs::metadata(backup.catalog_path())?;
+    let identity = {
+        use std::os::unix::fs::MetadataExt;
+        format!(
+            "catalog {} {}.{:09}",
+            catalog_meta.len(),
+            catalog_meta.mtime(),
+            catalog_meta.mtime_nsec()
+        )
+    };
+    let mut done_before: HashSet<String> = HashSet::new();
+    if let Ok(f) = std::fs::File::open(&progress_path) {
+        let mut lines = std::io::BufReader::new(f).lines();
+        if lines.next().and_then(|l| l.ok()).as_deref() == Some(identity.as_str()) {
+            done_before.extend(lines.map_while(|l| l.ok()));
+        }
+    }
+    let resumed = !done_before.is_empty();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resumed)
+        .write(true)
+        .truncate(!resumed)
+        .open(&progress_path)
+        .with_context(|| format!("opening {}", progress_path.display()))?;
+    if !resumed {
+        writeln!(file, "{identity}")?;
+    } else {
+        tracing::warn!(
+            "resuming content verification: {} files were verified by an interrupted run",
+            done_before.len()
+        );
+    }
+    let log = Mutex::new(std::io::BufWriter::new(file));
+    let todo: Vec<&Held> = held
+        .iter()
+        .filter(|h| !bad_paths.contains(&h.path) && !done_before.contains(&h.path))
+        .collect();
+    let counters = std::sync::Arc::new(crate::progress::Counters::default());
+    let _reporter = crate::progress::Reporter::start(
+        "fsck --verify-content",
+        todo.len() as u64,
+        todo.iter().map(|h| h.size).sum(),
+        std::sync::Arc::clone(&counters),
+        opts.progress,
+        opts.progress_interval,
+    );
+    let outcomes: Vec<(Option<Problem>, bool)> = todo
+        .par_iter()
+        .map(|h| {
+            let outcome = match verify_content(&backup.root.join(&h.path), h) {
+                Ok(verified) => {
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = writeln!(log, "{}", h.path);
+                    (None, verified)
+                }
+                Err(reason) => (
+                    Some(Problem::Corrupt {
+                        path: h.path.clone(),
+                        reason,
+                    }),
+                    true,
+                ),
+            };
+            counters.files_done.fetch_add(1, Relaxed);
+            counters.bytes.fetch_add(h.size, Relaxed);
+            outcome
+        })
+        .collect();
+    drop(log);
+    let _ = std::fs::remove_file(&progress_path);
+    report.bytes_verified = todo.iter().map(|h| h.size).sum();
+    report.unverifiable = outcomes.iter().filter(|(_, v)| !v).count() as u64;
+    report
+        .problems
+        .extend(outcomes.into_iter().filter_map(|(p, _)| p));
+    Ok(())
 }
 
 /// Pairs strays with missing versions: a file moved by hand (or left by an old layout) is
