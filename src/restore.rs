@@ -158,7 +158,10 @@ fn make_dir(dest: &Path, dir: &Path, report: &mut RestoreReport) -> Result<()> {
     }
     let mut ancestor = dir.to_path_buf();
     while ancestor.starts_with(dest) && ancestor != dest {
-        if std::fs::symlink_metadata(&ancestor).is_ok_and(|m| m.is_file()) {
+        if let Ok(meta) = std::fs::symlink_metadata(&ancestor)
+            && meta.is_file()
+        {
+            report.bytes -= meta.len().min(report.bytes);
             std::fs::remove_file(&ancestor)
                 .with_context(|| format!("removing {}", ancestor.display()))?;
             let key = ancestor
