@@ -33,6 +33,9 @@ use crate::record::LocalState;
 use crate::s3::S3Client;
 use crate::timestamp::Timestamp;
 
+/// The run's catalog with this run's failures marked (written only when there are some).
+pub const FINAL_CATALOG: &str = "catalog.final.s3inv";
+
 /// A version that could not be fetched in this run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
@@ -380,7 +383,7 @@ impl Executor<'_> {
                     )
                 })
                 .collect();
-            let out = run_dir.join("catalog.final.s3inv");
+            let out = run_dir.join(FINAL_CATALOG);
             let reader = catalog::open(&planned)?;
             let mut writer =
                 catalog::create(&out, &reader.meta().source_bucket, &reader.meta().date)?;

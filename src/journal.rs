@@ -107,6 +107,39 @@ impl Journal {
     }
 }
 
+/// A named crash point for the crash campaign: `S3INVBACKUP_FAILPOINT=NAME` or `NAME:N`
+/// aborts the process (as `kill -9` would) at the N-th time (default: first) this process
+/// reaches `failpoint(NAME)`. Points: `index-built`, `planned`, `catalog-replaced`,
+/// `state-written` (one per applied date each).
+pub fn failpoint(name: &str) {
+    static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+    let Ok(spec) = std::env::var("S3INVBACKUP_FAILPOINT") else {
+        return;
+    };
+    let (want, nth) = match spec.split_once(':') {
+        Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
+        None => (spec.clone(), 1),
+    };
+    if want != name {
+        return;
+    }
+    let mut hits = HITS.lock().unwrap_or_else(|e| e.into_inner());
+    let count = match hits.iter_mut().find(|(n, _)| n == name) {
+        Some((_, c)) => {
+            *c += 1;
+            *c
+        }
+        None => {
+            hits.push((name.to_string(), 1));
+            1
+        }
+    };
+    if count == nth {
+        eprintln!("s3invbackup: S3INVBACKUP_FAILPOINT={spec} reached; aborting");
+        std::process::abort();
+    }
+}
+
 /// Every entry of a run's journal, in order (for rollback and status).
 pub fn read(run_dir: &Path) -> Result<Vec<Entry>> {
     let path = run_dir.join(FILE);

@@ -259,6 +259,7 @@ fn plan_and_run(
     let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
     let t = std::time::Instant::now();
     ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
+    crate::journal::failpoint("index-built");
     tracing::info!("{date}: index ready in {:.2} s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let run_dir = backup.runs_dir().join(date.as_str());
@@ -292,6 +293,7 @@ fn plan_and_run(
         std::fs::remove_dir_all(&run_dir).ok();
         return Err(bad_keys_error(date, &summary));
     }
+    crate::journal::failpoint("planned");
     if retry {
         state.applied.pop();
     }
@@ -314,8 +316,24 @@ fn run_one(
     state: &mut State,
     report: &mut SyncReport,
 ) -> Result<bool> {
+    // An earlier attempt that got as far as replacing the catalog only has the state left
+    // to record (its counts come from the catalog: what it did is not known any more).
+    let committed = !run_dir.join(plan::CATALOG).exists()
+        && !run_dir.join(crate::apply::FINAL_CATALOG).exists()
+        && crate::journal::read(run_dir)?.contains(&crate::journal::Entry::Commit);
     let t = std::time::Instant::now();
-    let mut outcome = executor.execute(run_dir, &summary)?;
+    let mut outcome = if committed {
+        tracing::warn!(
+            "{}: the catalog was already committed; recording the state",
+            summary.date
+        );
+        RunOutcome {
+            date: summary.date.clone(),
+            ..RunOutcome::default()
+        }
+    } else {
+        executor.execute(run_dir, &summary)?
+    };
     tracing::info!(
         "{}: executed in {:.2} s",
         summary.date,
@@ -330,7 +348,16 @@ fn run_one(
         });
         return Ok(false);
     }
-    executor.commit(run_dir, &mut outcome)?;
+    let mut summary = summary;
+    if committed {
+        let (bytes_held, not_held, retryable) = totals_from_catalog(backup)?;
+        summary.bytes_held = bytes_held;
+        summary.not_held = not_held;
+        summary.retryable = retryable;
+    } else {
+        executor.commit(run_dir, &mut outcome)?;
+    }
+    crate::journal::failpoint("catalog-replaced");
     tracing::info!(
         "{}: committed in {:.2} s",
         summary.date,
@@ -355,6 +382,7 @@ fn run_one(
         retryable: summary.retryable + failed,
     });
     backup.write_state(state)?;
+    crate::journal::failpoint("state-written");
     std::fs::remove_dir_all(run_dir)
         .with_context(|| format!("removing finished run {}", run_dir.display()))?;
     // Whatever is left in staging belongs to no run now (failed or abandoned downloads).
@@ -395,6 +423,27 @@ fn pending_run(backup: &Backup, state: &State) -> Result<Option<(PathBuf, PlanSu
         }
     }
     Ok(found)
+}
+
+/// Bytes held, versions not held, and of those the ones still listed: one pass over the
+/// catalog (only for a run resumed after its commit, whose own counts were lost).
+fn totals_from_catalog(backup: &Backup) -> Result<(u64, u64, u64)> {
+    let r = catalog::open(&backup.catalog_path())?;
+    let (mut held, mut not_held, mut retryable) = (0, 0, 0);
+    let mut stream = r.stream();
+    while let Some(rec) = stream.next_record()? {
+        if catalog::file_path(&backup.stem, rec).is_some() {
+            held += rec.size;
+        }
+        if matches!(
+            rec.local.state,
+            crate::record::LocalState::Missing | crate::record::LocalState::Archived
+        ) {
+            not_held += 1;
+            retryable += u64::from(rec.local.gone_since.0 == 0);
+        }
+    }
+    Ok((held, not_held, retryable))
 }
 
 /// The date of an interrupted, planned run that the next sync resumes (read only).
