@@ -4,7 +4,8 @@
 # expirations, a file that becomes a directory and back, multipart uploads, keys the backup
 # cannot hold). After each day it writes that day's S3 Inventory, exactly as AWS would, and
 # runs the nightly `sync`; then it shows the tree, one directory's versions JSON, the state,
-# a dry run, and the inventory tools (dates, index, dump, diff, get).
+# status, locate, restore, fsck, a dry run, and the inventory tools (dates, index, dump, diff,
+# get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(scripts/setup-venv.sh)
@@ -43,6 +44,10 @@ done
 run cat "$backup/zarr/0/.s3invbackup-versions.json"
 run cat "$backup/.s3invbackup/state.json"
 run $bin sync "$inv" "$backup" --on-bad-key skip
+run $bin status "$backup"
+run $bin locate "$backup" a.txt
+run $bin restore "$backup" --at "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --prefix zarr/ "$work/restored" || echo "(exit $?)"
+run $bin fsck "$backup" --verify-content
 run $bin sync "$inv" "$work/another" --start-date 2024-11-04 --end-date 2024-11-05 --on-bad-key skip --dry-run
 
 run $bin dates "$inv"

@@ -615,13 +615,14 @@ fn dry_run(
             p
         }
     };
-    let cache = crate::index_cache::default_cache_dir().join("dry-run");
     for date in dates
         .iter()
         .filter(|d| start.as_deref().is_none_or(|l| d.as_str() > l))
     {
         let manifest = inventory.manifest(date)?;
-        let index_path = cache.join(format!("{}-{date}.s3inv", manifest.manifest.source_bucket));
+        // Built afresh in the temporary directory: a cache keyed by bucket and date would
+        // hand a stale index to another inventory of the same names.
+        let index_path = tmp.path().join(format!("{date}.s3inv"));
         ensure_index(inventory, date, &index_path, &opts.index)?;
         let run_dir = tmp.path().join(date.as_str());
         let planner = Planner {
