@@ -384,21 +384,12 @@ impl Executor<'_> {
                 })
                 .collect();
             let out = run_dir.join(FINAL_CATALOG);
-            let reader = catalog::open(&planned)?;
-            let mut writer =
-                catalog::create(&out, &reader.meta().source_bucket, &reader.meta().date)?;
-            let mut stream = reader.stream();
-            while let Some(rec) = stream.next_record()? {
+            catalog::rewrite(&planned, &out, |rec| {
                 let id = (rec.key.clone(), rec.version_id.clone(), rec.last_modified.0);
                 if let Some(state) = failed.get(&id) {
-                    let mut r = rec.clone();
-                    r.local.state = *state;
-                    writer.push(&r)?;
-                } else {
-                    writer.push(rec)?;
+                    rec.local.state = *state;
                 }
-            }
-            writer.finish()?;
+            })?;
             out
         };
         let mut journal = Journal::open(run_dir)?;

@@ -82,6 +82,27 @@ pub fn version_path(stem: &NameStem, rec: &VersionRecord, current: bool, displac
     out
 }
 
+/// `path` is strictly inside directory `dir` (`a/b` is under `a`; `a.b` and `a` are not).
+pub fn is_under(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
+/// Copies the catalog at `from` to `to`, letting `edit` change each record's local half on
+/// the way (fsck marking versions missing, a commit marking this run's failures).
+pub fn rewrite(from: &Path, to: &Path, mut edit: impl FnMut(&mut VersionRecord)) -> Result<()> {
+    let reader = open(from)?;
+    let mut writer = create(to, &reader.meta().source_bucket, &reader.meta().date)?;
+    let mut stream = reader.stream();
+    let mut rec = VersionRecord::default();
+    while let Some(r) = stream.next_record()? {
+        rec.copy_from(r);
+        edit(&mut rec);
+        writer.push(&rec)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 /// The directory part of a relative path ("" for the top).
 pub fn parent_dir(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(d, _)| d)

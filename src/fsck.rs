@@ -20,7 +20,7 @@ use crate::backup::Backup;
 use crate::catalog::{self, file_path};
 use crate::etag::ETag;
 use crate::plan;
-use crate::record::{LocalState, VersionRecord};
+use crate::record::LocalState;
 use crate::timestamp::Timestamp;
 use crate::versions_json::{Renderer, write_versions_file};
 
@@ -545,21 +545,14 @@ fn repair(
 /// Rewrites the catalog with the versions whose files are at `paths` marked missing, and
 /// records them in the state as retryable, so that the next sync fetches them again.
 fn mark_missing(backup: &Backup, paths: &HashSet<String>) -> Result<()> {
-    let reader = catalog::open(&backup.catalog_path())?;
     let tmp = backup.state_dir().join("catalog.fsck.s3inv");
-    let mut writer = catalog::create(&tmp, &reader.meta().source_bucket, &reader.meta().date)?;
-    let mut stream = reader.stream();
     let mut marked = 0u64;
-    let mut rec = VersionRecord::default();
-    while let Some(r) = stream.next_record()? {
-        rec.copy_from(r);
-        if file_path(&backup.stem, &rec).is_some_and(|p| paths.contains(&p)) {
+    catalog::rewrite(&backup.catalog_path(), &tmp, |rec| {
+        if file_path(&backup.stem, rec).is_some_and(|p| paths.contains(&p)) {
             rec.local.state = LocalState::Missing;
             marked += 1;
         }
-        writer.push(&rec)?;
-    }
-    writer.finish()?;
+    })?;
     std::fs::rename(&tmp, backup.catalog_path())
         .with_context(|| format!("replacing {}", backup.catalog_path().display()))?;
     let mut state = backup.read_state()?;

@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, file_path, is_current, is_folder_marker};
+use crate::catalog::{self, file_path, is_current, is_folder_marker, is_under};
 use crate::etag::ETag;
 use crate::index::{IndexReader, IndexWriter};
 use crate::layout::{KeyRules, NameStem};
@@ -190,10 +190,6 @@ impl FileStack {
 /// extend `prefix` with a byte below `/` (`a-x`, `a.b` after `a`) come before `a/...`.
 fn in_range(key: &str, prefix: &str) -> bool {
     key.starts_with(prefix) && key.as_bytes().get(prefix.len()).is_none_or(|&b| b <= b'/')
-}
-
-fn is_under(key: &str, dir: &str) -> bool {
-    key.len() > dir.len() && key.starts_with(dir) && key.as_bytes()[dir.len()] == b'/'
 }
 
 /// Keys live in the inventory as files (latest version not a delete marker) or directories

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 
 use crate::backup::Backup;
-use crate::catalog::{self, is_current};
+use crate::catalog::{self, is_current, is_under};
 use crate::record::{LocalState, VersionRecord};
 
 /// One current file as its directory's versions JSON describes it.
@@ -160,10 +160,6 @@ fn versions_json_entry(out: &mut Vec<u8>, name: &str, rec: &VersionRecord) -> Re
         rec.size, rec.last_modified
     )?;
     Ok(())
-}
-
-fn is_under(path: &str, dir: &str) -> bool {
-    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
 }
 
 /// Writes (or, with `None`, removes) one directory's versions JSON. Not synced one by one:
