@@ -397,6 +397,15 @@ fn unfetchable_versions_are_reported_and_the_rest_is_backed_up() {
     assert_eq!(tree_snapshot(&backup), before);
 }
 
+fn set_mtime(path: impl AsRef<Path>, t: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
 /// (path, size, mtime, content MD5) of every file of the tree, state directory excluded.
 /// Versions JSON files are compared by content only (they are written at run time).
 fn content_snapshot(backup: &Path) -> Vec<(String, u64, i64, String)> {
@@ -767,29 +776,14 @@ fn fsck_finds_and_repairs_every_defect() {
     let mut big_bytes = std::fs::read(&big).unwrap();
     big_bytes[6 << 20] ^= 1;
     std::fs::write(&big, &big_bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&big)
-        .unwrap()
-        .set_modified(big_mtime)
-        .unwrap();
+    set_mtime(&big, big_mtime);
     let flipped = backup.join("zarr/0/1");
     let mtime = std::fs::metadata(&flipped).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&flipped).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&flipped, &bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&flipped)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(backup.join("fast.txt"))
-        .unwrap()
-        .set_modified(std::time::SystemTime::now())
-        .unwrap();
+    set_mtime(&flipped, mtime);
+    set_mtime(backup.join("fast.txt"), std::time::SystemTime::now());
     std::fs::write(backup.join("stray.txt"), b"not from the bucket").unwrap();
     // A version's file moved by hand: found and put back, not fetched again.
     std::fs::rename(
