@@ -45,7 +45,12 @@ def start(args):
         "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
         "admin.port", "admin.port.grpc", "webdav.port")}
     cmd = [weed_binary(), "mini", f"-dir={args.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+           "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+           # Every bucket is a collection with volumes of its own. Left to itself (0), weed
+           # allows free disk / volume size limit volumes: with 10 GB free that is 9, and the
+           # tenth bucket's PutObject fails with InternalError ("no free volumes left").
+           # Volumes are sparse files, so a fixed high count costs nothing.
+           "-volume.max=1000", "-master.volumeSizeLimitMB=64"]
     cmd += [f"-{name}={port}" for name, port in ports.items()]
     env = dict(os.environ)
     if args.access_key:
