@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         Command::Get(a) => (cmd::get::run(a, &cli.s3).map(|()| 0), 1),
         Command::Sync(a) => (cmd::sync::run(a, &cli.s3), 1),
         Command::Status(a) => (cmd::status::run(a).map(|()| 0), 1),
-        Command::Fsck(a) => (cmd::fsck::run(a), 1),
+        Command::Fsck(a) => (cmd::fsck::run(a, &cli.s3), 1),
         Command::Locate(a) => (cmd::locate::run(a).map(|()| 0), 1),
         Command::Restore(a) => (cmd::restore::run(a), 1),
         Command::Rollback(a) => (cmd::rollback::run(a).map(|()| 0), 1),

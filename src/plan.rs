@@ -93,6 +93,17 @@ pub struct PlanSummary {
 pub struct BadKeyEntry {
     pub key: String,
     pub reason: String,
+    /// Recorded as skipped by an earlier run: reported again, but never a reason to stop
+    /// (`--on-bad-key stop` is about keys the operator has not seen yet).
+    #[serde(default)]
+    pub known: bool,
+}
+
+impl PlanSummary {
+    /// Bad keys no earlier run recorded as skipped.
+    pub fn new_bad_keys(&self) -> usize {
+        self.bad_keys.iter().filter(|b| !b.known).count()
+    }
 }
 
 /// File names inside a run directory.
@@ -274,6 +285,7 @@ impl Planner<'_> {
                     out.summary.bad_keys.push(BadKeyEntry {
                         key: key.to_string(),
                         reason: reason.to_string(),
+                        known: true,
                     });
                 }
                 for c in group.a() {
@@ -286,6 +298,7 @@ impl Planner<'_> {
                 .a()
                 .iter()
                 .any(|c| c.local.state != LocalState::Skipped);
+            let skipped_before = !known && !group.a().is_empty();
             if !group.b().is_empty()
                 && !known
                 && let Err(reason) = self.rules.check(key)
@@ -293,12 +306,13 @@ impl Planner<'_> {
                 out.summary.bad_keys.push(BadKeyEntry {
                     key: key.to_string(),
                     reason: reason.to_string(),
+                    known: skipped_before,
                 });
-                if self.on_bad_key == OnBadKey::Stop {
+                if self.on_bad_key == OnBadKey::Stop && !skipped_before {
                     continue;
                 }
             }
-            let bad = self.on_bad_key == OnBadKey::Skip
+            let bad = (self.on_bad_key == OnBadKey::Skip || skipped_before)
                 && out.summary.bad_keys.last().is_some_and(|b| b.key == key);
             if is_live(group.b()) {
                 for f in files.active() {
@@ -650,7 +664,7 @@ impl PlanOutput {
         dirty.flush()?;
         dirty.get_ref().sync_all()?;
         self.summary.dirty_dirs = self.dirty.len() as u64;
-        if on_bad_key == OnBadKey::Stop && !self.summary.bad_keys.is_empty() {
+        if on_bad_key == OnBadKey::Stop && self.summary.new_bad_keys() > 0 {
             return Ok(self.summary);
         }
         crate::backup::write_json_atomic(&self.run_dir.join(SUMMARY), &self.summary)?;

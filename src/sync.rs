@@ -71,6 +71,39 @@ impl SyncReport {
     }
 }
 
+/// Fetches again what the backup does not hold but could (versions marked missing by a
+/// failed download or by `fsck --repair`), against the last applied date: no new date is
+/// applied. `inventory` overrides the location recorded at creation (a copy elsewhere).
+pub fn refetch(
+    backup: &Backup,
+    inventory: Option<&str>,
+    fetch: FetchOptions,
+    progress: Mode,
+    progress_interval: std::time::Duration,
+    s3: S3Config,
+) -> Result<SyncReport> {
+    let state = backup.read_state()?;
+    let Some(last) = state.last_applied() else {
+        bail!("{}: no date applied yet", backup.root.display());
+    };
+    sync(&SyncOptions {
+        inventory: inventory.unwrap_or(&backup.config.inventory).to_string(),
+        backup: backup.root.clone(),
+        start_date: None,
+        end_date: Some(last.to_string()),
+        path_filter: None,
+        name_stem: backup.stem.as_str().to_string(),
+        file_mode: backup.config.file_mode,
+        on_bad_key: OnBadKey::Stop,
+        dry_run: false,
+        fetch,
+        index: IndexOptions::default(),
+        progress,
+        progress_interval,
+        s3,
+    })
+}
+
 pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
     let inventory = Inventory::open(&opts.inventory, &opts.s3)?;
     let mut report = SyncReport {
@@ -289,7 +322,7 @@ fn plan_and_run(
         summary.fetches,
         summary.renames
     );
-    if ctx.opts.on_bad_key == OnBadKey::Stop && !summary.bad_keys.is_empty() {
+    if ctx.opts.on_bad_key == OnBadKey::Stop && summary.new_bad_keys() > 0 {
         std::fs::remove_dir_all(&run_dir).ok();
         return Err(bad_keys_error(date, &summary));
     }
@@ -573,15 +606,16 @@ fn ensure_index(
 
 fn bad_keys_error(date: &InventoryDate, summary: &PlanSummary) -> anyhow::Error {
     let mut msg = format!(
-        "inventory {date} lists {} key(s) that cannot be stored as paths; nothing was changed. \
-         Rerun with --on-bad-key skip to record them as skipped and back up the rest:",
-        summary.bad_keys.len()
+        "inventory {date} lists {} new key(s) that cannot be stored as paths; nothing was \
+         changed. Rerun with --on-bad-key skip to record them as skipped and back up the rest:",
+        summary.new_bad_keys()
     );
-    for b in summary.bad_keys.iter().take(50) {
+    let new = summary.bad_keys.iter().filter(|b| !b.known);
+    for b in new.take(50) {
         msg.push_str(&format!("\n  {:?}: {}", b.key, b.reason));
     }
-    if summary.bad_keys.len() > 50 {
-        msg.push_str(&format!("\n  ... and {} more", summary.bad_keys.len() - 50));
+    if summary.new_bad_keys() > 50 {
+        msg.push_str(&format!("\n  ... and {} more", summary.new_bad_keys() - 50));
     }
     anyhow::anyhow!(msg)
 }

@@ -9,16 +9,21 @@ use s3invbackup::backup::Backup;
 use s3invbackup::fsck::{FsckOptions, fsck};
 use s3invbackup::progress::human_bytes;
 
-use super::{ProgressArgs, output};
+use s3invbackup::fetch::FetchOptions;
+use s3invbackup::sync::refetch;
+
+use super::{ProgressArgs, S3Args, output};
 
 /// Compare the tree with the catalog, without network access: missing files, wrong sizes or
 /// mtimes, files the catalog does not know (strays), versions JSON that disagree, an
-/// unfinished sync (--repair rolls it back). --verify-content also checks every file's bytes against its ETag (MD5,
-/// or the MD5 of part MD5s). Each problem is listed with the fix --repair applies; --repair
-/// never deletes: strays and damaged files go to `.<stem>/quarantine/`, damaged and missing
-/// versions are fetched again by the next sync.
+/// unfinished sync (--repair rolls it back). --verify-content also checks every file's bytes
+/// against its ETag (MD5, or the MD5 of part MD5s). Each problem is listed with the fix
+/// --repair applies; --repair never deletes: strays and damaged files go to
+/// `.<stem>/quarantine/`, and damaged and missing versions are downloaded again from the
+/// bucket (as of the last applied date; --no-fetch leaves that to the next sync).
 ///
-/// Exit status: 0 clean; 1 problems found (or repaired: run fsck again to confirm).
+/// Exit status: 0 clean; 1 problems found (or repaired: run fsck again to confirm); 2
+/// repaired, but some versions could not be downloaded again (the next sync retries them).
 #[derive(Debug, Args)]
 pub struct FsckArgs {
     /// The backup directory
@@ -29,6 +34,16 @@ pub struct FsckArgs {
     /// Fix what was found (takes the writer's lock)
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: do not download damaged and missing versions again (no network
+    /// access); the next sync does
+    #[arg(long)]
+    pub no_fetch: bool,
+    /// With --repair: read the inventory here instead of where the backup was created from
+    #[arg(long)]
+    pub inventory: Option<String>,
+    /// With --repair: download threads
+    #[arg(long, default_value_t = 32)]
+    pub jobs: usize,
     /// One JSON document instead of text
     #[arg(long)]
     pub json: bool,
@@ -37,7 +52,7 @@ pub struct FsckArgs {
 }
 
 /// Returns the exit status.
-pub fn run(args: &FsckArgs) -> Result<u8> {
+pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<u8> {
     let backup = Backup::open(&args.backup)?
         .with_context(|| format!("{} is not a backup", args.backup.display()))?;
     let report = fsck(
@@ -84,6 +99,32 @@ pub fn run(args: &FsckArgs) -> Result<u8> {
         );
     }
     out.flush()?;
+    let retryable = backup
+        .read_state()?
+        .applied
+        .last()
+        .map_or(0, |a| a.retryable);
+    if args.repair && !args.no_fetch && retryable > 0 {
+        eprintln!("downloading {retryable} version(s) the backup should hold again");
+        let refetched = refetch(
+            &backup,
+            args.inventory.as_deref(),
+            FetchOptions {
+                jobs: args.jobs.max(1),
+                ..FetchOptions::default()
+            },
+            args.progress.mode(),
+            args.progress.interval(),
+            s3.config(),
+        )?;
+        if refetched.failures > 0 {
+            eprintln!(
+                "{} version(s) could not be downloaded; the next sync retries them",
+                refetched.failures
+            );
+            return Ok(2);
+        }
+    }
     Ok(u8::from(!report.problems.is_empty()))
 }
 
