@@ -13,37 +13,15 @@ same sync from an empty directory until it aborts (as kill -9 would), resumes it
 the reference. Prints one line per point and a summary; exit 1 if any point failed.
 """
 import argparse
-import hashlib
 import json
 import os
 import random
 import subprocess
 import sys
-import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from campaign_common import Campaign, applied, first_differences, snapshot
+
 FAILPOINTS = ["index-built", "planned", "catalog-replaced", "state-written"]
-
-
-def snapshot(root):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        if os.path.relpath(dirpath, root) == ".":
-            dirnames[:] = [d for d in dirnames if d != ".s3invbackup"]
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            st = os.stat(path)
-            with open(path, "rb") as f:
-                md5 = hashlib.md5(f.read()).hexdigest()
-            mtime = 0 if name.endswith("-versions.json") else st.st_mtime_ns // 1_000_000
-            out[rel] = (st.st_size, mtime, md5)
-    return out
-
-
-def applied(root):
-    with open(os.path.join(root, ".s3invbackup", "state.json")) as f:
-        return [a["date"] for a in json.load(f)["applied"]]
 
 
 def main():
@@ -53,30 +31,18 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
     binary = os.path.abspath(a.bin)
-    work = tempfile.mkdtemp(prefix="campaign-crash-")
-    server = json.loads(subprocess.run(
-        [sys.executable, os.path.join(HERE, "s3server.py"), "start", "--dir", os.path.join(work, "seaweedfs"),
-         "--watch-pid", str(os.getpid()), "--access-key", "testkey", "--secret-key", "testsecret"],
-        check=True, capture_output=True, text=True).stdout)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testkey", AWS_SECRET_ACCESS_KEY="testsecret",
-               AWS_ENDPOINT_URL=server["endpoint"], HOME="/nonexistent")
-    env.pop("AWS_PROFILE", None)
-    env.pop("S3INVBACKUP_CRASH_AFTER", None)
-    env.pop("S3INVBACKUP_FAILPOINT", None)
+    c = Campaign("crash")
+    env = c.env
     try:
-        inv = os.path.join(work, "inventory")
-        subprocess.run([sys.executable, os.path.join(HERE, "fixtures.py"), "--endpoint", server["endpoint"],
-                        "--bucket", "campaign", "--scenario", "sync", "--local-dir", inv],
-                       check=True, capture_output=True)
-        dates = sorted(d for d in os.listdir(inv) if d[0].isdigit())
+        inv, _, dates = c.fixture("campaign", "--scenario", "sync")
         args = ["--progress", "none", "--start-date", dates[0], "--on-bad-key", "skip"]
 
         def sync(backup, extra_env=None):
             return subprocess.run([binary, "sync", inv, backup, *args], env=dict(env, **(extra_env or {})),
                                   capture_output=True, text=True)
 
-        reference = os.path.join(work, "reference")
-        report = os.path.join(work, "reference.json")
+        reference = c.path("reference")
+        report = c.path("reference.json")
         r = subprocess.run([binary, "sync", inv, reference, *args, "--report", report], env=env,
                            capture_output=True, text=True)
         assert r.returncode in (0, 2), r.stderr
@@ -98,7 +64,7 @@ def main():
                 chosen.append(("S3INVBACKUP_FAILPOINT", f"{phase}:{rng.randint(1, len(dates))}"))
         failures = 0
         for i, (var, value) in enumerate(chosen):
-            backup = os.path.join(work, f"b{i}")
+            backup = c.path(f"b{i}")
             crashed = sync(backup, {var: value})
             problems = []
             if crashed.returncode >= 0:
@@ -112,8 +78,7 @@ def main():
             if not problems:
                 got = snapshot(backup)
                 if got != want:
-                    diff = sorted(set(got.items()) ^ set(want.items()))[:4]
-                    problems.append(f"tree differs: {diff}")
+                    problems.append(f"tree differs: {first_differences(got, want)}")
                 if applied(backup) != want_dates:
                     problems.append("applied dates differ")
             failures += bool(problems)
@@ -125,9 +90,7 @@ def main():
               f"named failpoints to choose from, seed {a.seed})")
         return 1 if failures else 0
     finally:
-        subprocess.run([sys.executable, os.path.join(HERE, "s3server.py"), "stop", "--pid", str(server["pid"])],
-                       capture_output=True)
-        subprocess.run(["rm", "-rf", work])
+        c.close()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ are chosen per request by rules, set with `POST /__proxy/rules` (a JSON list) an
     {"method": "GET", "path": "regex", "query": "regex",     (all optional; match = search)
      "fault": "reset" | "truncate" | "status" | "flip" | "latency",
      "probability": 1.0, "times": N,                          (at most N hits; default unlimited)
-     "after": BYTES,                                          (reset/truncate/flip: body offset)
+     "after": BYTES | "random",                               (reset/truncate/flip: body offset)
      "status": 503, "code": "SlowDown",                       (status)
      "delay_ms": 200}                                         (latency)
 
@@ -57,6 +57,14 @@ def pick_fault(method, path, query):
             STATE["hits"][i] = STATE["hits"].get(i, 0) + 1
             return rule
     return None
+
+
+def offset(rule, default, length):
+    after = rule.get("after", default)
+    if after == "random":
+        with LOCK:
+            return RNG.randrange(length)
+    return after
 
 
 class Proxy(BaseHTTPRequestHandler):
@@ -120,7 +128,7 @@ class Proxy(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         if rule and rule["fault"] in ("reset", "truncate") and len(data) > 0:
-            cut = min(rule.get("after", len(data) // 2), len(data) - 1)
+            cut = min(offset(rule, len(data) // 2, len(data)), len(data) - 1)
             self.wfile.write(data[:cut])
             self.wfile.flush()
             if rule["fault"] == "reset":
@@ -129,7 +137,7 @@ class Proxy(BaseHTTPRequestHandler):
             self.connection.close()
             return
         if rule and rule["fault"] == "flip" and len(data) > 0:
-            at = min(rule.get("after", 0), len(data) - 1)
+            at = min(offset(rule, 0, len(data)), len(data) - 1)
             data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
         self.wfile.write(data)
 

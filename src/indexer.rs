@@ -24,7 +24,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rayon::prelude::*;
 
 use crate::index::{IndexMeta, IndexStats, IndexWriter};
-use crate::inventory::{DataFile, DatedManifest, Inventory, InventoryDate, RowParser, RowReader};
+use crate::inventory::{
+    DataFile, DatedManifest, Inventory, InventoryDate, READ_ATTEMPTS, RowParser, RowReader,
+    is_mismatch,
+};
 use crate::progress::{Counters, Mode, Reporter};
 use crate::record::VersionRecord;
 use crate::sort::{self, SortBuffer};
@@ -72,7 +75,32 @@ pub struct IndexSummary {
 /// per thread are nothing next to the budget, big enough that channel traffic is noise.
 const BATCH_BYTES: usize = 1 << 20;
 
+/// Builds the index of `date` into `out` (written under a temporary name, renamed at the end).
+///
+/// From S3, a data file whose bytes do not match the manifest's MD5 is a damaged transfer:
+/// the build starts again (rows already sorted may have come from it), at most
+/// [`READ_ATTEMPTS`] times.
 pub fn build_index(
+    inventory: &Inventory,
+    date: &InventoryDate,
+    out: &Path,
+    opts: &IndexOptions,
+) -> Result<IndexSummary> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match build_once(inventory, date, out, opts) {
+            Err(e) if inventory.is_remote() && is_mismatch(&e) && attempt < READ_ATTEMPTS => {
+                tracing::warn!(
+                    "{e:#}; building the index again (attempt {attempt} of {READ_ATTEMPTS})"
+                );
+            }
+            result => return result,
+        }
+    }
+}
+
+fn build_once(
     inventory: &Inventory,
     date: &InventoryDate,
     out: &Path,

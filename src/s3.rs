@@ -223,13 +223,30 @@ impl S3Client {
                 action.with_continuation_token(t.clone());
             }
             let url = action.sign(PRESIGN_FOR);
-            let response = self
-                .send_with_retries("LIST", bucket, prefix, || self.http.get(url.clone()).send())?;
-            let body = response
-                .bytes()
-                .with_context(|| format!("listing s3://{bucket}/{prefix}"))?;
-            let page = rusty_s3::actions::ListObjectsV2::parse_response(&body)
-                .with_context(|| format!("listing s3://{bucket}/{prefix}: unreadable response"))?;
+            // A page whose body breaks off or does not parse is asked for again, like a
+            // page that failed with a 5xx.
+            let mut attempt = 0;
+            let page = loop {
+                attempt += 1;
+                let response = self.send_with_retries("LIST", bucket, prefix, || {
+                    self.http.get(url.clone()).send()
+                })?;
+                let page = response
+                    .bytes()
+                    .with_context(|| format!("listing s3://{bucket}/{prefix}"))
+                    .and_then(|body| {
+                        rusty_s3::actions::ListObjectsV2::parse_response(&body).with_context(|| {
+                            format!("listing s3://{bucket}/{prefix}: unreadable response")
+                        })
+                    });
+                match page {
+                    Err(e) if attempt < ATTEMPTS => {
+                        tracing::warn!("{e:#}; retrying (attempt {attempt} of {ATTEMPTS})");
+                        std::thread::sleep(backoff(attempt));
+                    }
+                    page => break page?,
+                }
+            };
             for c in page.contents {
                 listing.keys.push((url_decode(&c.key)?, c.size));
             }

@@ -368,6 +368,23 @@ fn malformed_row() {
     b.fails_with(&["bad.csv.gz: row 2: field IsLatest", "\"maybe\"", "k/bad"]);
 }
 
+/// A bad row in a file that is not the one the manifest describes is a symptom: the error
+/// is the MD5 mismatch (which, from S3, makes the file be read again), the row comes second.
+#[test]
+fn a_bad_row_in_a_file_that_fails_its_md5_is_blamed_on_the_md5() {
+    let b = Bad::new();
+    b.add_rows(&format!(
+        "\"synthetic-archive\",\"k/ok\",\"v1\",\"true\",\"false\",{GOOD_TAIL}\n"
+    ));
+    let victim = b.root().join("data/bad.csv.gz");
+    std::fs::write(&victim, gzip(b"\"synthetic-archive\",\"k/short\"\n")).unwrap();
+    b.fails_with(&[
+        "bad.csv.gz: size mismatch",
+        "seen first as: ",
+        "row 1: expected 11 fields",
+    ]);
+}
+
 #[test]
 fn wrong_field_count() {
     let b = Bad::new();

@@ -269,3 +269,71 @@ fn dump_into_a_closed_pipe_is_not_an_error() {
         .unwrap();
     assert!(status.success(), "dump | head failed: {status}");
 }
+
+/// A transfer that damages bytes without breaking the connection (the proxy flips one byte)
+/// is caught by the manifest's checksum or the data file's MD5, and the file is read again:
+/// the index comes out identical to the one built from the local copy. A file that never
+/// arrives intact is an MD5 mismatch after three attempts, and no index is left behind.
+#[test]
+fn damaged_inventory_transfers_are_read_again() {
+    use_server();
+    let fx = fixture("flipped-transfer", &["--files", "2", "--days", "1"]);
+    let date = fx.model.as_object().unwrap().keys().next().unwrap().clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let local_idx = tmp.path().join("local.s3inv");
+    cli()
+        .arg("index")
+        .arg(&fx.local)
+        .args(["--date", &date, "-o"])
+        .arg(&local_idx)
+        .assert()
+        .success();
+    let proxy = proxy();
+    let data = "/inventories/inv/flipped-transfer/all-versions/data/";
+    let manifest = "/inventories/inv/flipped-transfer/all-versions/.*/manifest.json";
+    proxy.set_rules(serde_json::json!([
+        {"method": "GET", "path": manifest, "fault": "flip", "after": 10, "times": 1},
+        // A flipped byte early in the gzip stream breaks the decoder before the end of the
+        // file: the error must still be blamed on the transfer, not the inventory.
+        {"method": "GET", "path": data, "fault": "flip", "after": 20, "times": 2},
+    ]));
+    let s3_idx = tmp.path().join("s3.s3inv");
+    cli()
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .arg("index")
+        .arg(&fx.s3_url)
+        .args(["--date", &date, "-o"])
+        .arg(&s3_idx)
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("MD5 mismatch"));
+    let hits = proxy.hits();
+    assert_eq!((hits["0"].as_u64(), hits["1"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        std::fs::read(&local_idx).unwrap(),
+        std::fs::read(&s3_idx).unwrap()
+    );
+
+    proxy.set_rules(serde_json::json!([
+        {"method": "GET", "path": data, "fault": "flip", "after": 20},
+    ]));
+    let never = tmp.path().join("never.s3inv");
+    cli()
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .arg("index")
+        .arg(&fx.s3_url)
+        .args(["--date", &date, "-o"])
+        .arg(&never)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("MD5 mismatch: expected"))
+        .stderr(predicates::str::contains("attempt 2 of 3"));
+    proxy.set_rules(serde_json::json!([]));
+    assert!(!never.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".s3invbackup"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

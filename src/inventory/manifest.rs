@@ -39,9 +39,10 @@ impl Manifest {
             .to_ascii_lowercase();
         let actual = hex(&Md5::digest(manifest));
         if expected != actual {
-            bail!(
+            return Err(super::rows::Mismatch(format!(
                 "{name}: MD5 mismatch against manifest.checksum: expected {expected}, actual {actual}"
-            );
+            ))
+            .into());
         }
         let manifest: Manifest = serde_json::from_slice(manifest)
             .with_context(|| format!("{name}: not a valid S3 Inventory manifest"))?;

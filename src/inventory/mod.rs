@@ -8,7 +8,7 @@ mod schema;
 
 pub use date::{DateSpec, InventoryDate};
 pub use manifest::{Manifest, ManifestFile, data_file_path, hex};
-pub use rows::{DataFile, RowReader};
+pub use rows::{DataFile, Mismatch, RowReader, is_mismatch};
 pub use schema::{Columns, RowError, RowParser};
 
 use std::collections::BTreeMap;
@@ -19,6 +19,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use crate::s3::{S3Client, S3Config};
+
+/// How many times a file read from S3 is read whole when it does not match its checksum
+/// (a damaged transfer) before that is an error.
+pub const READ_ATTEMPTS: u32 = 3;
 
 /// Where an inventory lives: the folder that holds the dated folders, `data/` and `hive/`.
 pub enum Location {
@@ -186,13 +190,30 @@ impl Inventory {
         }
     }
 
+    /// True when the inventory is read over the network, where a read that does not match
+    /// its checksum is worth repeating.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.location, Location::S3 { .. })
+    }
+
     /// Reads and verifies the manifest of `date`, and maps its columns.
     pub fn manifest(&self, date: &InventoryDate) -> Result<DatedManifest> {
         let manifest_rel = format!("{date}/manifest.json");
-        let manifest_bytes = self.read_small(&manifest_rel)?;
-        let checksum = self.read_small(&format!("{date}/manifest.checksum"))?;
         let name = self.describe(&manifest_rel);
-        let manifest = Manifest::parse_verified(&manifest_bytes, &checksum, &name)?;
+        let mut attempt = 0;
+        let manifest = loop {
+            attempt += 1;
+            let manifest_bytes = self.read_small(&manifest_rel)?;
+            let checksum = self.read_small(&format!("{date}/manifest.checksum"))?;
+            match Manifest::parse_verified(&manifest_bytes, &checksum, &name) {
+                Err(e) if self.is_remote() && is_mismatch(&e) && attempt < READ_ATTEMPTS => {
+                    tracing::warn!(
+                        "{e:#}; reading it again (attempt {attempt} of {READ_ATTEMPTS})"
+                    );
+                }
+                result => break result?,
+            }
+        };
         let columns = Columns::from_schema(&manifest.file_schema).with_context(|| name.clone())?;
         if !columns.has_versions() {
             tracing::warn!(

@@ -8,13 +8,32 @@
 use std::io::{self, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use flate2::bufread::MultiGzDecoder;
 use md5::{Digest, Md5};
 
 use super::{Inventory, RowParser, hex};
 use crate::key::RawBytes;
 use crate::record::VersionRecord;
+
+/// The bytes read are not the file the inventory describes (size or MD5 differs from the
+/// manifest, or the manifest from its checksum). From S3 this can be a damaged transfer, so
+/// the caller reads again; a local copy that does not match is simply bad.
+#[derive(Debug)]
+pub struct Mismatch(pub String);
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+/// True if `e` (or what caused it) is a [`Mismatch`].
+pub fn is_mismatch(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Mismatch>())
+}
 
 /// A data file as the manifest lists it.
 #[derive(Debug, Clone)]
@@ -54,6 +73,9 @@ pub struct RowReader<'a> {
     parser: &'a RowParser,
     row: csv::ByteRecord,
     row_number: u64,
+    /// The stream holds the whole file (not a peek at its head), so its size and MD5 can be
+    /// checked when a row turns out bad.
+    whole: bool,
 }
 
 impl<'a> RowReader<'a> {
@@ -64,12 +86,10 @@ impl<'a> RowReader<'a> {
         parser: &'a RowParser,
         progress: &'a AtomicU64,
     ) -> Result<RowReader<'a>> {
-        Ok(RowReader::from_stream(
-            inventory.open_stream(&file.rel)?,
-            file,
-            parser,
-            progress,
-        ))
+        let mut reader =
+            RowReader::from_stream(inventory.open_stream(&file.rel)?, file, parser, progress);
+        reader.whole = true;
+        Ok(reader)
     }
 
     /// Reads rows from `stream`, which holds the file (or, for a peek at its first rows, the
@@ -98,6 +118,7 @@ impl<'a> RowReader<'a> {
             parser,
             row: csv::ByteRecord::new(),
             row_number: 0,
+            whole: false,
         }
     }
 
@@ -109,31 +130,51 @@ impl<'a> RowReader<'a> {
     /// Reads the next row into `out`. Returns false at the end of the file, after the
     /// file's size and MD5 have been checked against the manifest.
     pub fn next_record(&mut self, out: &mut VersionRecord) -> Result<bool> {
-        let more = self.csv.read_byte_record(&mut self.row).map_err(|e| {
-            let reason = match e.kind() {
-                csv::ErrorKind::Io(io) => format!("reading: {io} (truncated or corrupt gzip?)"),
-                _ => e.to_string(),
-            };
-            anyhow!(
-                "{}: after row {}: {reason}",
-                self.file.display,
-                self.row_number
-            )
-        })?;
+        let more = match self.csv.read_byte_record(&mut self.row) {
+            Ok(more) => more,
+            Err(e) => {
+                let reason = match e.kind() {
+                    csv::ErrorKind::Io(io) => {
+                        format!("reading: {io} (truncated or corrupt gzip?)")
+                    }
+                    _ => e.to_string(),
+                };
+                let e = anyhow!(
+                    "{}: after row {}: {reason}",
+                    self.file.display,
+                    self.row_number
+                );
+                return Err(self.blame(e));
+            }
+        };
         if !more {
             self.finish()?;
             return Ok(false);
         }
         self.row_number += 1;
-        self.parser.parse(&self.row, out).map_err(|e| {
-            anyhow!(
+        if let Err(e) = self.parser.parse(&self.row, out) {
+            let e = anyhow!(
                 "{}: row {}: {e}; row: {}",
                 self.file.display,
                 self.row_number,
                 RawRow(&self.row)
-            )
-        })?;
+            );
+            return Err(self.blame(e));
+        }
         Ok(true)
+    }
+
+    /// A bad row or a broken gzip stream is only the file's fault if the file is the one
+    /// the manifest describes: read the rest and check. If it is not, the mismatch is the
+    /// error (and the bad row a symptom of it).
+    fn blame(&mut self, row_error: anyhow::Error) -> anyhow::Error {
+        if !self.whole {
+            return row_error;
+        }
+        match self.finish() {
+            Err(e) if is_mismatch(&e) => e.context(format!("(seen first as: {row_error:#})")),
+            _ => row_error,
+        }
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -143,19 +184,18 @@ impl<'a> RowReader<'a> {
             .map_err(|e| anyhow!("{}: reading: {e}", self.file.display))?;
         let actual = hex(&body.md5.clone().finalize());
         if body.bytes != self.file.size {
-            bail!(
+            return Err(Mismatch(format!(
                 "{}: size mismatch: manifest says {} bytes, read {}",
-                self.file.display,
-                self.file.size,
-                body.bytes
-            );
+                self.file.display, self.file.size, body.bytes
+            ))
+            .into());
         }
         if actual != self.file.md5 {
-            bail!(
+            return Err(Mismatch(format!(
                 "{}: MD5 mismatch: expected {} (manifest), actual {actual}",
-                self.file.display,
-                self.file.md5
-            );
+                self.file.display, self.file.md5
+            ))
+            .into());
         }
         Ok(())
     }
