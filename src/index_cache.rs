@@ -65,10 +65,16 @@ pub fn resolve(
     let path = dir.join(format!("{date}.s3inv"));
     if path.exists() {
         match IndexReader::open(&path) {
-            Ok(r) if r.meta().date == date.as_str() => return Ok(path),
-            Ok(_) | Err(_) => {
-                tracing::warn!("cached index {} is unusable; rebuilding it", path.display())
+            Ok(r)
+                if r.meta().date == date.as_str()
+                    && r.meta().manifest_md5 == inventory.manifest_checksum(&date)? =>
+            {
+                return Ok(path);
             }
+            Ok(_) | Err(_) => tracing::info!(
+                "cached index {} is not of this inventory's manifest; rebuilding it",
+                path.display()
+            ),
         }
     }
     build_index(&inventory, &date, &path, opts)?;

@@ -115,6 +115,7 @@ fn build_once(
         date: date.to_string(),
         creation_timestamp: dm.manifest.creation_timestamp.clone(),
         file_schema: dm.manifest.file_schema.clone(),
+        manifest_md5: dm.md5.clone(),
     };
     let out_dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

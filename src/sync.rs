@@ -113,7 +113,12 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         ..SyncReport::default()
     };
     let existing = Backup::open(&opts.backup)?;
-    let complete = inventory.complete_dates()?;
+    let entries = inventory.dates()?;
+    let complete: Vec<InventoryDate> = entries
+        .iter()
+        .filter(|e| e.is_complete())
+        .map(|e| e.date.clone())
+        .collect();
     if complete.is_empty() {
         bail!("{}: no complete inventory date", opts.inventory);
     }
@@ -126,6 +131,7 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         None => None,
     };
     let dates = select_dates(&complete, &state, pending.as_deref(), opts)?;
+    warn_incomplete(&entries, state.last_applied(), dates.last());
     let path_filter = effective_filter(existing.as_ref(), opts)?;
 
     if opts.dry_run {
@@ -500,6 +506,37 @@ fn planned_run_date(backup: &Backup, state: &State) -> Result<Option<String>> {
 /// --end-date. `--start-date` chooses where a new backup begins; given again to a backup
 /// that began there (the same command run again after an interruption) it changes nothing,
 /// and any other start at or before the last applied date is refused.
+/// An incomplete date between the ones applied is a hole in the history (AWS failed to
+/// finish that day's inventory, or a copy of it is partial): say so. One after them is
+/// usually today's, still being written.
+fn warn_incomplete(
+    entries: &[crate::inventory::DateEntry],
+    last_applied: Option<&str>,
+    newest_selected: Option<&InventoryDate>,
+) {
+    for e in entries.iter().filter(|e| !e.is_complete()) {
+        if last_applied.is_some_and(|l| e.date.as_str() <= l) {
+            continue;
+        }
+        let missing = if e.has_manifest {
+            "manifest.checksum"
+        } else {
+            "manifest.json"
+        };
+        if newest_selected.is_some_and(|n| e.date.as_str() < n.as_str()) {
+            tracing::warn!(
+                "inventory date {} is incomplete (no {missing}): skipped",
+                e.date
+            );
+        } else {
+            tracing::info!(
+                "inventory date {} is not complete yet (no {missing}): not applied",
+                e.date
+            );
+        }
+    }
+}
+
 fn select_dates(
     complete: &[InventoryDate],
     state: &State,
@@ -594,6 +631,7 @@ fn ensure_index(
     if let Ok(r) = IndexReader::open(path)
         && r.meta().date == date.as_str()
         && r.meta().kind == "inventory"
+        && r.meta().manifest_md5 == inventory.manifest_checksum(date)?
     {
         return Ok(());
     }

@@ -68,6 +68,10 @@ pub struct IndexMeta {
     pub creation_timestamp: String,
     /// Manifest `fileSchema`, for the record: which columns this index was built from.
     pub file_schema: String,
+    /// The MD5 of the manifest (its `manifest.checksum`): an index kept between runs is
+    /// only reused for the very inventory it was built from. Empty in a spill run.
+    #[serde(default)]
+    pub manifest_md5: String,
 }
 
 /// Totals over an index, written at the end so that `diff` and `dump` summaries need no scan.

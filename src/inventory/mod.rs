@@ -18,6 +18,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use md5::{Digest, Md5};
+
 use crate::s3::{S3Client, S3Config};
 
 /// How many times a file read from S3 is read whole when it does not match its checksum
@@ -56,6 +58,8 @@ impl DateEntry {
 /// A verified manifest of one date, ready to read.
 pub struct DatedManifest {
     pub date: InventoryDate,
+    /// Lowercase hex MD5 of manifest.json (verified against manifest.checksum).
+    pub md5: String,
     pub manifest: Manifest,
     pub columns: Columns,
     pub data_files: Vec<DataFile>,
@@ -196,6 +200,13 @@ impl Inventory {
         matches!(self.location, Location::S3 { .. })
     }
 
+    /// The MD5 that `date`'s manifest.checksum announces (lowercase hex): one small read, to
+    /// tell whether an index built earlier is of this very manifest.
+    pub fn manifest_checksum(&self, date: &InventoryDate) -> Result<String> {
+        let bytes = self.read_small(&format!("{date}/manifest.checksum"))?;
+        Ok(String::from_utf8_lossy(&bytes).trim().to_ascii_lowercase())
+    }
+
     /// Reads and verifies the manifest of `date`, and maps its columns.
     pub fn manifest(&self, date: &InventoryDate) -> Result<DatedManifest> {
         let manifest_rel = format!("{date}/manifest.json");
@@ -211,9 +222,10 @@ impl Inventory {
                         "{e:#}; reading it again (attempt {attempt} of {READ_ATTEMPTS})"
                     );
                 }
-                result => break result?,
+                result => break (result?, hex(&Md5::digest(&manifest_bytes))),
             }
         };
+        let (manifest, md5) = manifest;
         let columns = Columns::from_schema(&manifest.file_schema).with_context(|| name.clone())?;
         if !columns.has_versions() {
             tracing::warn!(
@@ -233,6 +245,7 @@ impl Inventory {
         }
         Ok(DatedManifest {
             date: date.clone(),
+            md5,
             manifest,
             columns,
             data_files,

@@ -1,0 +1,609 @@
+//! The bad-input campaign for `sync`: a table of malformed inventories and damaged backups.
+//! Each case starts from a backup holding the first of three dates (the boto3 fixture's
+//! "basic" scenario), breaks one thing, and runs `sync` for the rest. It must fail with an
+//! error that names the culprit (or do what README documents for it), leave every byte of the
+//! backup as it was (state directory included), and, once the cause is removed, the next
+//! `sync` must end with the same tree as a backup that never met the bad input.
+//! RELIABILITY.md lists the cases with what each one checks.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{add_data_file, cli, edit_manifest, fixture, gzip, md5_hex, use_server};
+
+const STEM: &str = "s3invbackup";
+
+/// Every file under the backup, state directory included (but its lock file, which names
+/// the last process that took it): path, size, mtime (ms), MD5 of the bytes.
+fn full_snapshot(root: &Path) -> Vec<(String, u64, i64, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .display()
+                .to_string();
+            if meta.is_dir() {
+                stack.push(entry.path());
+                out.push((rel + "/", 0, 0, String::new()));
+            } else if rel != format!(".{STEM}/lock") {
+                let md5 = md5_hex(&std::fs::read(entry.path()).unwrap());
+                out.push((
+                    rel,
+                    meta.len(),
+                    meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000,
+                    md5,
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The tree a user sees (no state directory; versions JSON by content, as its mtime is the
+/// run's): what a recovered backup is compared by.
+fn user_tree(root: &Path) -> Vec<(String, u64, i64, String)> {
+    full_snapshot(root)
+        .into_iter()
+        .filter(|(p, ..)| !p.starts_with(&format!(".{STEM}/")))
+        .map(|(p, size, mtime, md5)| {
+            let json = p.ends_with(&format!(".{STEM}-versions.json"));
+            (p, size, if json { 0 } else { mtime }, md5)
+        })
+        .collect()
+}
+
+struct World {
+    _tmp: tempfile::TempDir,
+    inventory: PathBuf,
+    backup: PathBuf,
+    dates: Vec<String>,
+    /// After all three dates, as a backup that never met a bad input.
+    reference: Vec<(String, u64, i64, String)>,
+    reference_code: i32,
+}
+
+fn sync(inventory: &Path, backup: &Path, extra: &[&str]) -> std::process::Output {
+    cli()
+        .arg("sync")
+        .arg(inventory)
+        .arg(backup)
+        .args(["--progress", "none", "--jobs", "8"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A copy of the inventory and of a backup that has applied its first date.
+fn world(base: &World, name: &str) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{name}: copying {}", from.display());
+    };
+    let inventory = tmp.path().join("inventory");
+    let backup = tmp.path().join("backup");
+    copy(&base.inventory, &inventory);
+    copy(&base.backup, &backup);
+    World {
+        _tmp: tmp,
+        inventory,
+        backup,
+        dates: base.dates.clone(),
+        reference: base.reference.clone(),
+        reference_code: base.reference_code,
+    }
+}
+
+/// `bucket` names the fixture's bucket (one per test: tests run in parallel).
+fn base(bucket: &str) -> World {
+    use_server();
+    let fx = fixture(bucket, &["--files", "2"]);
+    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(dates.len(), 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let reference_dir = tmp.path().join("reference");
+    let out = sync(&fx.local, &reference_dir, &["--start-date", &dates[0]]);
+    let reference_code = out.status.code().unwrap();
+    assert!(matches!(reference_code, 0 | 2), "{out:?}");
+    let backup = tmp.path().join("backup");
+    let out = sync(
+        &fx.local,
+        &backup,
+        &["--start-date", &dates[0], "--end-date", &dates[0]],
+    );
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{out:?}");
+    let inventory = tmp.path().join("inventory");
+    assert!(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&fx.local)
+            .arg(&inventory)
+            .status()
+            .unwrap()
+            .success()
+    );
+    World {
+        reference: user_tree(&reference_dir),
+        _tmp: tmp,
+        inventory,
+        backup,
+        dates,
+        reference_code,
+    }
+}
+
+/// The rows of the data files a date's manifest lists, as CSV records.
+fn rows_of(w: &World, date: &str) -> Vec<csv::StringRecord> {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(w.inventory.join(date).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let mut rows = Vec::new();
+    for f in manifest["files"].as_array().unwrap() {
+        let name = f["key"].as_str().unwrap().rsplit('/').next().unwrap();
+        let gz = std::fs::File::open(w.inventory.join("data").join(name)).unwrap();
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(flate2::read::MultiGzDecoder::new(gz));
+        rows.extend(r.records().map(Result::unwrap));
+    }
+    rows
+}
+
+fn csv_line(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n"
+}
+
+/// A row of date 2 for `key`, with the given changes, added as a data file of its own.
+fn add_row(w: &World, date: &str, from_key: &str, edit: impl Fn(&mut Vec<String>)) {
+    let row = rows_of(w, date)
+        .into_iter()
+        .find(|r| &r[1] == from_key)
+        .unwrap_or_else(|| panic!("no row for {from_key} in {date}"));
+    let mut fields: Vec<String> = row.iter().map(str::to_string).collect();
+    edit(&mut fields);
+    add_data_file(
+        &w.inventory,
+        date,
+        "added.csv.gz",
+        &gzip(csv_line(&fields).as_bytes()),
+    );
+}
+
+fn data_file_of(w: &World, date: &str, i: usize) -> PathBuf {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(w.inventory.join(date).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let key = manifest["files"][i]["key"].as_str().unwrap();
+    w.inventory
+        .join("data")
+        .join(key.rsplit('/').next().unwrap())
+}
+
+/// What a case expects of the first sync after the damage.
+enum Outcome {
+    /// Exit 1 with every needle in stderr, and the backup exactly as it was.
+    Refused(&'static [&'static str]),
+    /// Exit as the reference did; the tree equals the reference (a documented recovery).
+    Applied,
+}
+
+struct Case {
+    name: &'static str,
+    damage: fn(&World),
+    /// Extra flags for the first sync.
+    flags: &'static [&'static str],
+    outcome: Outcome,
+    /// Removes the cause; then a sync with `recover_flags` must reach the reference tree.
+    recover: Option<fn(&World)>,
+    recover_flags: &'static [&'static str],
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "manifest lists a missing data file",
+            damage: |w| {
+                let f = data_file_of(w, &w.dates[1], 0);
+                std::fs::rename(&f, f.with_extension("away")).unwrap();
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["data/", "No such file"]),
+            recover: Some(|w| {
+                let f = data_file_of(w, &w.dates[1], 0);
+                std::fs::rename(f.with_extension("away"), &f).unwrap();
+            }),
+            recover_flags: &[],
+        },
+        Case {
+            name: "date folder incomplete (no manifest.checksum), asked for by --end-date",
+            damage: |w| {
+                let d = w.inventory.join(&w.dates[1]);
+                std::fs::rename(d.join("manifest.checksum"), d.join("checksum.away")).unwrap();
+            },
+            flags: &["--end-date", "2024-11-02"],
+            outcome: Outcome::Refused(&["--end-date 2024-11-02", "no complete inventory"]),
+            recover: Some(|w| {
+                let d = w.inventory.join(&w.dates[1]);
+                std::fs::rename(d.join("checksum.away"), d.join("manifest.checksum")).unwrap();
+            }),
+            recover_flags: &[],
+        },
+        Case {
+            name: "manifest.json that does not match manifest.checksum",
+            damage: |w| {
+                let m = w.inventory.join(&w.dates[1]).join("manifest.json");
+                let mut bytes = std::fs::read(&m).unwrap();
+                bytes.extend_from_slice(b" ");
+                std::fs::write(&m, bytes).unwrap();
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["manifest.json: MD5 mismatch against manifest.checksum"]),
+            recover: Some(|w| {
+                let m = w.inventory.join(&w.dates[1]).join("manifest.json");
+                let bytes = std::fs::read(&m).unwrap();
+                std::fs::write(&m, &bytes[..bytes.len() - 1]).unwrap();
+            }),
+            recover_flags: &[],
+        },
+        Case {
+            name: "data file whose bytes do not match the manifest's MD5",
+            damage: |w| {
+                let f = data_file_of(w, &w.dates[1], 0);
+                let mut bytes = std::fs::read(&f).unwrap();
+                let n = bytes.len();
+                bytes[n - 9] ^= 1;
+                std::fs::write(&f, bytes).unwrap();
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["MD5 mismatch: expected"]),
+            recover: Some(|w| {
+                let f = data_file_of(w, &w.dates[1], 0);
+                let mut bytes = std::fs::read(&f).unwrap();
+                let n = bytes.len();
+                bytes[n - 9] ^= 1;
+                std::fs::write(&f, bytes).unwrap();
+            }),
+            recover_flags: &[],
+        },
+        Case {
+            name: "row with a bad field",
+            damage: |w| add_row(w, &w.dates[1], "a.txt", |f| f[3] = "maybe".into()),
+            flags: &[],
+            outcome: Outcome::Refused(&["added.csv.gz: row 1: field IsLatest", "maybe"]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "row with the wrong number of fields",
+            damage: |w| add_row(w, &w.dates[1], "a.txt", |f| f.truncate(4)),
+            flags: &[],
+            outcome: Outcome::Refused(&["added.csv.gz: row 1: expected 15 fields", "found 4"]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "the same version listed twice, identically (dropped)",
+            damage: |w| add_row(w, &w.dates[1], "a.txt", |_| {}),
+            flags: &[],
+            outcome: Outcome::Applied,
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "the same version listed twice, differently",
+            damage: |w| add_row(w, &w.dates[1], "a.txt", |f| f[5] = "12345".into()),
+            flags: &[],
+            outcome: Outcome::Refused(&["a.txt", "listed twice"]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "key with a component longer than NAME_MAX",
+            damage: |w| {
+                add_row(w, &w.dates[1], "new/on-day-2.txt", |f| {
+                    f[1] = format!("new/{}", "n".repeat(256));
+                })
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["cannot be stored as paths", "nnnnnnnn", "255"]),
+            recover: None,
+            recover_flags: &["--on-bad-key", "skip"],
+        },
+        Case {
+            name: "key that is not UTF-8 once decoded",
+            damage: |w| add_row(w, &w.dates[1], "a.txt", |f| f[1] = "a%FF.txt".into()),
+            flags: &[],
+            outcome: Outcome::Refused(&["added.csv.gz: row 1: field Key", "not valid UTF-8"]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "schema without a required column",
+            damage: |w| {
+                edit_manifest(&w.inventory, &w.dates[1], |m| {
+                    m["fileSchema"] = m["fileSchema"]
+                        .as_str()
+                        .unwrap()
+                        .replace(", ETag", ", Etag2")
+                        .into();
+                })
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["ETag"]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "inventory of another bucket",
+            damage: |w| {
+                edit_manifest(&w.inventory, &w.dates[1], |m| {
+                    m["sourceBucket"] = "other".into()
+                })
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["\"other\"", "\"bad-inputs\""]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "--start-date of a date the inventory does not have",
+            damage: |_| {},
+            flags: &["--start-date", "2024-10-01"],
+            outcome: Outcome::Refused(&["--start-date 2024-10-01: no complete inventory"]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "catalog with a damaged block",
+            damage: |w| {
+                let c = w.backup.join(format!(".{STEM}/catalog.s3inv"));
+                let mut bytes = std::fs::read(&c).unwrap();
+                bytes[100] ^= 0xff;
+                std::fs::write(&c, bytes).unwrap();
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["catalog.s3inv"]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
+            name: "state.json that is not JSON",
+            damage: |w| {
+                std::fs::write(w.backup.join(format!(".{STEM}/state.json")), b"{not json").unwrap()
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&["state.json"]),
+            recover: None,
+            recover_flags: &[],
+        },
+    ]
+}
+
+/// Every case: refused (or documented) on the first sync, nothing lost, and recovered.
+#[test]
+fn bad_inputs_are_refused_and_lose_nothing() {
+    let base = base("bad-inputs");
+    let mut failures = Vec::new();
+    for case in cases() {
+        let w = world(&base, case.name);
+        let before = full_snapshot(&w.backup);
+        (case.damage)(&w);
+        let damaged_backup = full_snapshot(&w.backup);
+        let out = sync(&w.inventory, &w.backup, case.flags);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match case.outcome {
+            Outcome::Refused(needles) => {
+                if out.status.code() != Some(1) {
+                    failures.push(format!(
+                        "{}: exit {:?}, expected 1: {stderr}",
+                        case.name,
+                        out.status.code()
+                    ));
+                }
+                for n in needles {
+                    if !stderr.contains(n) {
+                        failures.push(format!("{}: {n:?} not in: {stderr}", case.name));
+                    }
+                }
+                // The date's index may stay in .<stem>/indexes/ (a cache, reused by the
+                // next run if the manifest is the same); nothing else may change.
+                let cached = format!(".{STEM}/indexes/");
+                let after = full_snapshot(&w.backup);
+                let changed: Vec<_> = after
+                    .iter()
+                    .filter(|e| !damaged_backup.contains(e) && !e.0.starts_with(&cached))
+                    .chain(damaged_backup.iter().filter(|e| !after.contains(e)))
+                    .map(|e| &e.0)
+                    .collect();
+                if !changed.is_empty() {
+                    failures.push(format!("{}: the backup changed: {changed:?}", case.name));
+                }
+                // Put things right: undo the damage (or the inventory's own fix), then sync.
+                match case.recover {
+                    Some(recover) => recover(&w),
+                    None if damaged_backup != before => continue,
+                    None => {
+                        std::fs::remove_dir_all(&w.inventory).unwrap();
+                        std::process::Command::new("cp")
+                            .arg("-a")
+                            .arg(&base.inventory)
+                            .arg(&w.inventory)
+                            .status()
+                            .unwrap();
+                    }
+                }
+                let out = sync(&w.inventory, &w.backup, case.recover_flags);
+                if out.status.code() != Some(base.reference_code) {
+                    failures.push(format!("{}: sync after recovery: {out:?}", case.name));
+                }
+            }
+            Outcome::Applied => {
+                if out.status.code() != Some(base.reference_code) {
+                    failures.push(format!(
+                        "{}: exit {:?}: {stderr}",
+                        case.name,
+                        out.status.code()
+                    ));
+                }
+            }
+        }
+        if user_tree(&w.backup) != base.reference {
+            failures.push(format!(
+                "{}: the final tree differs from the reference",
+                case.name
+            ));
+        }
+        let fsck = cli().arg("fsck").arg(&w.backup).output().unwrap();
+        if !fsck.status.success() {
+            failures.push(format!(
+                "{}: fsck: {}",
+                case.name,
+                String::from_utf8_lossy(&fsck.stdout)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Makes a directory of the backup unwritable for the life of the guard: a read-only bind
+/// mount when running as root (root ignores permission bits), mode 0555 otherwise.
+struct ReadOnly(PathBuf, bool);
+
+impl ReadOnly {
+    fn new(dir: &Path) -> ReadOnly {
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            for args in [&["--bind"][..], &["-o", "remount,bind,ro"][..]] {
+                let ok = std::process::Command::new("mount")
+                    .args(args)
+                    .arg(dir)
+                    .arg(dir)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "mount {args:?} {} failed", dir.display());
+            }
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        ReadOnly(dir.to_path_buf(), root)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        if self.1 {
+            std::process::Command::new("umount")
+                .arg(&self.0)
+                .status()
+                .unwrap();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
+/// A directory the next date must change is read-only: the run stops (exit 1) naming it,
+/// having changed nothing in that directory; once it is writable again, the next sync
+/// finishes the run and the tree is the reference's.
+#[test]
+fn a_read_only_subdirectory_stops_the_run_until_it_is_writable() {
+    let base = base("bad-inputs-read-only");
+    let w = world(&base, "read-only");
+    let dir = w.backup.join("dir");
+    let dir_before: Vec<_> = full_snapshot(&dir);
+    let guard = ReadOnly::new(&dir);
+    let out = sync(&w.inventory, &w.backup, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("dir/b.txt"), "{stderr}");
+    assert!(
+        stderr.contains("Read-only file system") || stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    assert_eq!(full_snapshot(&dir), dir_before);
+    drop(guard);
+    let status = cli()
+        .args(["status", "--json"])
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["pending_runs"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert_eq!(out.status.code(), Some(base.reference_code), "{out:?}");
+    assert_eq!(user_tree(&w.backup), base.reference);
+    cli().arg("fsck").arg(&w.backup).assert().code(0);
+}
+
+/// A versions JSON edited by hand: sync never reads it (the catalog is the truth), fsck
+/// names the directory, and `fsck --repair` writes it again from the catalog.
+#[test]
+fn a_hand_edited_versions_json_is_found_and_rewritten() {
+    let base = base("bad-inputs-edited-json");
+    let w = world(&base, "edited-json");
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert_eq!(out.status.code(), Some(base.reference_code), "{out:?}");
+    // big/ does not change after the first date, so no run rewrites its JSON.
+    let json = w.backup.join(format!("big/.{STEM}-versions.json"));
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.contains("multipart.bin"), "{text}");
+    std::fs::write(&json, text.replace("multipart.bin", "renamed-by-hand.bin")).unwrap();
+    let out = cli()
+        .args(["fsck", "--json"])
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems: Vec<(String, String)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["problem"].as_str().unwrap().into(),
+                p["dir"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        vec![("versions-json".to_string(), "big".to_string())]
+    );
+    cli()
+        .args(["fsck", "--repair", "--no-fetch"])
+        .arg(&w.backup)
+        .assert()
+        .code(1);
+    cli().arg("fsck").arg(&w.backup).assert().code(0);
+    assert_eq!(user_tree(&w.backup), base.reference);
+}
