@@ -330,6 +330,13 @@ impl Executor<'_> {
                         Err(e) => *error.borrow_mut() = Some(e),
                     }
                 }
+                Err(FetchError::Local(e)) => {
+                    // Disk full, too many open files...: stop asking for more; what verified
+                    // stays in staging for the run that resumes this one.
+                    if error.borrow().is_none() {
+                        *error.borrow_mut() = Some(e);
+                    }
+                }
                 Err(e) => {
                     let state = match e {
                         FetchError::Archived(_) => LocalState::Archived,

@@ -70,12 +70,19 @@ pub enum FetchError {
     /// The bytes did not verify, twice.
     #[error("verification failed: {0}")]
     Corrupt(String),
+    /// Our side failed (disk full, too many open files, permissions): not the version's
+    /// fault, and every other download would meet it too. The caller stops the run.
+    #[error("{0:#}")]
+    Local(anyhow::Error),
     #[error("{0:#}")]
     Other(anyhow::Error),
 }
 
 impl FetchError {
     fn classify(e: anyhow::Error) -> FetchError {
+        if is_local_exhaustion(&e) {
+            return FetchError::Local(e);
+        }
         if let Some(s3) = e.downcast_ref::<S3Error>() {
             let text = s3.to_string();
             return match (s3.status, s3.code.as_deref()) {
@@ -87,6 +94,56 @@ impl FetchError {
         }
         FetchError::Other(e)
     }
+}
+
+/// Out of descriptors or space (a socket that cannot be opened is as much our side's
+/// failure as a file that cannot be written).
+fn is_local_exhaustion(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .is_some_and(|code| {
+                [libc::EMFILE, libc::ENFILE, libc::ENOSPC, libc::EDQUOT].contains(&code)
+            })
+    })
+}
+
+/// Descriptors the rest of a run may hold besides the downloads: stdio, the catalog and
+/// index readers, the journal, the plan, the HTTP client's own.
+const FD_RESERVE: u64 = 32;
+/// Per download thread: its connection and its staging file, with room for a range job.
+const FD_PER_JOB: u64 = 3;
+
+/// How many download threads the descriptor limit allows. The soft limit is first raised to
+/// the hard one (what a process may do for itself); if even that is too low for `jobs`
+/// threads, fewer are used, with a warning, instead of failing downloads with EMFILE.
+pub fn jobs_within_fd_limit(jobs: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return jobs;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let allowed = (lim.rlim_cur.saturating_sub(FD_RESERVE) / FD_PER_JOB).max(1) as usize;
+    if allowed < jobs {
+        tracing::warn!(
+            "the open-file limit is {}: using {allowed} download threads instead of {jobs}",
+            lim.rlim_cur
+        );
+        return allowed;
+    }
+    jobs
 }
 
 #[derive(Debug, Clone)]
@@ -264,7 +321,7 @@ impl Worker<'_> {
             Ok((ranges, parts_are_ranges)) => {
                 let file = match create_staging(&request.dest, request.size, ranges.len() > 1) {
                     Ok(f) => f,
-                    Err(e) => return self.finish(request, Err(FetchError::Other(e))),
+                    Err(e) => return self.finish(request, Err(FetchError::Local(e))),
                 };
                 let n = ranges.len();
                 let job = Arc::new(ObjectJob {
@@ -429,7 +486,7 @@ impl Worker<'_> {
                         job.file
                             .write_all_at(&buf[..n], range.start + done)
                             .with_context(|| format!("writing {}", r.dest.display()))
-                            .map_err(FetchError::Other)?;
+                            .map_err(FetchError::Local)?;
                         if hash {
                             md5.update(&buf[..n]);
                         }
@@ -490,7 +547,7 @@ impl Worker<'_> {
             job.file
                 .set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
                 .with_context(|| format!("finishing {}", request.dest.display()))
-                .map_err(FetchError::Other)?;
+                .map_err(FetchError::Local)?;
             Ok(v)
         });
         match outcome {
@@ -564,7 +621,7 @@ fn verify(
 ) -> Result<Verified, FetchError> {
     let len = file
         .metadata()
-        .map_err(|e| FetchError::Other(e.into()))?
+        .map_err(|e| FetchError::Local(e.into()))?
         .len();
     if len != r.size {
         return Err(FetchError::Corrupt(format!(
@@ -596,7 +653,7 @@ fn verify(
         part_md5[0]
     } else {
         // Ranges arrived in any order; hash the file front to back.
-        md5_of_file(file).map_err(|e| FetchError::Other(e.into()))?
+        md5_of_file(file).map_err(|e| FetchError::Local(e.into()))?
     };
     let actual = ETag { md5, parts: 0 };
     if actual == etag {

@@ -621,9 +621,10 @@ impl PlanOutput {
     }
 
     fn step(&mut self, step: &Step) -> Result<()> {
-        serde_json::to_writer(&mut self.steps, step)?;
-        self.steps.write_all(b"\n")?;
-        Ok(())
+        serde_json::to_writer(&mut self.steps, step)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(self.steps.write_all(b"\n")?))
+            .with_context(|| format!("writing {}", self.run_dir.join(STEPS).display()))
     }
 
     /// Appends a record to the new catalog and counts it.
@@ -650,19 +651,23 @@ impl PlanOutput {
 
     fn finish(mut self, on_bad_key: OnBadKey) -> Result<PlanSummary> {
         self.catalog.finish()?;
-        self.steps.flush()?;
-        self.steps.get_ref().sync_all()?;
+        let steps_path = self.run_dir.join(STEPS);
+        self.steps
+            .flush()
+            .and_then(|()| self.steps.get_ref().sync_all())
+            .with_context(|| format!("writing {}", steps_path.display()))?;
         let dirty_path = self.run_dir.join(DIRTY);
-        let mut dirty = BufWriter::new(
-            File::create(&dirty_path)
-                .with_context(|| format!("creating {}", dirty_path.display()))?,
-        );
-        for d in &self.dirty {
-            serde_json::to_writer(&mut dirty, d)?;
-            dirty.write_all(b"\n")?;
-        }
-        dirty.flush()?;
-        dirty.get_ref().sync_all()?;
+        let write_dirty = || -> Result<()> {
+            let mut dirty = BufWriter::new(File::create(&dirty_path)?);
+            for d in &self.dirty {
+                serde_json::to_writer(&mut dirty, d)?;
+                dirty.write_all(b"\n")?;
+            }
+            dirty.flush()?;
+            dirty.get_ref().sync_all()?;
+            Ok(())
+        };
+        write_dirty().with_context(|| format!("writing {}", dirty_path.display()))?;
         self.summary.dirty_dirs = self.dirty.len() as u64;
         if on_bad_key == OnBadKey::Stop && self.summary.new_bad_keys() > 0 {
             return Ok(self.summary);

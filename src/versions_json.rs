@@ -181,7 +181,11 @@ pub fn write_versions_file(backup: &Backup, dir: &str, text: Option<&[u8]>) -> R
         ));
     }
     let tmp = dir_path.join(format!("{}.tmp", backup.stem.versions_file()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        // A full disk must not leave a half-written file among the user's.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
     std::fs::rename(&tmp, &path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

@@ -110,7 +110,7 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<u8> {
             &backup,
             args.inventory.as_deref(),
             FetchOptions {
-                jobs: args.jobs.max(1),
+                jobs: s3invbackup::fetch::jobs_within_fd_limit(args.jobs.max(1)),
                 ..FetchOptions::default()
             },
             args.progress.mode(),

@@ -55,7 +55,7 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         .into_temp_path();
     let _cleanup = s3invbackup::interrupt::Cleanup::register(&staging);
     let opts = FetchOptions {
-        jobs: args.jobs.max(1),
+        jobs: s3invbackup::fetch::jobs_within_fd_limit(args.jobs.max(1)),
         part_size: args.part_size.max(1),
         ..FetchOptions::default()
     };

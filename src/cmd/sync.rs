@@ -90,7 +90,7 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<u8> {
         },
         dry_run: args.dry_run,
         fetch: FetchOptions {
-            jobs: args.jobs.max(1),
+            jobs: s3invbackup::fetch::jobs_within_fd_limit(args.jobs.max(1)),
             part_size: args.part_size.max(1 << 20),
             ..FetchOptions::default()
         },
