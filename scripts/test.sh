@@ -14,3 +14,13 @@ cargo test --all-targets --locked
 seed="${CAMPAIGN_SEED:-7}"
 "$venv/bin/python" scripts/campaign-crash.py --bin target/debug/s3invbackup --n 6 --seed "$seed"
 "$venv/bin/python" scripts/campaign-network.py --bin target/debug/s3invbackup --rounds 1 --seed "$seed"
+# The resource campaign mounts small tmpfs filesystems: it needs root.
+probe=$(mktemp -d)
+if mount -t tmpfs -o size=64k tmpfs "$probe" 2>/dev/null; then
+    umount "$probe"
+    "$venv/bin/python" scripts/campaign-resources.py --bin target/debug/s3invbackup --points 4 --seed "$seed"
+else
+    echo "SKIPPED: scripts/campaign-resources.py (cannot mount tmpfs here: needs root)"
+fi
+rmdir "$probe"
+scripts/campaign-fuzz.sh 20

@@ -13,6 +13,12 @@ use super::codec::{decode_record_after, get_varint};
 use super::{FORMAT_VERSION, IndexMeta, IndexStats, MAGIC, TRAILER_LEN, TRAILER_MAGIC};
 use crate::record::VersionRecord;
 
+/// A fuzzing build (`cargo fuzz` sets `--cfg fuzzing`) takes every checksum as good, so
+/// that mutated inputs reach the decoders the checksums guard.
+fn crc_differs(bytes: &[u8], expected: u32) -> bool {
+    !cfg!(fuzzing) && crc32fast::hash(bytes) != expected
+}
+
 /// Where one block lives and what it starts with.
 #[derive(Debug, Clone)]
 pub struct BlockEntry {
@@ -36,6 +42,12 @@ pub struct IndexReader {
 /// Blocks a stream's reading thread may decode ahead of the consumer by default: enough to
 /// ride out scheduling hiccups on a busy machine (~2 MiB of records per stream).
 pub const READAHEAD_BLOCKS: usize = 16;
+
+/// Bounds on what a directory may announce (a block holds ~64 KiB of records; one record
+/// is at most a few KiB), so that a damaged directory cannot make the reader allocate
+/// without limit.
+const MAX_BLOCK_RAW: u64 = 16 << 20;
+const MAX_DIR_ENTRY: usize = 2048;
 
 fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -72,8 +84,13 @@ impl IndexReader {
             );
         }
         let meta_len = u32_at(&head, 12) as usize;
+        // Lengths read from the file are checked against its size before anything is
+        // allocated for them: a damaged length must be an error, not a 4 GiB allocation.
+        if 16 + meta_len as u64 + 4 + TRAILER_LEN as u64 > len {
+            return Err(corrupt("header length exceeds the file (corrupted)"));
+        }
         let meta_raw = read_at(&file, path, 16, meta_len + 4)?;
-        if crc32fast::hash(&meta_raw[..meta_len]) != u32_at(&meta_raw, meta_len) {
+        if crc_differs(&meta_raw[..meta_len], u32_at(&meta_raw, meta_len)) {
             return Err(corrupt("header checksum mismatch (corrupted)"));
         }
         let meta: IndexMeta = serde_json::from_slice(&meta_raw[..meta_len])
@@ -88,23 +105,36 @@ impl IndexReader {
         let dir_crc = u32_at(&trailer, 12);
         let stats_len = u32_at(&trailer, 16) as usize;
         let stats_crc = u32_at(&trailer, 20);
-        if dir_offset + (dir_len + stats_len + TRAILER_LEN) as u64 != len {
+        if dir_offset.checked_add((dir_len + stats_len + TRAILER_LEN) as u64) != Some(len) {
             return Err(corrupt(
                 "trailer does not match the file length (corrupted)",
             ));
         }
         let tail = read_at(&file, path, dir_offset, dir_len + stats_len)?;
         let (dir, stats_raw) = tail.split_at(dir_len);
-        if crc32fast::hash(dir) != dir_crc || crc32fast::hash(stats_raw) != stats_crc {
+        if crc_differs(dir, dir_crc) || crc_differs(stats_raw, stats_crc) {
             return Err(corrupt("block directory checksum mismatch (corrupted)"));
         }
         let stats: IndexStats =
             serde_json::from_slice(stats_raw).map_err(|e| corrupt(&format!("bad stats: {e}")))?;
-        let dir =
-            zstd::stream::decode_all(dir).map_err(|e| corrupt(&format!("bad directory: {e}")))?;
+        // An entry is at most ~50 bytes of numbers and a key of at most 1,024 bytes.
+        let dir_limit = (stats.blocks.min(len) as usize).saturating_mul(MAX_DIR_ENTRY);
+        let dir = zstd::bulk::decompress(dir, dir_limit)
+            .map_err(|e| corrupt(&format!("bad directory: {e}")))?;
         let blocks = parse_directory(&dir).map_err(|e| corrupt(&format!("bad directory: {e}")))?;
         if blocks.len() as u64 != stats.blocks {
             return Err(corrupt("block count disagrees with the stats (corrupted)"));
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            if b.offset
+                .checked_add(b.compressed_len)
+                .is_none_or(|end| end > dir_offset)
+                || b.raw_len > MAX_BLOCK_RAW
+            {
+                return Err(corrupt(&format!(
+                    "block {i} lies outside the data or is too big (corrupted)"
+                )));
+            }
         }
         Ok(IndexReader {
             file: Arc::new(file),
@@ -178,7 +208,7 @@ fn load_block(
             b.offset
         )
     })?;
-    if crc32fast::hash(compressed) != b.crc {
+    if crc_differs(compressed, b.crc) {
         bail!(
             "index {}: block {idx} at offset {} fails its checksum (corrupted); rebuild the index",
             path.display(),
@@ -330,7 +360,10 @@ fn parse_directory(dir: &[u8]) -> Result<Vec<BlockEntry>> {
         let crc = u32::from_le_bytes(crc_bytes.try_into().expect("4 bytes"));
         pos += 4;
         let key_len = get_varint(dir, &mut pos)? as usize;
-        let key = dir.get(pos..pos + key_len).context("truncated")?;
+        let key = pos
+            .checked_add(key_len)
+            .and_then(|end| dir.get(pos..end))
+            .context("truncated")?;
         pos += key_len;
         blocks.push(BlockEntry {
             offset,

@@ -115,3 +115,18 @@ fn truncated_index_is_reported() {
     let msg = format!("{:#}", IndexReader::open(&path).err().unwrap());
     assert!(msg.contains("trailer"), "{msg}");
 }
+
+/// Found by the index_reader fuzz target: a damaged header length made `open` allocate
+/// whatever the length said (4 GiB) before noticing anything.
+#[test]
+fn a_damaged_header_length_is_an_error_not_an_allocation() {
+    let (_dir, path) = write_index(&[record("a", "1", 1)]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[12..16].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let err = IndexReader::open(&path).err().expect("must fail");
+    assert!(
+        format!("{err:#}").contains("header length exceeds the file"),
+        "{err:#}"
+    );
+}
