@@ -54,6 +54,7 @@ fn every_date_matches_the_model() {
     let backup = tmp.path().join("backup");
     let report_path = tmp.path().join("report.json");
     let mut model = Model::new(STEM, &BAD_KEYS);
+    let mut moments = Vec::new();
     let mut day = 0;
     while let Some(date) = generator.next_date() {
         day += 1;
@@ -111,6 +112,7 @@ fn every_date_matches_the_model() {
         assert_tree(&backup, &model, &date);
         // restore at this moment (the bucket is paused in this date's state) gives exactly
         // the bucket's current files, byte for byte, with their mtimes.
+        let paused_at = std::time::Instant::now();
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
@@ -134,6 +136,7 @@ fn every_date_matches_the_model() {
             .map(|(p, _, mtime, md5)| (p, mtime, Some(md5)))
             .collect();
         assert_eq!(got, want, "restore at {now} (date {date})");
+        moments.push((now.clone(), date.clone(), want));
         let r = report(&report_path);
         assert_eq!(r["dates"].as_array().unwrap().len(), 1, "{r}");
         assert_eq!(r["dates"][0]["plan"]["date"], date.as_str());
@@ -144,9 +147,63 @@ fn every_date_matches_the_model() {
         if day == 3 {
             assert_eq!(r["resumed"], date.as_str(), "{r}");
         }
+        // LastModified has one-second resolution: the next date's first write must come a
+        // whole second after `now`, or restoring at `now` later could not tell them apart.
+        std::thread::sleep(
+            std::time::Duration::from_millis(1100).saturating_sub(paused_at.elapsed()),
+        );
         generator.go_on();
     }
     assert_eq!(day, 5);
+
+    // The final backup restores the bucket as it was at each of those moments: versions
+    // replaced or deleted since are still held, and come back for their time. A version or
+    // delete marker later deleted from the bucket counts until the first inventory date that
+    // no longer lists it, and the fixture stamps its dates in 2024, before every real moment
+    // here: so only keys whose whole history is still listed at the end are compared.
+    let all = generator.model();
+    let rows_of = |date: &str| -> Vec<(String, String)> {
+        all[date]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let r = support::backup_model::Row::from_json(r);
+                (r.id.key, r.id.version_id)
+            })
+            .collect()
+    };
+    let dates = applied_dates(&backup);
+    let at_end: std::collections::HashSet<(String, String)> =
+        rows_of(dates.last().unwrap()).into_iter().collect();
+    let rewritten: std::collections::HashSet<String> = dates
+        .iter()
+        .flat_map(|d| rows_of(d))
+        .filter(|id| !at_end.contains(id))
+        .map(|(key, _)| key)
+        .collect();
+    let comparable = |path: &String| !rewritten.contains(path);
+    for (i, (at, date, want)) in moments.iter().enumerate() {
+        let want: Vec<_> = want.iter().filter(|w| comparable(&w.0)).cloned().collect();
+        let restored = tmp.path().join(format!("restored-from-final-{i}"));
+        cli()
+            .args(["restore", "--progress", "none"])
+            .arg(&backup)
+            .args(["--at", at])
+            .arg(&restored)
+            .assert()
+            .code(2);
+        let got: Vec<(String, i64, Option<String>)> = content_snapshot(&restored)
+            .into_iter()
+            .map(|(p, _, mtime, md5)| (p, mtime, Some(md5)))
+            .filter(|g| comparable(&g.0))
+            .collect();
+        assert!(want.len() > 10, "too few keys left to compare: {want:?}");
+        assert_eq!(
+            got, want,
+            "restore from the final backup at {at} (date {date})"
+        );
+    }
 
     // No new date: nothing fetched, nothing changed.
     let before = tree_snapshot(&backup);
