@@ -35,7 +35,7 @@ import subprocess
 import sys
 import urllib.request
 
-from campaign_common import HERE, Campaign, applied, first_differences, snapshot
+from campaign_common import HERE, Campaign, applied, data_files, first_differences, snapshot
 
 KINDS = [
     ("reset", {"fault": "reset", "after": "random"}),
@@ -46,10 +46,6 @@ KINDS = [
     ("latency 300 ms", {"fault": "latency", "delay_ms": 300}),
 ]
 ATTEMPTS = 3
-
-
-def data_files(snap):
-    return {p: v for p, v in snap.items() if not p.endswith("-versions.json")}
 
 
 def rules(rate):

@@ -34,13 +34,9 @@ import resource
 import subprocess
 import sys
 
-from campaign_common import Campaign, first_differences, snapshot
+from campaign_common import Campaign, data_files, first_differences, snapshot
 
 NOFILE_LIMITS = [8, 12, 16, 20, 24, 32, 48, 64]
-
-
-def data_files(snap):
-    return {p: v for p, v in snap.items() if not p.endswith("-versions.json")}
 
 
 def failed_versions(report):

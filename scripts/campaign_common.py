@@ -77,6 +77,11 @@ def snapshot(root, stem="s3invbackup"):
     return out
 
 
+def data_files(snap):
+    """A snapshot without the versions JSON (which lists only what is held)."""
+    return {p: v for p, v in snap.items() if not p.endswith("-versions.json")}
+
+
 def first_differences(got, want, n=4):
     return sorted(set(got.items()) ^ set(want.items()))[:n]
 

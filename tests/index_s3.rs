@@ -297,14 +297,17 @@ fn damaged_inventory_transfers_are_read_again() {
         // file: the error must still be blamed on the transfer, not the inventory.
         {"method": "GET", "path": data, "fault": "flip", "after": 20, "times": 2},
     ]));
+    let index_through_proxy = |out: &std::path::Path| {
+        cli()
+            .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+            .arg("index")
+            .arg(&fx.s3_url)
+            .args(["--date", &date, "-o"])
+            .arg(out)
+            .assert()
+    };
     let s3_idx = tmp.path().join("s3.s3inv");
-    cli()
-        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
-        .arg("index")
-        .arg(&fx.s3_url)
-        .args(["--date", &date, "-o"])
-        .arg(&s3_idx)
-        .assert()
+    index_through_proxy(&s3_idx)
         .success()
         .stderr(predicates::str::contains("MD5 mismatch"));
     let hits = proxy.hits();
@@ -318,13 +321,7 @@ fn damaged_inventory_transfers_are_read_again() {
         {"method": "GET", "path": data, "fault": "flip", "after": 20},
     ]));
     let never = tmp.path().join("never.s3inv");
-    cli()
-        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
-        .arg("index")
-        .arg(&fx.s3_url)
-        .args(["--date", &date, "-o"])
-        .arg(&never)
-        .assert()
+    index_through_proxy(&never)
         .code(1)
         .stderr(predicates::str::contains("MD5 mismatch: expected"))
         .stderr(predicates::str::contains("attempt 2 of 3"));
