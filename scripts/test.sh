@@ -23,4 +23,4 @@ else
     echo "SKIPPED: scripts/campaign-resources.py (cannot mount tmpfs here: needs root)"
 fi
 rmdir "$probe"
-scripts/campaign-fuzz.sh 20
+scripts/campaign-fuzz.sh 20 dev
