@@ -485,6 +485,11 @@ fn totals_from_catalog(backup: &Backup) -> Result<(u64, u64, u64)> {
     Ok((held, not_held, retryable))
 }
 
+/// The date of a run that stopped part-way and that the next sync resumes, if any.
+pub fn interrupted_run(backup: &Backup) -> Result<Option<String>> {
+    planned_run_date(backup, &backup.read_state()?)
+}
+
 /// The date of an interrupted, planned run that the next sync resumes (read only).
 fn planned_run_date(backup: &Backup, state: &State) -> Result<Option<String>> {
     let Ok(entries) = std::fs::read_dir(backup.runs_dir()) else {
@@ -502,10 +507,6 @@ fn planned_run_date(backup: &Backup, state: &State) -> Result<Option<String>> {
     Ok(newest)
 }
 
-/// The dates a sync applies: those after the last applied (or resumed) one, up to
-/// --end-date. `--start-date` chooses where a new backup begins; given again to a backup
-/// that began there (the same command run again after an interruption) it changes nothing,
-/// and any other start at or before the last applied date is refused.
 /// An incomplete date between the ones applied is a hole in the history (AWS failed to
 /// finish that day's inventory, or a copy of it is partial): say so. One after them is
 /// usually today's, still being written.
@@ -537,6 +538,10 @@ fn warn_incomplete(
     }
 }
 
+/// The dates a sync applies: those after the last applied (or resumed) one, up to
+/// --end-date. `--start-date` chooses where a new backup begins; given again to a backup
+/// that began there (the same command run again after an interruption) it changes nothing,
+/// and any other start at or before the last applied date is refused.
 fn select_dates(
     complete: &[InventoryDate],
     state: &State,

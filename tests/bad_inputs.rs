@@ -545,6 +545,10 @@ fn a_read_only_subdirectory_stops_the_run_until_it_is_writable() {
         stderr.contains("Read-only file system") || stderr.contains("Permission denied"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("stopped part-way") && stderr.contains("run sync again"),
+        "{stderr}"
+    );
     assert_eq!(full_snapshot(&dir), dir_before);
     drop(guard);
     let status = cli()

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use s3invbackup::backup::Backup;
 use s3invbackup::fetch::FetchOptions;
 use s3invbackup::indexer::IndexOptions;
 use s3invbackup::plan::OnBadKey;
 use s3invbackup::progress::{human_bytes, parse_bytes};
-use s3invbackup::sync::{SyncOptions, SyncReport, sync};
+use s3invbackup::sync::{SyncOptions, SyncReport, interrupted_run, sync};
 
 use super::{ProgressArgs, S3Args};
 
@@ -104,7 +105,21 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<u8> {
         progress_interval: args.progress.interval(),
         s3: s3.config(),
     };
-    let report = sync(&opts)?;
+    let report = sync(&opts).map_err(|e| {
+        // Said once, where the operator looks: what state the failure left behind.
+        let pending = Backup::open(&args.backup)
+            .ok()
+            .flatten()
+            .and_then(|b| interrupted_run(&b).ok().flatten());
+        match pending {
+            Some(date) => e.context(format!(
+                "the run of {date} stopped part-way (the backup is consistent: run sync again \
+                 to finish it, or `s3invbackup rollback {}` to undo it)",
+                args.backup.display()
+            )),
+            None => e,
+        }
+    })?;
     print_summary(&report);
     if let Some(path) = &args.report {
         let mut bytes = serde_json::to_vec_pretty(&report)?;
