@@ -5,8 +5,9 @@
 //! the catalog knows (else a stray); every directory's versions JSON is exactly what the
 //! catalog renders; no run is left unfinished. Repairs never delete user data: strays and
 //! damaged files move into `.<stem>/quarantine/<time>/`, damaged or missing versions are
-//! marked missing in the catalog (the next `sync` fetches them again), wrong mtimes are set,
-//! versions JSON files are rewritten.
+//! marked missing in the catalog (the `fsck` command then fetches them with
+//! [`crate::sync::refetch`], unless told not to; else the next `sync` does), wrong mtimes are
+//! set, versions JSON files are rewritten.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -64,10 +65,10 @@ impl Problem {
     pub fn repair(&self) -> &'static str {
         match self {
             Problem::Missing { .. } => {
-                "mark missing in the catalog: the next sync fetches it again"
+                "mark missing in the catalog, download it again (with --no-fetch: the next sync does)"
             }
             Problem::WrongSize { .. } | Problem::Corrupt { .. } => {
-                "move to quarantine, mark missing: the next sync fetches it again"
+                "move to quarantine, mark missing, download it again (with --no-fetch: the next sync does)"
             }
             Problem::WrongMtime { .. } => "set the mtime",
             Problem::Stray { .. } => "move to quarantine",

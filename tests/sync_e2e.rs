@@ -802,8 +802,8 @@ fn interrupted_runs_resume() {
 
 /// fsck finds each injected defect (missing, truncated, flipped byte with --verify-content,
 /// wrong mtime, strays, a stale and a superfluous versions JSON), --repair makes a fresh fsck
-/// clean without deleting anything, and the next sync fetches the damaged versions again:
-/// the tree is what it was before the damage.
+/// clean without deleting anything (--no-fetch), and `fsck --repair` fetches the damaged
+/// versions again: the tree is what it was before the damage.
 #[test]
 fn fsck_finds_and_repairs_every_defect() {
     use_server();
