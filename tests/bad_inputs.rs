@@ -113,7 +113,7 @@ fn world(base: &World, name: &str) -> World {
 fn base(bucket: &str) -> World {
     use_server();
     let fx = fixture(bucket, &["--files", "2"]);
-    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    let dates = fx.dates();
     assert_eq!(dates.len(), 3);
     let tmp = tempfile::tempdir().unwrap();
     let reference_dir = tmp.path().join("reference");

@@ -93,8 +93,8 @@ fn diff_reports_exactly_the_scenarios_changes() {
     use_server();
     let fx = fixture("diff-basic", &["--files", "2"]);
     let cache = tempfile::tempdir().unwrap();
-    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
-    let local = fx.local.display().to_string();
+    let dates = fx.dates();
+    let local = fx.local_arg();
     for pair in dates.windows(2) {
         let (d1, d2) = (&pair[0], &pair[1]);
         let expected = naive_changes(&fx.model[d1], &fx.model[d2]);
@@ -209,8 +209,8 @@ fn filters_exit_codes_and_index_files() {
     use_server();
     let fx = fixture("diff-filters", &["--files", "1"]);
     let cache = tempfile::tempdir().unwrap();
-    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
-    let local = fx.local.display().to_string();
+    let dates = fx.dates();
+    let local = fx.local_arg();
     let (a, b) = (
         format!("{local}@{}", dates[0]),
         format!("{local}@{}", dates[2]),

@@ -411,8 +411,8 @@ fn unfetchable_versions_are_reported_and_the_rest_is_backed_up() {
     let tmp = tempfile::tempdir().unwrap();
     let backup = tmp.path().join("backup");
     let report_path = tmp.path().join("report.json");
-    let inventory = fx.local.display().to_string();
-    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
     let last = &fx.model[dates.last().unwrap()];
     let in_bucket: std::collections::HashSet<(String, String)> = last
         .as_array()
@@ -505,8 +505,8 @@ fn killed_runs_resume_to_the_uninterrupted_tree() {
     use_server();
     let fx = fixture("sync-crash", &["--scenario", "sync"]);
     let tmp = tempfile::tempdir().unwrap();
-    let inventory = fx.local.display().to_string();
-    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
+    let inventory = fx.local_arg();
+    let first = fx.dates()[0].clone();
     let args = ["--start-date", first.as_str(), "--on-bad-key", "skip"];
     let reference = tmp.path().join("reference");
     let report_path = tmp.path().join("reference.json");
@@ -591,8 +591,8 @@ fn dry_run_changes_nothing() {
     let fx = fixture("sync-dry", &["--scenario", "sync"]);
     let tmp = tempfile::tempdir().unwrap();
     let backup = tmp.path().join("backup");
-    let inventory = fx.local.display().to_string();
-    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
     let report_path = tmp.path().join("dry.json");
     let out = sync(
         &inventory,
@@ -660,7 +660,7 @@ fn second_writer_is_refused() {
     let fx = fixture("sync-lock", &["--scenario", "sync", "--days", "1"]);
     let tmp = tempfile::tempdir().unwrap();
     let backup = tmp.path().join("backup");
-    let inventory = fx.local.display().to_string();
+    let inventory = fx.local_arg();
     sync(&inventory, &backup, &["--on-bad-key", "skip"]);
     let lock = std::fs::File::options()
         .write(true)
@@ -683,8 +683,8 @@ fn path_filter_is_recorded() {
     let fx = fixture("sync-filter", &["--scenario", "sync"]);
     let tmp = tempfile::tempdir().unwrap();
     let backup = tmp.path().join("backup");
-    let inventory = fx.local.display().to_string();
-    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
     sync(
         &inventory,
         &backup,
@@ -724,8 +724,8 @@ fn interrupted_runs_resume() {
     let proxy = support::proxy();
     let fx = fixture("sync-sigint", &["--scenario", "sync"]);
     let tmp = tempfile::tempdir().unwrap();
-    let inventory = fx.local.display().to_string();
-    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
+    let inventory = fx.local_arg();
+    let first = fx.dates()[0].clone();
     let args = ["--start-date", first.as_str(), "--on-bad-key", "skip"];
     let reference = tmp.path().join("reference");
     sync(&inventory, &reference, &args).code(2);
@@ -806,18 +806,8 @@ fn interrupted_runs_resume() {
 /// versions again: the tree is what it was before the damage.
 #[test]
 fn fsck_finds_and_repairs_every_defect() {
-    use_server();
-    let fx = fixture("sync-fsck", &["--scenario", "sync"]);
-    let tmp = tempfile::tempdir().unwrap();
+    let (_fx, tmp, _inventory) = first_date_backed_up("sync-fsck");
     let backup = tmp.path().join("backup");
-    let inventory = fx.local.display().to_string();
-    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
-    sync(
-        &inventory,
-        &backup,
-        &["--start-date", &first, "--on-bad-key", "skip"],
-    )
-    .code(2);
     let fsck = |extra: &[&str]| cli().arg("fsck").arg(&backup).args(extra).assert();
     fsck(&[]).code(0);
     fsck(&["--verify-content"]).code(0);
@@ -957,6 +947,24 @@ fn fsck_finds_and_repairs_every_defect() {
     fsck(&["--verify-content"]).code(0);
 }
 
+/// The "sync" scenario with a backup (`<tmp>/backup`) of its first date only; exit 2, as
+/// versions deleted from the bucket later cannot be fetched. Returns the fixture (keep it
+/// alive), the temporary directory and the inventory argument.
+fn first_date_backed_up(bucket: &str) -> (support::Fixture, tempfile::TempDir, String) {
+    use_server();
+    let fx = fixture(bucket, &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let first = fx.dates()[0].clone();
+    sync(
+        &inventory,
+        &tmp.path().join("backup"),
+        &["--start-date", &first, "--on-bad-key", "skip"],
+    )
+    .code(2);
+    (fx, tmp, inventory)
+}
+
 /// The one file at the top of the tree whose name starts with `prefix`.
 fn all_old_file(backup: &Path, prefix: &str) -> String {
     let names: Vec<String> = std::fs::read_dir(backup)
@@ -975,8 +983,8 @@ fn rollback_restores_the_pre_run_tree() {
     use_server();
     let fx = fixture("sync-rollback", &["--scenario", "sync"]);
     let tmp = tempfile::tempdir().unwrap();
-    let inventory = fx.local.display().to_string();
-    let dates: Vec<String> = fx.model.as_object().unwrap().keys().cloned().collect();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
     let reference = tmp.path().join("reference");
     let first_args = [
         "--start-date",
@@ -1042,18 +1050,8 @@ fn rollback_restores_the_pre_run_tree() {
 /// a tree fsck calls clean.
 #[test]
 fn prune_removes_exactly_the_old_versions() {
-    use_server();
-    let fx = fixture("sync-prune", &["--scenario", "sync"]);
-    let tmp = tempfile::tempdir().unwrap();
+    let (_fx, tmp, inventory) = first_date_backed_up("sync-prune");
     let backup = tmp.path().join("backup");
-    let inventory = fx.local.display().to_string();
-    let first = fx.model.as_object().unwrap().keys().next().unwrap().clone();
-    sync(
-        &inventory,
-        &backup,
-        &["--start-date", &first, "--on-bad-key", "skip"],
-    )
-    .code(2);
     let all = content_snapshot(&backup);
     let old: Vec<String> = all
         .iter()

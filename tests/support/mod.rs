@@ -81,6 +81,18 @@ pub struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+impl Fixture {
+    /// The local inventory copy, as the `sync`/`index` argument.
+    pub fn local_arg(&self) -> String {
+        self.local.display().to_string()
+    }
+
+    /// The inventory dates the generator wrote, oldest first.
+    pub fn dates(&self) -> Vec<String> {
+        self.model.as_object().unwrap().keys().cloned().collect()
+    }
+}
+
 /// A script of ours under the venv's Python, pointed at the test server with its credentials.
 fn script_against_server(script: &str, srv: &Server) -> Command {
     let mut cmd = Command::new(venv().join("bin/python"));
