@@ -7,10 +7,10 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use s3invbackup::etag::ETag;
+use s3invbackup::model::etag::ETag;
 use s3invbackup::fetch::{FetchCounters, FetchOptions, FetchRequest, fetch_all};
 use s3invbackup::s3::{S3Client, S3Config};
-use s3invbackup::timestamp::Timestamp;
+use s3invbackup::model::timestamp::Timestamp;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

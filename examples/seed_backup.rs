@@ -17,7 +17,7 @@ use s3invbackup::index::IndexReader;
 use s3invbackup::indexer::{IndexOptions, build_index};
 use s3invbackup::inventory::{DateSpec, Inventory};
 use s3invbackup::progress::Mode;
-use s3invbackup::record::{Local, LocalState};
+use s3invbackup::model::record::{Local, LocalState};
 use s3invbackup::s3::S3Config;
 
 fn main() -> Result<()> {

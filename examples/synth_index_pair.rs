@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
-use s3invbackup::etag::ETag;
+use s3invbackup::model::etag::ETag;
 use s3invbackup::index::{IndexMeta, IndexWriter};
-use s3invbackup::record::{Flags, VersionRecord};
+use s3invbackup::model::record::{Flags, VersionRecord};
 use s3invbackup::synth::{SynthSpec, generate};
 
 fn main() -> anyhow::Result<()> {

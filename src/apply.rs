@@ -29,9 +29,9 @@ use crate::index::IndexReader;
 use crate::journal::{Entry, Journal};
 use crate::plan::{self, Step};
 use crate::progress::{Counters, Mode, Reporter};
-use crate::record::LocalState;
+use crate::model::record::LocalState;
 use crate::s3::S3Client;
-use crate::timestamp::Timestamp;
+use crate::model::timestamp::Timestamp;
 
 /// The run's catalog with this run's failures marked (written only when there are some).
 pub const FINAL_CATALOG: &str = "catalog.final.s3inv";
@@ -484,7 +484,7 @@ pub fn sync_filesystem(root: &Path) -> Result<()> {
 }
 
 /// Reads a whole catalog into memory (tests and small tools only).
-pub fn read_all(path: &Path) -> Result<Vec<crate::record::VersionRecord>> {
+pub fn read_all(path: &Path) -> Result<Vec<crate::model::record::VersionRecord>> {
     let r = IndexReader::open(path)?;
     r.stream().collect()
 }

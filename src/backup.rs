@@ -221,7 +221,7 @@ impl Backup {
             }
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let since = crate::timestamp::Timestamp::now();
+        let since = crate::model::timestamp::Timestamp::now();
         file.set_len(0)?;
         write!(
             file,

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::etag::ETag;
+use crate::model::etag::ETag;
 use crate::index::{IndexMeta, IndexReader, IndexWriter};
 use crate::layout::{NameStem, old_version_name};
-use crate::record::{LocalState, VersionRecord};
+use crate::model::record::{LocalState, VersionRecord};
 
 /// `IndexMeta::kind` of a catalog.
 pub const KIND: &str = "catalog";
@@ -167,7 +167,7 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Flags, Local};
+    use crate::model::record::{Flags, Local};
 
     fn rec(key: &str, latest: bool) -> VersionRecord {
         VersionRecord {

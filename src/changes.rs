@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::merge::KeyGroup;
-use crate::record::VersionRecord;
+use crate::model::record::VersionRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChangeKind {

@@ -21,9 +21,9 @@ use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use md5::{Digest, Md5};
 
-use crate::etag::ETag;
+use crate::model::etag::ETag;
 use crate::s3::{S3Client, S3Error, backoff};
-use crate::timestamp::Timestamp;
+use crate::model::timestamp::Timestamp;
 
 /// One version to fetch, with what the inventory says it must be.
 #[derive(Debug, Clone)]

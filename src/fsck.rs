@@ -19,10 +19,10 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::catalog::{self, file_path};
-use crate::etag::ETag;
+use crate::model::etag::ETag;
 use crate::plan;
-use crate::record::LocalState;
-use crate::timestamp::Timestamp;
+use crate::model::record::LocalState;
+use crate::model::timestamp::Timestamp;
 use crate::versions_json::{Renderer, write_versions_file};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

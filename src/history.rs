@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::catalog::{self, file_path, is_current};
-use crate::record::{LocalState, VersionRecord};
-use crate::timestamp::Timestamp;
+use crate::model::record::{LocalState, VersionRecord};
+use crate::model::timestamp::Timestamp;
 
 /// One version of a key as the backup holds it.
 #[derive(Debug, Clone, Serialize)]

@@ -29,7 +29,7 @@ use crate::inventory::{
     is_mismatch,
 };
 use crate::progress::{Counters, Mode, Reporter};
-use crate::record::VersionRecord;
+use crate::model::record::VersionRecord;
 use crate::sort::{self, SortBuffer};
 
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::etag::ETag;
+use crate::model::etag::ETag;
 
 /// POSIX NAME_MAX on every filesystem a backup is likely to live on (ext4, xfs, GPFS, Lustre).
 pub const NAME_MAX: usize = 255;

@@ -8,7 +8,7 @@
 use anyhow::Result;
 
 use crate::index::RecordStream;
-use crate::record::VersionRecord;
+use crate::model::record::VersionRecord;
 
 /// One key's versions on each side, in index order (oldest first). Either side may be empty.
 #[derive(Debug, Default)]

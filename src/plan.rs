@@ -24,12 +24,12 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{self, file_path, is_current, is_folder_marker, is_under};
-use crate::etag::ETag;
+use crate::model::etag::ETag;
 use crate::index::{IndexReader, IndexWriter};
 use crate::layout::{KeyRules, NameStem};
 use crate::merge::{MergeJoin, SortedRecords};
-use crate::record::{Flags, Local, LocalState, VersionRecord};
-use crate::timestamp::Timestamp;
+use crate::model::record::{Flags, Local, LocalState, VersionRecord};
+use crate::model::timestamp::Timestamp;
 
 /// What to do with keys that cannot be stored as paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

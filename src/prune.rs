@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::catalog::{self, file_path, is_current};
-use crate::record::{LocalState, VersionRecord};
-use crate::timestamp::Timestamp;
+use crate::model::record::{LocalState, VersionRecord};
+use crate::model::timestamp::Timestamp;
 
 pub struct PruneOptions {
     pub noncurrent_older_than: Option<Duration>,

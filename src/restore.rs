@@ -16,8 +16,8 @@ use crate::backup::Backup;
 use crate::catalog::{self, file_path, is_folder_marker};
 use crate::history::{is_held, version_at};
 use crate::progress::{Counters, Mode, Reporter};
-use crate::record::VersionRecord;
-use crate::timestamp::Timestamp;
+use crate::model::record::VersionRecord;
+use crate::model::timestamp::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {

@@ -16,7 +16,7 @@ use crate::index::{
     IndexMeta, IndexReader, IndexWriter, RecordStream, compare_encoded, decode_record,
     encode_record,
 };
-use crate::record::VersionRecord;
+use crate::model::record::VersionRecord;
 
 /// Runs open at once during a merge: bounds file descriptors and buffer memory
 /// (each open run holds a few decoded blocks, ~0.5 MiB).

@@ -22,7 +22,7 @@ use crate::layout::{KeyRules, NameStem};
 use crate::plan::{self, OnBadKey, PlanSummary, Planner};
 use crate::progress::Mode;
 use crate::s3::{S3Client, S3Config};
-use crate::timestamp::Timestamp;
+use crate::model::timestamp::Timestamp;
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -476,7 +476,7 @@ fn totals_from_catalog(backup: &Backup) -> Result<(u64, u64, u64)> {
         }
         if matches!(
             rec.local.state,
-            crate::record::LocalState::Missing | crate::record::LocalState::Archived
+            crate::model::record::LocalState::Missing | crate::model::record::LocalState::Archived
         ) {
             not_held += 1;
             retryable += u64::from(rec.local.gone_since.0 == 0);

@@ -11,11 +11,11 @@ use anyhow::{Context, Result};
 use md5::{Digest, Md5};
 use rayon::prelude::*;
 
-use crate::etag::ETag;
+use crate::model::etag::ETag;
 use crate::inventory::hex;
-use crate::key::encode_form_key;
-use crate::record::{Flags, StorageClass, VersionRecord};
-use crate::timestamp::Timestamp;
+use crate::model::key::encode_form_key;
+use crate::model::record::{Flags, StorageClass, VersionRecord};
+use crate::model::timestamp::Timestamp;
 
 /// SplitMix64: tiny, fast, and good enough to make test data.
 #[derive(Debug, Clone)]

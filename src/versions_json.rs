@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::backup::Backup;
 use crate::catalog::{self, is_current, is_under};
-use crate::record::{LocalState, VersionRecord};
+use crate::model::record::{LocalState, VersionRecord};
 
 /// One current file as its directory's versions JSON describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use s3invbackup::index::IndexReader;
-use s3invbackup::record::VersionRecord;
+use s3invbackup::model::record::VersionRecord;
 use s3invbackup::synth::{SynthSpec, generate, write_inventory};
 use support::*;
 

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use s3invbackup::changes::{ChangeKind, classify};
-use s3invbackup::etag::ETag;
+use s3invbackup::model::etag::ETag;
 use s3invbackup::index::{IndexMeta, IndexReader, IndexWriter};
 use s3invbackup::merge::MergeJoin;
-use s3invbackup::record::{Flags, StorageClass, VersionRecord};
-use s3invbackup::timestamp::Timestamp;
+use s3invbackup::model::record::{Flags, StorageClass, VersionRecord};
+use s3invbackup::model::timestamp::Timestamp;
 
 /// Keys that are prefixes of one another, and ones that sort between them.
 const KEYS: [&str; 7] = ["a", "a/b", "a/b/c", "ab", "a b", "b", "é"];

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use s3invbackup::inventory::{Columns, RowParser};
-use s3invbackup::record::VersionRecord;
+use s3invbackup::model::record::VersionRecord;
 
 fuzz_target!(|data: &[u8]| {
     let parser = RowParser::new(
@@ -21,9 +21,9 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(true) = reader.read_byte_record(&mut row) {
         if parser.parse(&row, &mut rec).is_ok() {
             let key = rec.key.clone();
-            let encoded = s3invbackup::key::encode_form_key(&key);
+            let encoded = s3invbackup::model::key::encode_form_key(&key);
             assert_eq!(
-                s3invbackup::key::decode_form_key(encoded.as_bytes()).as_deref(),
+                s3invbackup::model::key::decode_form_key(encoded.as_bytes()).as_deref(),
                 Ok(key.as_str())
             );
         }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use s3invbackup::key::{decode_form_key, encode_form_key};
+use s3invbackup::model::key::{decode_form_key, encode_form_key};
 
 fuzz_target!(|raw: &[u8]| {
     let Ok(key) = decode_form_key(raw) else {

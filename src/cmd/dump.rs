@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use s3invbackup::index::IndexReader;
-use s3invbackup::record::VersionRecord;
+use s3invbackup::model::record::VersionRecord;
 
 use super::output;
 

@@ -8,7 +8,7 @@ use clap::Args;
 use s3invbackup::backup::Backup;
 use s3invbackup::progress::human_bytes;
 use s3invbackup::prune::{PruneOptions, parse_duration, prune};
-use s3invbackup::timestamp::Timestamp;
+use s3invbackup::model::timestamp::Timestamp;
 
 use super::output;
 

@@ -1,9 +1,9 @@
 //! The byte encoding of one record inside an index block (and inside the external sort's
 //! in-memory buffers, which use the same encoding with no key sharing).
 
-use crate::etag::ETag;
-use crate::record::{Flags, Local, LocalState, StorageClass, VersionRecord};
-use crate::timestamp::Timestamp;
+use crate::model::etag::ETag;
+use crate::model::record::{Flags, Local, LocalState, StorageClass, VersionRecord};
+use crate::model::timestamp::Timestamp;
 
 /// Set in the stored flags byte when an ETag follows; never visible in [`Flags`].
 const HAS_ETAG: u8 = 0x80;

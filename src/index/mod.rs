@@ -91,7 +91,7 @@ pub struct IndexStats {
 }
 
 impl IndexStats {
-    pub fn add(&mut self, rec: &crate::record::VersionRecord, new_key: bool) {
+    pub fn add(&mut self, rec: &crate::model::record::VersionRecord, new_key: bool) {
         self.records += 1;
         self.keys += u64::from(new_key);
         if rec.is_delete_marker() {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::codec::{decode_record_after, get_varint};
 use super::{FORMAT_VERSION, IndexMeta, IndexStats, MAGIC, TRAILER_LEN, TRAILER_MAGIC};
-use crate::record::VersionRecord;
+use crate::model::record::VersionRecord;
 
 /// A fuzzing build (`cargo fuzz` sets `--cfg fuzzing`) takes every checksum as good, so
 /// that mutated inputs reach the decoders the checksums guard.

@@ -4,9 +4,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::etag::ETag;
-use crate::record::{Flags, StorageClass, VersionRecord};
-use crate::timestamp::Timestamp;
+use crate::model::etag::ETag;
+use crate::model::record::{Flags, StorageClass, VersionRecord};
+use crate::model::timestamp::Timestamp;
 
 fn record(key: &str, vid: &str, mtime: i64) -> VersionRecord {
     VersionRecord {

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::codec::{encode_record, put_varint};
 use super::{BLOCK_TARGET, FORMAT_VERSION, IndexMeta, IndexStats, MAGIC, TRAILER_MAGIC};
-use crate::record::VersionRecord;
+use crate::model::record::VersionRecord;
 
 /// zstd level 3 compresses blocks at several hundred MB/s per core; higher levels cost far
 /// more time than the few percent they save on random version ids and ETags.

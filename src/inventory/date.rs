@@ -36,10 +36,10 @@ impl InventoryDate {
     }
 
     /// The folder's time: what a catalog records as "first seen", "noncurrent since", ...
-    pub fn timestamp(&self) -> crate::timestamp::Timestamp {
+    pub fn timestamp(&self) -> crate::model::timestamp::Timestamp {
         let s = &self.0;
         let text = format!("{}T{}:{}:00Z", &s[..10], &s[11..13], &s[14..16]);
-        crate::timestamp::Timestamp::parse(text.as_bytes()).expect("validated by parse")
+        crate::model::timestamp::Timestamp::parse(text.as_bytes()).expect("validated by parse")
     }
 }
 

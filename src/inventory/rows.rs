@@ -13,8 +13,8 @@ use flate2::bufread::MultiGzDecoder;
 use md5::{Digest, Md5};
 
 use super::{Inventory, RowParser, hex};
-use crate::key::RawBytes;
-use crate::record::VersionRecord;
+use crate::model::key::RawBytes;
+use crate::model::record::VersionRecord;
 
 /// The bytes read are not the file the inventory describes (size or MD5 differs from the
 /// manifest, or the manifest from its checksum). From S3 this can be a damaged transfer, so

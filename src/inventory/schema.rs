@@ -6,10 +6,10 @@
 
 use anyhow::{Result, bail};
 
-use crate::etag::ETag;
-use crate::key::decode_form_key_into;
-use crate::record::{Flags, StorageClass, VersionRecord};
-use crate::timestamp::Timestamp;
+use crate::model::etag::ETag;
+use crate::model::key::decode_form_key_into;
+use crate::model::record::{Flags, StorageClass, VersionRecord};
+use crate::model::timestamp::Timestamp;
 
 /// Column positions of the fields this program reads.
 #[derive(Debug, Clone)]

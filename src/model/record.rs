@@ -3,8 +3,8 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use crate::etag::ETag;
-use crate::timestamp::Timestamp;
+use crate::model::etag::ETag;
+use crate::model::timestamp::Timestamp;
 
 /// Per-version booleans, packed as they are stored in an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
