@@ -16,7 +16,7 @@ use s3invbackup::catalog;
 use s3invbackup::index::IndexReader;
 use s3invbackup::indexer::{IndexOptions, build_index};
 use s3invbackup::inventory::{DateSpec, Inventory};
-use s3invbackup::progress::Mode;
+use s3invbackup::sys::progress::Mode;
 use s3invbackup::model::record::{Local, LocalState};
 use s3invbackup::s3::S3Config;
 

@@ -28,7 +28,7 @@ use crate::fetch::{FetchCounters, FetchError, FetchOptions, FetchRequest, fetch_
 use crate::index::IndexReader;
 use crate::journal::{Entry, Journal};
 use crate::plan::{self, Step};
-use crate::progress::{Counters, Mode, Reporter};
+use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::LocalState;
 use crate::s3::S3Client;
 use crate::model::timestamp::Timestamp;
@@ -295,7 +295,7 @@ impl Executor<'_> {
                 if error.borrow().is_some() {
                     return None;
                 }
-                if crate::interrupt::stop_requested() {
+                if crate::sys::stop::stop_requested() {
                     outcome.borrow_mut().interrupted = true;
                     return None;
                 }
@@ -309,7 +309,7 @@ impl Executor<'_> {
             })
             .flatten();
 
-        crate::interrupt::set_graceful(true);
+        crate::sys::stop::set_graceful(true);
         let fetched = fetch_all(self.client, requests, &self.fetch, &fetch_counters, |r| {
             let Some(p) = pending.borrow_mut().remove(&r.request.dest) else {
                 return;
@@ -353,13 +353,13 @@ impl Executor<'_> {
                 }
             }
         });
-        crate::interrupt::set_graceful(false);
+        crate::sys::stop::set_graceful(false);
         journal.borrow().sync()?;
         if let Some(e) = error.into_inner() {
             return Err(e);
         }
         fetched?;
-        if crate::interrupt::stop_requested() {
+        if crate::sys::stop::stop_requested() {
             outcome.borrow_mut().interrupted = true;
         }
         let mut outcome = outcome.into_inner();

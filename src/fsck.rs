@@ -95,7 +95,7 @@ pub struct FsckReport {
 pub struct FsckOptions {
     pub verify_content: bool,
     pub repair: bool,
-    pub progress: crate::progress::Mode,
+    pub progress: crate::sys::progress::Mode,
     pub progress_interval: std::time::Duration,
 }
 
@@ -311,8 +311,8 @@ fn verify_all(
         .iter()
         .filter(|h| !bad_paths.contains(&h.path) && !done_before.contains(&h.path))
         .collect();
-    let counters = std::sync::Arc::new(crate::progress::Counters::default());
-    let _reporter = crate::progress::Reporter::start(
+    let counters = std::sync::Arc::new(crate::sys::progress::Counters::default());
+    let _reporter = crate::sys::progress::Reporter::start(
         "fsck --verify-content",
         todo.len() as u64,
         todo.iter().map(|h| h.size).sum(),

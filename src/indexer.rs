@@ -28,7 +28,7 @@ use crate::inventory::{
     DataFile, DatedManifest, Inventory, InventoryDate, READ_ATTEMPTS, RowParser, RowReader,
     is_mismatch,
 };
-use crate::progress::{Counters, Mode, Reporter};
+use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::VersionRecord;
 use crate::sort::{self, SortBuffer};
 
@@ -128,7 +128,7 @@ fn build_once(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&out_dir)
         .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    let _cleanup_out = crate::interrupt::Cleanup::register(tmp_out.path());
+    let _cleanup_out = crate::sys::stop::Cleanup::register(tmp_out.path());
     let threads = opts.threads.max(1);
     let compressed_bytes: u64 = dm.data_files.iter().map(|f| f.size).sum();
     let counters = Arc::new(Counters::default());
@@ -188,7 +188,7 @@ fn build_once(
             .prefix(".s3invbackup-sort-")
             .tempdir_in(&tmp_base)
             .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
-        let _cleanup_sort = crate::interrupt::Cleanup::register(tmp_dir.path());
+        let _cleanup_sort = crate::sys::stop::Cleanup::register(tmp_dir.path());
         let input = Input {
             inventory,
             dm: &dm,

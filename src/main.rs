@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    s3invbackup::interrupt::install();
+    s3invbackup::sys::stop::install();
     // `diff --exit-code` uses 1 for "there are changes", so its errors become 2.
     let (result, error_code) = match &cli.command {
         Command::Dates(a) => (cmd::dates::run(a, &cli.s3).map(|()| 0), 1),

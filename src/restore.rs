@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::backup::Backup;
 use crate::catalog::{self, file_path, is_folder_marker};
 use crate::history::{is_held, version_at};
-use crate::progress::{Counters, Mode, Reporter};
+use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::VersionRecord;
 use crate::model::timestamp::Timestamp;
 

@@ -20,7 +20,7 @@ use crate::indexer::{IndexOptions, build_index};
 use crate::inventory::{DateSpec, Inventory, InventoryDate};
 use crate::layout::{KeyRules, NameStem};
 use crate::plan::{self, OnBadKey, PlanSummary, Planner};
-use crate::progress::Mode;
+use crate::sys::progress::Mode;
 use crate::s3::{S3Client, S3Config};
 use crate::model::timestamp::Timestamp;
 
@@ -246,7 +246,7 @@ fn apply_dates(
         .iter()
         .filter(|d| last.as_deref().is_none_or(|l| d.as_str() > l))
     {
-        if crate::interrupt::stop_requested() {
+        if crate::sys::stop::stop_requested() {
             report.interrupted = true;
             break;
         }
@@ -266,7 +266,7 @@ fn apply_dates(
     }
     // Nothing new: retry what earlier runs could not fetch, against the last date's index.
     if !applied_any
-        && !crate::interrupt::stop_requested()
+        && !crate::sys::stop::stop_requested()
         && let Some(last) = state.last_applied().and_then(InventoryDate::parse)
         && state.applied.last().is_some_and(|a| a.retryable > 0)
     {

@@ -12,7 +12,7 @@ use s3invbackup::diff::{DiffOptions, DiffTotals, diff};
 use s3invbackup::index::IndexReader;
 use s3invbackup::index_cache::{Operand, default_cache_dir, resolve};
 use s3invbackup::indexer::IndexOptions;
-use s3invbackup::progress::{human_bytes, parse_bytes};
+use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
 use super::{ProgressArgs, S3Args, output};
 

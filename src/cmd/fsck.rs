@@ -7,7 +7,7 @@ use clap::Args;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::fsck::{FsckOptions, fsck};
-use s3invbackup::progress::human_bytes;
+use s3invbackup::sys::progress::human_bytes;
 
 use s3invbackup::fetch::FetchOptions;
 use s3invbackup::sync::refetch;

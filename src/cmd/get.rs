@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
 use s3invbackup::fetch::{FetchOptions, Verified, fetch_one};
-use s3invbackup::progress::{human_bytes, parse_bytes};
+use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 use s3invbackup::s3::S3Client;
 
 use super::S3Args;
@@ -53,7 +53,7 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?
         .into_temp_path();
-    let _cleanup = s3invbackup::interrupt::Cleanup::register(&staging);
+    let _cleanup = s3invbackup::sys::stop::Cleanup::register(&staging);
     let opts = FetchOptions {
         jobs: s3invbackup::fetch::jobs_within_fd_limit(args.jobs.max(1)),
         part_size: args.part_size.max(1),

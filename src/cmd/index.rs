@@ -7,7 +7,7 @@ use clap::Args;
 
 use s3invbackup::indexer::{IndexOptions, build_index};
 use s3invbackup::inventory::DateSpec;
-use s3invbackup::progress::{human_bytes, parse_bytes};
+use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
 use super::{ProgressArgs, S3Args};
 

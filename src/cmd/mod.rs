@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use s3invbackup::inventory::Inventory;
-use s3invbackup::progress;
+use s3invbackup::sys::progress;
 use s3invbackup::s3::S3Config;
 
 /// How to reach S3 (for `s3://` inventories).

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::progress::human_bytes;
+use s3invbackup::sys::progress::human_bytes;
 use s3invbackup::prune::{PruneOptions, parse_duration, prune};
 use s3invbackup::model::timestamp::Timestamp;
 

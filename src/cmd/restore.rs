@@ -7,7 +7,7 @@ use clap::Args;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::history::parse_time;
-use s3invbackup::progress::human_bytes;
+use s3invbackup::sys::progress::human_bytes;
 use s3invbackup::restore::{Link, RestoreOptions, restore};
 
 use super::ProgressArgs;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::plan;
-use s3invbackup::progress::human_bytes;
+use s3invbackup::sys::progress::human_bytes;
 
 use super::output;
 

@@ -9,7 +9,7 @@ use s3invbackup::backup::Backup;
 use s3invbackup::fetch::FetchOptions;
 use s3invbackup::indexer::IndexOptions;
 use s3invbackup::plan::OnBadKey;
-use s3invbackup::progress::{human_bytes, parse_bytes};
+use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 use s3invbackup::sync::{SyncOptions, SyncReport, interrupted_run, sync};
 
 use super::{ProgressArgs, S3Args};
