@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use s3invbackup::backup::{AppliedDate, Backup, Config, FORMAT, State};
 use s3invbackup::catalog;
 use s3invbackup::index::IndexReader;
-use s3invbackup::indexer::{IndexOptions, build_index};
+use s3invbackup::index::build::{IndexOptions, build_index};
 use s3invbackup::inventory::{DateSpec, Inventory};
 use s3invbackup::sys::progress::Mode;
 use s3invbackup::model::record::{Local, LocalState};

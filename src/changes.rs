@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::merge::KeyGroup;
+use crate::index::merge::KeyGroup;
 use crate::model::record::VersionRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

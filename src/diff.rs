@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::changes::{Change, ChangeKind, classify};
 use crate::index::IndexReader;
-use crate::merge::MergeJoin;
+use crate::index::merge::MergeJoin;
 
 #[derive(Debug, Clone, Default)]
 pub struct DiffOptions {

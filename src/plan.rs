@@ -27,7 +27,7 @@ use crate::catalog::{self, file_path, is_current, is_folder_marker, is_under};
 use crate::model::etag::ETag;
 use crate::index::{IndexReader, IndexWriter};
 use crate::layout::{KeyRules, NameStem};
-use crate::merge::{MergeJoin, SortedRecords};
+use crate::index::merge::{MergeJoin, SortedRecords};
 use crate::model::record::{Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 

@@ -16,7 +16,7 @@ use crate::backup::{AppliedDate, Backup, Config, State};
 use crate::catalog;
 use crate::fetch::FetchOptions;
 use crate::index::IndexReader;
-use crate::indexer::{IndexOptions, build_index};
+use crate::index::build::{IndexOptions, build_index};
 use crate::inventory::{DateSpec, Inventory, InventoryDate};
 use crate::layout::{KeyRules, NameStem};
 use crate::plan::{self, OnBadKey, PlanSummary, Planner};

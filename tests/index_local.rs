@@ -113,7 +113,7 @@ fn more_runs_than_open_files_are_merged_in_rounds() {
         .parse()
         .unwrap();
     assert!(
-        runs > s3invbackup::sort::MAX_OPEN_RUNS,
+        runs > s3invbackup::index::sort::MAX_OPEN_RUNS,
         "only {runs} runs: {stderr}"
     );
     assert_eq!(read_all(&out), oracle(&rows));

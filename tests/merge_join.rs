@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use s3invbackup::changes::{ChangeKind, classify};
 use s3invbackup::model::etag::ETag;
 use s3invbackup::index::{IndexMeta, IndexReader, IndexWriter};
-use s3invbackup::merge::MergeJoin;
+use s3invbackup::index::merge::MergeJoin;
 use s3invbackup::model::record::{Flags, StorageClass, VersionRecord};
 use s3invbackup::model::timestamp::Timestamp;
 

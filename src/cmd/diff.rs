@@ -10,8 +10,8 @@ use serde::Serialize;
 use s3invbackup::changes::{Change, ChangeKind};
 use s3invbackup::diff::{DiffOptions, DiffTotals, diff};
 use s3invbackup::index::IndexReader;
-use s3invbackup::index_cache::{Operand, default_cache_dir, resolve};
-use s3invbackup::indexer::IndexOptions;
+use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};
+use s3invbackup::index::build::IndexOptions;
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
 use super::{ProgressArgs, S3Args, output};

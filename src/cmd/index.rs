@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use s3invbackup::indexer::{IndexOptions, build_index};
+use s3invbackup::index::build::{IndexOptions, build_index};
 use s3invbackup::inventory::DateSpec;
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 

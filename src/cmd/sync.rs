@@ -7,7 +7,7 @@ use clap::Args;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::fetch::FetchOptions;
-use s3invbackup::indexer::IndexOptions;
+use s3invbackup::index::build::IndexOptions;
 use s3invbackup::plan::OnBadKey;
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 use s3invbackup::sync::{SyncOptions, SyncReport, interrupted_run, sync};

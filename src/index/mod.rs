@@ -1,4 +1,8 @@
-//! The index: a sorted, compact, checksummed file of version records.
+//! The index: a sorted, compact, checksummed file of version records, and the ways one is
+//! made and read: [`build`] turns an inventory date into an index (the presorted fast path,
+//! or [`sort`]'s external sort in a byte-counted memory budget), [`merge`] joins two sorted
+//! record streams key by key (diff and the sync planner both stand on it), and [`cache`]
+//! keeps built indexes between runs, keyed by the manifest they came from.
 //!
 //! One index holds one inventory date (or, inside the external sort, one spilled run). It is
 //! read front to back for merges and diffs, and by block for seeks to a key prefix.
@@ -37,8 +41,12 @@
 //! pages count toward a process's RSS, and a diff of two multi-GB indexes must stay within
 //! tens of MiB.
 
+pub mod build;
+pub mod cache;
 mod codec;
+pub mod merge;
 mod reader;
+pub mod sort;
 mod writer;
 
 pub use codec::{compare_encoded, decode_record, decode_record_after, encode_record, sort_fields};

@@ -30,7 +30,7 @@ use crate::inventory::{
 };
 use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::VersionRecord;
-use crate::sort::{self, SortBuffer};
+use crate::index::sort::{self, SortBuffer};
 
 #[derive(Debug, Clone)]
 pub struct IndexOptions {

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use md5::{Digest, Md5};
 
 use crate::index::IndexReader;
-use crate::indexer::{IndexOptions, build_index};
+use crate::index::build::{IndexOptions, build_index};
 use crate::inventory::{DateSpec, Inventory, hex};
 use crate::s3::S3Config;
 
