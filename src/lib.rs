@@ -13,7 +13,6 @@
 pub mod apply;
 pub mod backup;
 pub mod catalog;
-pub mod changes;
 pub mod diff;
 pub mod fetch;
 pub mod fsck;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use s3invbackup::changes::{Change, ChangeKind};
+use s3invbackup::diff::changes::{Change, ChangeKind};
 use s3invbackup::diff::{DiffOptions, DiffTotals, diff};
 use s3invbackup::index::IndexReader;
 use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};

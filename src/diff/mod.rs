@@ -1,12 +1,17 @@
 //! Diff of two indexes: the merge-join, the classification, the filters, and the totals a
 //! change report needs. Output formats live with the `diff` command; this is the engine.
+//! [`changes`] says what one key's versions did between the two sides (added, now
+//! noncurrent, removed, ...), the one classification the change report and the sync planner
+//! agree on.
+
+pub mod changes;
 
 use std::collections::HashMap;
 
 use anyhow::Result;
 use regex::Regex;
 
-use crate::changes::{Change, ChangeKind, classify};
+use crate::diff::changes::{Change, ChangeKind, classify};
 use crate::index::IndexReader;
 use crate::index::merge::MergeJoin;
 
