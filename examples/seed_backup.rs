@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use s3invbackup::backup::{AppliedDate, Backup, Config, FORMAT, State};
-use s3invbackup::catalog;
+use s3invbackup::backup::catalog;
 use s3invbackup::index::IndexReader;
 use s3invbackup::index::build::{IndexOptions, build_index};
 use s3invbackup::inventory::{DateSpec, Inventory};

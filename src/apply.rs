@@ -23,10 +23,10 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::catalog;
+use crate::backup::catalog;
 use crate::fetch::{FetchCounters, FetchError, FetchOptions, FetchRequest, fetch_all};
 use crate::index::IndexReader;
-use crate::journal::{Entry, Journal};
+use crate::backup::journal::{Entry, Journal};
 use crate::plan::{self, Step};
 use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::LocalState;
@@ -128,7 +128,7 @@ impl Executor<'_> {
         let shards_made = RefCell::new([false; 256]);
         // Moves an earlier attempt of this run made: their source path may hold a newer
         // file since (the current path, refilled by a download), so "target exists" means done.
-        let moved_before: HashSet<(String, String)> = crate::journal::read(run_dir)?
+        let moved_before: HashSet<(String, String)> = crate::backup::journal::read(run_dir)?
             .into_iter()
             .filter_map(|e| match e {
                 Entry::Rename { from, to } => Some((from, to)),
@@ -404,7 +404,7 @@ impl Executor<'_> {
         let dirty = plan::read_dirty(run_dir)?;
         let t = std::time::Instant::now();
         outcome.versions_files =
-            crate::versions_json::write_versions_files(self.backup, &final_path, &dirty)?;
+            crate::backup::versions_json::write_versions_files(self.backup, &final_path, &dirty)?;
         tracing::debug!(
             "{} versions JSON files in {:.2} s",
             outcome.versions_files,
@@ -435,7 +435,7 @@ impl Executor<'_> {
 /// Moves directory `src` to `dst`, merging into `dst` if it exists. The entries of a
 /// displaced directory are old versions (unique names) and directories; a versions JSON is
 /// derived data and may be replaced.
-fn merge_dir(src: &Path, dst: &Path, stem: &crate::layout::NameStem) -> Result<()> {
+fn merge_dir(src: &Path, dst: &Path, stem: &crate::backup::layout::NameStem) -> Result<()> {
     if !exists(dst) {
         return std::fs::rename(src, dst)
             .with_context(|| format!("moving {} to {}", src.display(), dst.display()));

@@ -18,12 +18,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::catalog::{self, file_path};
+use crate::backup::catalog::{self, file_path};
 use crate::model::etag::ETag;
 use crate::plan;
 use crate::model::record::LocalState;
 use crate::model::timestamp::Timestamp;
-use crate::versions_json::{Renderer, write_versions_file};
+use crate::backup::versions_json::{Renderer, write_versions_file};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "problem", rename_all = "kebab-case")]
@@ -410,7 +410,7 @@ fn pending_runs(backup: &Backup) -> Result<Vec<Problem>> {
             {
                 out.push(Problem::UnfinishedRun {
                     date: s.date,
-                    journal_entries: crate::journal::read(&e.path())?.len(),
+                    journal_entries: crate::backup::journal::read(&e.path())?.len(),
                 });
             }
         }
@@ -538,7 +538,7 @@ fn repair(
             .map(|p| catalog::parent_dir(p).to_string())
             .collect();
         let dirs: Vec<String> = dirs.into_iter().collect();
-        crate::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirs)?;
+        crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirs)?;
     }
     crate::apply::sync_filesystem(&backup.root)
 }

@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::catalog::{self, file_path, is_current};
+use crate::backup::catalog::{self, file_path, is_current};
 use crate::model::record::{LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 

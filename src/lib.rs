@@ -12,15 +12,12 @@
 
 pub mod apply;
 pub mod backup;
-pub mod catalog;
 pub mod diff;
 pub mod fetch;
 pub mod fsck;
 pub mod history;
 pub mod index;
 pub mod inventory;
-pub mod journal;
-pub mod layout;
 pub mod model;
 pub mod plan;
 pub mod prune;
@@ -30,4 +27,3 @@ pub mod s3;
 pub mod sync;
 pub mod synth;
 pub mod sys;
-pub mod versions_json;

@@ -23,10 +23,10 @@ use anyhow::{Context, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, file_path, is_current, is_folder_marker, is_under};
+use crate::backup::catalog::{self, file_path, is_current, is_folder_marker, is_under};
 use crate::model::etag::ETag;
 use crate::index::{IndexReader, IndexWriter};
-use crate::layout::{KeyRules, NameStem};
+use crate::backup::layout::{KeyRules, NameStem};
 use crate::index::merge::{MergeJoin, SortedRecords};
 use crate::model::record::{Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;

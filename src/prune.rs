@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::catalog::{self, file_path, is_current};
+use crate::backup::catalog::{self, file_path, is_current};
 use crate::model::record::{LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::catalog::{self, file_path, is_folder_marker};
+use crate::backup::catalog::{self, file_path, is_folder_marker};
 use crate::history::{is_held, version_at};
 use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::VersionRecord;

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::journal::Entry;
+use crate::backup::journal::Entry;
 use crate::plan;
 
 #[derive(Debug, Default, Serialize)]
@@ -41,7 +41,7 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
     let Some((run_dir, summary)) = pending else {
         return Ok(None);
     };
-    let entries = crate::journal::read(&run_dir)?;
+    let entries = crate::backup::journal::read(&run_dir)?;
     if entries.contains(&Entry::Commit) {
         bail!(
             "the run of {} already replaced the catalog; run `s3invbackup sync` to finish it",
@@ -87,7 +87,7 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
         }
     }
     let dirty = plan::read_dirty(&run_dir)?;
-    crate::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirty)?;
+    crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirty)?;
     crate::apply::sync_filesystem(root)?;
     std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
     let staging = backup.staging_dir();

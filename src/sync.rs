@@ -13,12 +13,12 @@ use serde::Serialize;
 
 use crate::apply::{Executor, RunOutcome};
 use crate::backup::{AppliedDate, Backup, Config, State};
-use crate::catalog;
+use crate::backup::catalog;
 use crate::fetch::FetchOptions;
 use crate::index::IndexReader;
 use crate::index::build::{IndexOptions, build_index};
 use crate::inventory::{DateSpec, Inventory, InventoryDate};
-use crate::layout::{KeyRules, NameStem};
+use crate::backup::layout::{KeyRules, NameStem};
 use crate::plan::{self, OnBadKey, PlanSummary, Planner};
 use crate::sys::progress::Mode;
 use crate::s3::{S3Client, S3Config};
@@ -298,7 +298,7 @@ fn plan_and_run(
     let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
     let t = std::time::Instant::now();
     ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
-    crate::journal::failpoint("index-built");
+    crate::backup::journal::failpoint("index-built");
     tracing::info!("{date}: index ready in {:.2} s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let run_dir = backup.runs_dir().join(date.as_str());
@@ -332,7 +332,7 @@ fn plan_and_run(
         std::fs::remove_dir_all(&run_dir).ok();
         return Err(bad_keys_error(date, &summary));
     }
-    crate::journal::failpoint("planned");
+    crate::backup::journal::failpoint("planned");
     if retry {
         state.applied.pop();
     }
@@ -359,7 +359,7 @@ fn run_one(
     // to record (its counts come from the catalog: what it did is not known any more).
     let committed = !run_dir.join(plan::CATALOG).exists()
         && !run_dir.join(crate::apply::FINAL_CATALOG).exists()
-        && crate::journal::read(run_dir)?.contains(&crate::journal::Entry::Commit);
+        && crate::backup::journal::read(run_dir)?.contains(&crate::backup::journal::Entry::Commit);
     let t = std::time::Instant::now();
     let mut outcome = if committed {
         tracing::warn!(
@@ -396,7 +396,7 @@ fn run_one(
     } else {
         executor.commit(run_dir, &mut outcome)?;
     }
-    crate::journal::failpoint("catalog-replaced");
+    crate::backup::journal::failpoint("catalog-replaced");
     tracing::info!(
         "{}: committed in {:.2} s",
         summary.date,
@@ -421,7 +421,7 @@ fn run_one(
         retryable: summary.retryable + failed,
     });
     backup.write_state(state)?;
-    crate::journal::failpoint("state-written");
+    crate::backup::journal::failpoint("state-written");
     std::fs::remove_dir_all(run_dir)
         .with_context(|| format!("removing finished run {}", run_dir.display()))?;
     // Whatever is left in staging belongs to no run now (failed or abandoned downloads).

@@ -32,7 +32,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(backup.runs_dir()) {
         for e in entries.flatten() {
             if let Some(s) = plan::read_summary(&e.path())? {
-                let journal = s3invbackup::journal::read(&e.path())?.len();
+                let journal = s3invbackup::backup::journal::read(&e.path())?.len();
                 pending.push(
                     json!({"date": s.date, "fetches": s.fetches, "renames": s.renames,
                                     "journal_entries": journal}),

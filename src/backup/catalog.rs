@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::model::etag::ETag;
 use crate::index::{IndexMeta, IndexReader, IndexWriter};
-use crate::layout::{NameStem, old_version_name};
+use crate::backup::layout::{NameStem, old_version_name};
 use crate::model::record::{LocalState, VersionRecord};
 
 /// `IndexMeta::kind` of a catalog.

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 
 use crate::backup::Backup;
-use crate::catalog::{self, is_current, is_under};
+use crate::backup::catalog::{self, is_current, is_under};
 use crate::model::record::{LocalState, VersionRecord};
 
 /// One current file as its directory's versions JSON describes it.

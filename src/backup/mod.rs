@@ -11,6 +11,11 @@
 //!               lock          held by the one process writing the backup
 //! ```
 
+pub mod catalog;
+pub mod journal;
+pub mod layout;
+pub mod versions_json;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::NameStem;
+use crate::backup::layout::NameStem;
 
 /// The fixed part of a backup, written once when it is created.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -160,7 +165,7 @@ impl Backup {
         for dir in [backup.state_dir(), backup.runs_dir(), backup.indexes_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        crate::catalog::write_empty(&backup.catalog_path(), &backup.config.source_bucket)?;
+        crate::backup::catalog::write_empty(&backup.catalog_path(), &backup.config.source_bucket)?;
         write_json_atomic(&backup.state_path(), &State::default())?;
         // Written last: its presence is what makes the directory a backup.
         write_json_atomic(&backup.state_dir().join("config.json"), &backup.config)?;
@@ -171,7 +176,7 @@ impl Backup {
         self.root.join(self.stem.state_dir())
     }
     pub fn catalog_path(&self) -> PathBuf {
-        crate::catalog::path_in(&self.state_dir())
+        crate::backup::catalog::path_in(&self.state_dir())
     }
     pub fn state_path(&self) -> PathBuf {
         self.state_dir().join("state.json")
