@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::backup::Backup;
 use crate::backup::catalog::{self, file_path};
 use crate::model::etag::ETag;
-use crate::plan;
+use crate::sync::plan;
 use crate::model::record::LocalState;
 use crate::model::timestamp::Timestamp;
 use crate::backup::versions_json::{Renderer, write_versions_file};
@@ -540,7 +540,7 @@ fn repair(
         let dirs: Vec<String> = dirs.into_iter().collect();
         crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirs)?;
     }
-    crate::apply::sync_filesystem(&backup.root)
+    crate::sync::apply::sync_filesystem(&backup.root)
 }
 
 /// Rewrites the catalog with the versions whose files are at `paths` marked missing, and

@@ -10,16 +10,13 @@
 //! - [`index`]: the index file format, writer and reader.
 //! - [`s3`]: the HTTP layer (SigV4 by rusty-s3, retries, resumable bodies).
 
-pub mod apply;
 pub mod backup;
 pub mod diff;
-pub mod fetch;
 pub mod fsck;
 pub mod history;
 pub mod index;
 pub mod inventory;
 pub mod model;
-pub mod plan;
 pub mod prune;
 pub mod restore;
 pub mod rollback;

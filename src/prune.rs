@@ -103,7 +103,7 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
     writer.finish()?;
     std::fs::rename(&tmp, backup.catalog_path())
         .with_context(|| format!("replacing {}", backup.catalog_path().display()))?;
-    crate::apply::sync_filesystem(&backup.root)?;
+    crate::sync::apply::sync_filesystem(&backup.root)?;
     for path in &report.files {
         let p = backup.root.join(path);
         match std::fs::remove_file(&p) {

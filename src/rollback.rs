@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::backup::journal::Entry;
-use crate::plan;
+use crate::sync::plan;
 
 #[derive(Debug, Default, Serialize)]
 pub struct RollbackReport {
@@ -88,7 +88,7 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
     }
     let dirty = plan::read_dirty(&run_dir)?;
     crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirty)?;
-    crate::apply::sync_filesystem(root)?;
+    crate::sync::apply::sync_filesystem(root)?;
     std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
     let staging = backup.staging_dir();
     if staging.exists() {

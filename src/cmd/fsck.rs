@@ -9,7 +9,7 @@ use s3invbackup::backup::Backup;
 use s3invbackup::fsck::{FsckOptions, fsck};
 use s3invbackup::sys::progress::human_bytes;
 
-use s3invbackup::fetch::FetchOptions;
+use s3invbackup::sync::fetch::FetchOptions;
 use s3invbackup::sync::refetch;
 
 use super::{ProgressArgs, S3Args, output};
@@ -110,7 +110,7 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<u8> {
             &backup,
             args.inventory.as_deref(),
             FetchOptions {
-                jobs: s3invbackup::fetch::jobs_within_fd_limit(args.jobs.max(1)),
+                jobs: s3invbackup::sync::fetch::jobs_within_fd_limit(args.jobs.max(1)),
                 ..FetchOptions::default()
             },
             args.progress.mode(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
-use s3invbackup::fetch::{FetchOptions, Verified, fetch_one};
+use s3invbackup::sync::fetch::{FetchOptions, Verified, fetch_one};
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 use s3invbackup::s3::S3Client;
 
@@ -55,7 +55,7 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         .into_temp_path();
     let _cleanup = s3invbackup::sys::stop::Cleanup::register(&staging);
     let opts = FetchOptions {
-        jobs: s3invbackup::fetch::jobs_within_fd_limit(args.jobs.max(1)),
+        jobs: s3invbackup::sync::fetch::jobs_within_fd_limit(args.jobs.max(1)),
         part_size: args.part_size.max(1),
         ..FetchOptions::default()
     };

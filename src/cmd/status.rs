@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::plan;
+use s3invbackup::sync::plan;
 use s3invbackup::sys::progress::human_bytes;
 
 use super::output;

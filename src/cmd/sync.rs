@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::fetch::FetchOptions;
+use s3invbackup::sync::fetch::FetchOptions;
 use s3invbackup::index::build::IndexOptions;
-use s3invbackup::plan::OnBadKey;
+use s3invbackup::sync::plan::OnBadKey;
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 use s3invbackup::sync::{SyncOptions, SyncReport, interrupted_run, sync};
 
@@ -91,7 +91,7 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<u8> {
         },
         dry_run: args.dry_run,
         fetch: FetchOptions {
-            jobs: s3invbackup::fetch::jobs_within_fd_limit(args.jobs.max(1)),
+            jobs: s3invbackup::sync::fetch::jobs_within_fd_limit(args.jobs.max(1)),
             part_size: args.part_size.max(1 << 20),
             ..FetchOptions::default()
         },

@@ -24,10 +24,10 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::backup::catalog;
-use crate::fetch::{FetchCounters, FetchError, FetchOptions, FetchRequest, fetch_all};
+use crate::sync::fetch::{FetchCounters, FetchError, FetchOptions, FetchRequest, fetch_all};
 use crate::index::IndexReader;
 use crate::backup::journal::{Entry, Journal};
-use crate::plan::{self, Step};
+use crate::sync::plan::{self, Step};
 use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::LocalState;
 use crate::s3::S3Client;

@@ -5,21 +5,25 @@
 //! a planned run directory is executed again (its steps are idempotent) before any new
 //! date; an unplanned one is discarded.
 
+pub mod apply;
+pub mod fetch;
+pub mod plan;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::apply::{Executor, RunOutcome};
+use crate::sync::apply::{Executor, RunOutcome};
 use crate::backup::{AppliedDate, Backup, Config, State};
 use crate::backup::catalog;
-use crate::fetch::FetchOptions;
+use crate::sync::fetch::FetchOptions;
 use crate::index::IndexReader;
 use crate::index::build::{IndexOptions, build_index};
 use crate::inventory::{DateSpec, Inventory, InventoryDate};
 use crate::backup::layout::{KeyRules, NameStem};
-use crate::plan::{self, OnBadKey, PlanSummary, Planner};
+use crate::sync::plan::{OnBadKey, PlanSummary, Planner};
 use crate::sys::progress::Mode;
 use crate::s3::{S3Client, S3Config};
 use crate::model::timestamp::Timestamp;
@@ -358,7 +362,7 @@ fn run_one(
     // An earlier attempt that got as far as replacing the catalog only has the state left
     // to record (its counts come from the catalog: what it did is not known any more).
     let committed = !run_dir.join(plan::CATALOG).exists()
-        && !run_dir.join(crate::apply::FINAL_CATALOG).exists()
+        && !run_dir.join(crate::sync::apply::FINAL_CATALOG).exists()
         && crate::backup::journal::read(run_dir)?.contains(&crate::backup::journal::Entry::Commit);
     let t = std::time::Instant::now();
     let mut outcome = if committed {
