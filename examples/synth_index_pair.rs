@@ -1,5 +1,5 @@
 //! Writes two index files for the diff benchmark: A, a synthetic bucket of ROWS versions
-//! (see `s3invbackup::synth`), and B, the same bucket a day later with 1% of its keys
+//! (see `s3invbackup::inventory::synth`), and B, the same bucket a day later with 1% of its keys
 //! changed (a new version each, the old latest made noncurrent). Prints a key prefix that
 //! holds one Zarr store, for the `--prefix` measurement.
 //!
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use s3invbackup::model::etag::ETag;
 use s3invbackup::index::{IndexMeta, IndexWriter};
 use s3invbackup::model::record::{Flags, VersionRecord};
-use s3invbackup::synth::{SynthSpec, generate};
+use s3invbackup::inventory::synth::{SynthSpec, generate};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

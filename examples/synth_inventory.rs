@@ -1,9 +1,9 @@
-//! Writes a synthetic inventory (see `s3invbackup::synth`) for benchmarks:
+//! Writes a synthetic inventory (see `s3invbackup::inventory::synth`) for benchmarks:
 //! `cargo run --release --example synth_inventory -- DIR ROWS FILES [shuffle] [SEED]`
 
 use std::path::PathBuf;
 
-use s3invbackup::synth::{SynthSpec, generate, write_inventory};
+use s3invbackup::inventory::synth::{SynthSpec, generate, write_inventory};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -12,15 +12,10 @@
 
 pub mod backup;
 pub mod diff;
-pub mod fsck;
-pub mod history;
 pub mod index;
 pub mod inventory;
+pub mod maintain;
 pub mod model;
-pub mod prune;
-pub mod restore;
-pub mod rollback;
 pub mod s3;
 pub mod sync;
-pub mod synth;
 pub mod sys;

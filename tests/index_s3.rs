@@ -239,7 +239,7 @@ fn profile_credentials_are_used() {
 #[test]
 fn dump_into_a_closed_pipe_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = s3invbackup::synth::SynthSpec {
+    let spec = s3invbackup::inventory::synth::SynthSpec {
         rows: 50_000,
         files: 2,
         shuffle: false,
@@ -247,8 +247,8 @@ fn dump_into_a_closed_pipe_is_not_an_error() {
         source_bucket: "b".into(),
         date: "2024-11-06T01-00Z".into(),
     };
-    let rows = s3invbackup::synth::generate(&spec);
-    s3invbackup::synth::write_inventory(dir.path(), &spec, &rows).unwrap();
+    let rows = s3invbackup::inventory::synth::generate(&spec);
+    s3invbackup::inventory::synth::write_inventory(dir.path(), &spec, &rows).unwrap();
     let idx = dir.path().join("x.idx");
     cli()
         .arg("index")

@@ -9,7 +9,7 @@ use s3invbackup::model::record::VersionRecord;
 
 fuzz_target!(|data: &[u8]| {
     let parser = RowParser::new(
-        Columns::from_schema(s3invbackup::synth::SCHEMA).unwrap(),
+        Columns::from_schema(s3invbackup::inventory::synth::SCHEMA).unwrap(),
         "synthetic-archive",
     );
     let mut reader = csv::ReaderBuilder::new()

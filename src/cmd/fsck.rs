@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::fsck::{FsckOptions, fsck};
+use s3invbackup::maintain::fsck::{FsckOptions, fsck};
 use s3invbackup::sys::progress::human_bytes;
 
 use s3invbackup::sync::fetch::FetchOptions;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::history::{self, describe, parse_time, version_at, versions_of};
+use s3invbackup::maintain::history::{self, describe, parse_time, version_at, versions_of};
 
 use super::output;
 

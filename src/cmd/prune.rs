@@ -7,7 +7,7 @@ use clap::Args;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::sys::progress::human_bytes;
-use s3invbackup::prune::{PruneOptions, parse_duration, prune};
+use s3invbackup::maintain::prune::{PruneOptions, parse_duration, prune};
 use s3invbackup::model::timestamp::Timestamp;
 
 use super::output;

@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::history::parse_time;
+use s3invbackup::maintain::history::parse_time;
 use s3invbackup::sys::progress::human_bytes;
-use s3invbackup::restore::{Link, RestoreOptions, restore};
+use s3invbackup::maintain::restore::{Link, RestoreOptions, restore};
 
 use super::ProgressArgs;
 

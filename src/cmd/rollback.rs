@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::rollback::rollback;
+use s3invbackup::maintain::rollback::rollback;
 
 /// Undo an interrupted sync run, back to the last applied date: the run's moves are
 /// reversed from its journal, the files it downloaded are removed, displaced directories

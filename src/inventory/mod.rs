@@ -5,6 +5,7 @@ mod date;
 mod manifest;
 mod rows;
 mod schema;
+pub mod synth;
 
 pub use date::{DateSpec, InventoryDate};
 pub use manifest::{Manifest, ManifestFile, data_file_path, hex};

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::backup::catalog::{self, file_path, is_folder_marker};
-use crate::history::{is_held, version_at};
+use crate::maintain::history::{is_held, version_at};
 use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::VersionRecord;
 use crate::model::timestamp::Timestamp;

@@ -124,7 +124,7 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
     if opts.repair && !report.problems.is_empty() {
         // An unfinished run is rolled back first (`sync` would finish it instead); the
         // rest of the check then sees the tree as the last applied date left it.
-        if let Some(r) = crate::rollback::rollback(backup)? {
+        if let Some(r) = crate::maintain::rollback::rollback(backup)? {
             tracing::warn!("rolled back the unfinished run of {}", r.date);
         }
         report.repaired = true;
