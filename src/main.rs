@@ -1,6 +1,6 @@
 //! The `s3invbackup` command line: flags to library calls, errors to exit codes.
 
-mod cmd;
+mod cli;
 
 use std::process::ExitCode;
 
@@ -13,7 +13,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    s3: cmd::S3Args,
+    s3: cli::S3Args,
     /// More log output (-v: info, -vv: debug); RUST_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -22,29 +22,29 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List inventory dates (complete or not)
-    Dates(cmd::dates::DatesArgs),
+    Dates(cli::dates::DatesArgs),
     /// Build the sorted index of one inventory date
-    Index(cmd::index::IndexArgs),
+    Index(cli::index::IndexArgs),
     /// Print an index's records as CSV or JSON lines
-    Dump(cmd::dump::DumpArgs),
+    Dump(cli::dump::DumpArgs),
     /// What changed between two indexes or inventory dates (no downloads)
-    Diff(cmd::diff::DiffArgs),
+    Diff(cli::diff::DiffArgs),
     /// Fetch and verify one object version
-    Get(cmd::get::GetArgs),
+    Get(cli::get::GetArgs),
     /// Bring a backup up to date with an inventory (incremental, versioned, resumable)
-    Sync(cmd::sync::SyncArgs),
+    Sync(cli::sync::SyncArgs),
     /// What a backup holds: applied dates, failures, an interrupted run
-    Status(cmd::status::StatusArgs),
+    Status(cli::status::StatusArgs),
     /// Prove a backup's tree matches its catalog (no network); --repair fixes it
-    Fsck(cmd::fsck::FsckArgs),
+    Fsck(cli::fsck::FsckArgs),
     /// Every version a backup holds of a key, and where (or the one at a time)
-    Locate(cmd::locate::LocateArgs),
+    Locate(cli::locate::LocateArgs),
     /// The bucket as it was at a time, from a backup (hard links or copies)
-    Restore(cmd::restore::RestoreArgs),
+    Restore(cli::restore::RestoreArgs),
     /// Undo an unfinished sync run (back to the last applied date)
-    Rollback(cmd::rollback::RollbackArgs),
+    Rollback(cli::rollback::RollbackArgs),
     /// DELETES backed-up data: old versions, noncurrent or gone longer than a duration
-    Prune(cmd::prune::PruneArgs),
+    Prune(cli::prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,19 +65,19 @@ fn main() -> ExitCode {
     s3invbackup::sys::stop::install();
     // `diff --exit-code` uses 1 for "there are changes", so its errors become 2.
     let (result, error_code) = match &cli.command {
-        Command::Dates(a) => (cmd::dates::run(a, &cli.s3).map(|()| 0), 1),
-        Command::Index(a) => (cmd::index::run(a, &cli.s3).map(|()| 0), 1),
-        Command::Dump(a) => (cmd::dump::run(a).map(|()| 0), 1),
-        Command::Get(a) => (cmd::get::run(a, &cli.s3).map(|()| 0), 1),
-        Command::Sync(a) => (cmd::sync::run(a, &cli.s3), 1),
-        Command::Status(a) => (cmd::status::run(a).map(|()| 0), 1),
-        Command::Fsck(a) => (cmd::fsck::run(a, &cli.s3), 1),
-        Command::Locate(a) => (cmd::locate::run(a).map(|()| 0), 1),
-        Command::Restore(a) => (cmd::restore::run(a), 1),
-        Command::Rollback(a) => (cmd::rollback::run(a).map(|()| 0), 1),
-        Command::Prune(a) => (cmd::prune::run(a).map(|()| 0), 1),
+        Command::Dates(a) => (cli::dates::run(a, &cli.s3).map(|()| 0), 1),
+        Command::Index(a) => (cli::index::run(a, &cli.s3).map(|()| 0), 1),
+        Command::Dump(a) => (cli::dump::run(a).map(|()| 0), 1),
+        Command::Get(a) => (cli::get::run(a, &cli.s3).map(|()| 0), 1),
+        Command::Sync(a) => (cli::sync::run(a, &cli.s3), 1),
+        Command::Status(a) => (cli::status::run(a).map(|()| 0), 1),
+        Command::Fsck(a) => (cli::fsck::run(a, &cli.s3), 1),
+        Command::Locate(a) => (cli::locate::run(a).map(|()| 0), 1),
+        Command::Restore(a) => (cli::restore::run(a), 1),
+        Command::Rollback(a) => (cli::rollback::run(a).map(|()| 0), 1),
+        Command::Prune(a) => (cli::prune::run(a).map(|()| 0), 1),
         Command::Diff(a) => {
-            let changed = cmd::diff::run(a, &cli.s3);
+            let changed = cli::diff::run(a, &cli.s3);
             (
                 changed.map(|c| u8::from(c && a.exit_code)),
                 if a.exit_code { 2 } else { 1 },
