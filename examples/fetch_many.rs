@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use s3invbackup::model::etag::ETag;
-use s3invbackup::sync::fetch::{FetchCounters, FetchOptions, FetchRequest, fetch_all};
-use s3invbackup::s3::{S3Client, S3Config};
 use s3invbackup::model::timestamp::Timestamp;
+use s3invbackup::s3::{S3Client, S3Config};
+use s3invbackup::sync::fetch::{FetchCounters, FetchOptions, FetchRequest, fetch_all};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -11,12 +11,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use s3invbackup::backup::{AppliedDate, Backup, Config, FORMAT, State};
 use s3invbackup::backup::catalog;
+use s3invbackup::backup::{AppliedDate, Backup, Config, FORMAT, State};
 use s3invbackup::index::IndexReader;
 use s3invbackup::index::build::{IndexOptions, build_index};
 use s3invbackup::inventory::{DateSpec, Inventory};
-use s3invbackup::sys::progress::Mode;
 use s3invbackup::model::record::{Local, LocalState};
 use s3invbackup::s3::S3Config;
 
@@ -41,10 +40,7 @@ fn main() -> Result<()> {
         },
     )?;
     let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
-    let opts = IndexOptions {
-        progress: Mode::Quiet,
-        ..IndexOptions::default()
-    };
+    let opts = IndexOptions::default();
     build_index(&inventory, &date, &index_path, &opts)?;
     let changed: HashSet<String> = std::fs::read_to_string(keys_file)
         .with_context(|| format!("reading {keys_file}"))?

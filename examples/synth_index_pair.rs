@@ -7,10 +7,10 @@
 
 use std::path::PathBuf;
 
-use s3invbackup::model::etag::ETag;
 use s3invbackup::index::{IndexMeta, IndexWriter};
-use s3invbackup::model::record::{Flags, VersionRecord};
 use s3invbackup::inventory::synth::{SynthSpec, generate};
+use s3invbackup::model::etag::ETag;
+use s3invbackup::model::record::{Flags, VersionRecord};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

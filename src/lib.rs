@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod diff;
+pub mod error;
 pub mod index;
 pub mod inventory;
 pub mod maintain;

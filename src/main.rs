@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use cli::Outcome;
+use s3invbackup::error::Refusal;
+
 /// Versioned, verified backups of S3 buckets, driven by S3 Inventory.
 #[derive(Debug, Parser)]
 #[command(name = "s3invbackup", version, about, long_about = None)]
@@ -62,35 +65,62 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
 
-    s3invbackup::sys::stop::install();
-    // `diff --exit-code` uses 1 for "there are changes", so its errors become 2.
-    let (result, error_code) = match &cli.command {
-        Command::Dates(a) => (cli::dates::run(a, &cli.s3).map(|()| 0), 1),
-        Command::Index(a) => (cli::index::run(a, &cli.s3).map(|()| 0), 1),
-        Command::Dump(a) => (cli::dump::run(a).map(|()| 0), 1),
-        Command::Get(a) => (cli::get::run(a, &cli.s3).map(|()| 0), 1),
-        Command::Sync(a) => (cli::sync::run(a, &cli.s3), 1),
-        Command::Status(a) => (cli::status::run(a).map(|()| 0), 1),
-        Command::Fsck(a) => (cli::fsck::run(a, &cli.s3), 1),
-        Command::Locate(a) => (cli::locate::run(a).map(|()| 0), 1),
-        Command::Restore(a) => (cli::restore::run(a), 1),
-        Command::Rollback(a) => (cli::rollback::run(a).map(|()| 0), 1),
-        Command::Prune(a) => (cli::prune::run(a).map(|()| 0), 1),
-        Command::Diff(a) => {
-            let changed = cli::diff::run(a, &cli.s3);
-            (
-                changed.map(|c| u8::from(c && a.exit_code)),
-                if a.exit_code { 2 } else { 1 },
-            )
-        }
+    let result = match &cli.command {
+        Command::Dates(a) => cli::dates::run(a, &cli.s3).map(|()| Outcome::Done),
+        Command::Index(a) => cli::index::run(a, &cli.s3).map(|()| Outcome::Done),
+        Command::Dump(a) => cli::dump::run(a).map(|()| Outcome::Done),
+        Command::Get(a) => cli::get::run(a, &cli.s3).map(|()| Outcome::Done),
+        Command::Sync(a) => cli::sync::run(a, &cli.s3),
+        Command::Status(a) => cli::status::run(a).map(|()| Outcome::Done),
+        Command::Fsck(a) => cli::fsck::run(a, &cli.s3),
+        Command::Locate(a) => cli::locate::run(a).map(|()| Outcome::Done),
+        Command::Restore(a) => cli::restore::run(a),
+        Command::Rollback(a) => cli::rollback::run(a).map(|()| Outcome::Done),
+        Command::Prune(a) => cli::prune::run(a).map(|()| Outcome::Done),
+        Command::Diff(a) => cli::diff::run(a, &cli.s3).map(|changed| {
+            if changed && a.exit_code {
+                Outcome::Changes
+            } else {
+                Outcome::Done
+            }
+        }),
     };
+    // `diff --exit-code` uses 1 for "there are changes", so its errors become 2.
+    let diff_exit_code = matches!(&cli.command, Command::Diff(a) if a.exit_code);
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(outcome) => ExitCode::from(exit_status(outcome)),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("s3invbackup: error: {e:#}");
-            ExitCode::from(error_code)
+            ExitCode::from(error_status(&e, diff_exit_code))
         }
+    }
+}
+
+/// The exit-code table, for every command (README "Exit codes"):
+///
+/// | status | meaning |
+/// |---|---|
+/// | 0 | done |
+/// | 1 | an error or a refusal (the backup is unchanged or resumable); `fsck`: problems found; `diff --exit-code`: there are changes |
+/// | 2 | done, but some versions could not be fetched or are not held (listed; the next sync retries them); `diff --exit-code`: an error |
+/// | 130 | interrupted (resumable) |
+fn exit_status(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Done => 0,
+        Outcome::Changes | Outcome::Problems => 1,
+        Outcome::Partial => 2,
+        Outcome::Interrupted => 130,
+    }
+}
+
+fn error_status(e: &anyhow::Error, diff_exit_code: bool) -> u8 {
+    if diff_exit_code {
+        return 2;
+    }
+    match e.chain().find_map(|c| c.downcast_ref::<Refusal>()) {
+        Some(Refusal::NotABackup(_) | Refusal::Locked { .. } | Refusal::RunPending { .. }) => 1,
+        None => 1,
     }
 }
 

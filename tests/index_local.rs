@@ -8,8 +8,8 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use s3invbackup::index::IndexReader;
-use s3invbackup::model::record::VersionRecord;
 use s3invbackup::inventory::synth::{SynthSpec, generate, write_inventory};
+use s3invbackup::model::record::VersionRecord;
 use support::*;
 
 const DATE: &str = "2024-11-06T01-00Z";

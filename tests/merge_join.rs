@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use s3invbackup::diff::changes::{ChangeKind, classify};
-use s3invbackup::model::etag::ETag;
-use s3invbackup::index::{IndexMeta, IndexReader, IndexWriter};
 use s3invbackup::index::merge::MergeJoin;
+use s3invbackup::index::{IndexMeta, IndexReader, IndexWriter};
+use s3invbackup::model::etag::ETag;
 use s3invbackup::model::record::{Flags, StorageClass, VersionRecord};
 use s3invbackup::model::timestamp::Timestamp;
 

@@ -4,15 +4,18 @@
 //! sync, fsck, locate and restore can never disagree about it.
 //!
 //! A catalog is an index file (same format, kind `catalog`) whose records carry the local
-//! half; it is rewritten whole, under a temporary name, at the end of each applied date.
+//! half; it is rewritten whole, under a temporary name, at the end of each applied date, and
+//! only ever changed by [`replace`].
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::model::etag::ETag;
-use crate::index::{IndexMeta, IndexReader, IndexWriter};
+use crate::backup::durable;
 use crate::backup::layout::{NameStem, old_version_name};
+use crate::backup::totals::Totals;
+use crate::index::{IndexMeta, IndexReader, IndexWriter};
+use crate::model::etag::ETag;
 use crate::model::record::{LocalState, VersionRecord};
 
 /// `IndexMeta::kind` of a catalog.
@@ -88,19 +91,40 @@ pub fn is_under(path: &str, dir: &str) -> bool {
 }
 
 /// Copies the catalog at `from` to `to`, letting `edit` change each record's local half on
-/// the way (fsck marking versions missing, a commit marking this run's failures).
-pub fn rewrite(from: &Path, to: &Path, mut edit: impl FnMut(&mut VersionRecord)) -> Result<()> {
+/// the way (fsck marking versions missing, a commit marking this run's failures, prune);
+/// returns the totals of what `to` holds.
+pub fn rewrite(from: &Path, to: &Path, mut edit: impl FnMut(&mut VersionRecord)) -> Result<Totals> {
     let reader = open(from)?;
     let mut writer = create(to, &reader.meta().source_bucket, &reader.meta().date)?;
     let mut stream = reader.stream();
     let mut rec = VersionRecord::default();
+    let mut totals = Totals::default();
     while let Some(r) = stream.next_record()? {
         rec.copy_from(r);
         edit(&mut rec);
+        totals.add(&rec);
         writer.push(&rec)?;
     }
     writer.finish()?;
-    Ok(())
+    Ok(totals)
+}
+
+/// The totals of the catalog at `path`: one pass (for a run resumed after its commit, whose
+/// own counts were lost).
+pub fn totals(path: &Path) -> Result<Totals> {
+    let reader = open(path)?;
+    let mut stream = reader.stream();
+    let mut totals = Totals::default();
+    while let Some(rec) = stream.next_record()? {
+        totals.add(rec);
+    }
+    Ok(totals)
+}
+
+/// Replaces the backup's catalog at `path` with the complete catalog `new`, durably
+/// (fsync, rename, directory fsync: [`durable::replace`]). The one way a catalog changes.
+pub fn replace(new: &Path, path: &Path) -> Result<()> {
+    durable::replace(new, path)
 }
 
 /// The directory part of a relative path ("" for the top).

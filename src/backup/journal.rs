@@ -4,14 +4,11 @@
 //! and synced to disk in batches (a power loss may lose the last batch; the steps it names
 //! are idempotent and the plan is replayed from the start, so nothing is lost either way).
 //!
-//! `S3INVBACKUP_CRASH_AFTER=N` aborts the process (as `kill -9` would) right after the N-th
-//! entry of the process is written, before its change is made: the crash tests use it to stop a run at a
-//! chosen point, deterministically.
+//! Every append is a crash point for the crash campaign ([`crate::sys::failpoint`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -52,29 +49,23 @@ pub struct Journal {
     file: File,
     line: Vec<u8>,
     written: u64,
-    crash_after: Option<u64>,
 }
 
-pub const FILE: &str = "journal.jsonl";
-
 impl Journal {
-    /// Opens the run's journal for appending (a resumed run continues it).
-    pub fn open(run_dir: &Path) -> Result<Journal> {
-        let path = run_dir.join(FILE);
+    /// Opens a run's journal (`RunDir::journal_path`) for appending (a resumed run
+    /// continues it).
+    pub fn open(path: &Path) -> Result<Journal> {
+        let path = path.to_path_buf();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening journal {}", path.display()))?;
-        let crash_after = std::env::var("S3INVBACKUP_CRASH_AFTER")
-            .ok()
-            .and_then(|v| v.parse().ok());
         Ok(Journal {
             path,
             file,
             line: Vec::with_capacity(256),
             written: 0,
-            crash_after,
         })
     }
 
@@ -90,13 +81,7 @@ impl Journal {
         if self.written.is_multiple_of(SYNC_EVERY) {
             self.sync()?;
         }
-        // Counted over the whole process: a sync writes several journals (one per date).
-        static IN_PROCESS: AtomicU64 = AtomicU64::new(0);
-        let n = IN_PROCESS.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.crash_after == Some(n) {
-            eprintln!("s3invbackup: S3INVBACKUP_CRASH_AFTER={n} reached; aborting");
-            std::process::abort();
-        }
+        crate::sys::failpoint::journal_appended();
         Ok(())
     }
 
@@ -107,43 +92,9 @@ impl Journal {
     }
 }
 
-/// A named crash point for the crash campaign: `S3INVBACKUP_FAILPOINT=NAME` or `NAME:N`
-/// aborts the process (as `kill -9` would) at the N-th time (default: first) this process
-/// reaches `failpoint(NAME)`. Points: `index-built`, `planned`, `catalog-replaced`,
-/// `state-written` (one per applied date each).
-pub fn failpoint(name: &str) {
-    static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
-    let Ok(spec) = std::env::var("S3INVBACKUP_FAILPOINT") else {
-        return;
-    };
-    let (want, nth) = match spec.split_once(':') {
-        Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
-        None => (spec.clone(), 1),
-    };
-    if want != name {
-        return;
-    }
-    let mut hits = HITS.lock().unwrap_or_else(|e| e.into_inner());
-    let count = match hits.iter_mut().find(|(n, _)| n == name) {
-        Some((_, c)) => {
-            *c += 1;
-            *c
-        }
-        None => {
-            hits.push((name.to_string(), 1));
-            1
-        }
-    };
-    if count == nth {
-        eprintln!("s3invbackup: S3INVBACKUP_FAILPOINT={spec} reached; aborting");
-        std::process::abort();
-    }
-}
-
 /// Every entry of a run's journal, in order (for rollback and status).
-pub fn read(run_dir: &Path) -> Result<Vec<Entry>> {
-    let path = run_dir.join(FILE);
-    let text = match std::fs::read_to_string(&path) {
+pub fn read(path: &Path) -> Result<Vec<Entry>> {
+    let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),

@@ -12,8 +12,11 @@
 //! ```
 
 pub mod catalog;
+pub mod durable;
 pub mod journal;
 pub mod layout;
+pub mod run_dir;
+pub mod totals;
 pub mod versions_json;
 
 use std::fs::{File, OpenOptions};
@@ -24,6 +27,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::layout::NameStem;
+use crate::backup::totals::Totals;
+use crate::error::Refusal;
 
 /// The fixed part of a backup, written once when it is created.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -54,14 +59,9 @@ pub struct AppliedDate {
     pub renamed: u64,
     pub failed: u64,
     pub skipped: u64,
-    /// Bytes of every file held after the run.
-    pub bytes_held: u64,
-    /// Versions listed as missing or archived after the run.
-    #[serde(default)]
-    pub not_held: u64,
-    /// Of those, the ones the bucket still lists (the next sync retries them).
-    #[serde(default)]
-    pub retryable: u64,
+    /// What the catalog holds after the run (kept current by fsck and prune).
+    #[serde(flatten)]
+    pub totals: Totals,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -142,6 +142,11 @@ impl Backup {
         }))
     }
 
+    /// The backup at `root`, which must be one.
+    pub fn open_existing(root: &Path) -> Result<Backup> {
+        Backup::open(root)?.ok_or_else(|| Refusal::NotABackup(root.to_path_buf()).into())
+    }
+
     /// Creates a new backup at `root`, which must be absent or an empty directory: a
     /// backup never adopts files it did not place.
     pub fn create(root: &Path, config: Config) -> Result<Backup> {
@@ -166,9 +171,9 @@ impl Backup {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         crate::backup::catalog::write_empty(&backup.catalog_path(), &backup.config.source_bucket)?;
-        write_json_atomic(&backup.state_path(), &State::default())?;
+        durable::write_json(&backup.state_path(), &State::default())?;
         // Written last: its presence is what makes the directory a backup.
-        write_json_atomic(&backup.state_dir().join("config.json"), &backup.config)?;
+        durable::write_json(&backup.state_dir().join("config.json"), &backup.config)?;
         Ok(backup)
     }
 
@@ -181,14 +186,8 @@ impl Backup {
     pub fn state_path(&self) -> PathBuf {
         self.state_dir().join("state.json")
     }
-    pub fn runs_dir(&self) -> PathBuf {
-        self.state_dir().join("runs")
-    }
     pub fn indexes_dir(&self) -> PathBuf {
         self.state_dir().join("indexes")
-    }
-    pub fn staging_dir(&self) -> PathBuf {
-        self.state_dir().join("staging")
     }
 
     pub fn read_state(&self) -> Result<State> {
@@ -198,7 +197,17 @@ impl Backup {
     }
 
     pub fn write_state(&self, state: &State) -> Result<()> {
-        write_json_atomic(&self.state_path(), state)
+        durable::write_json(&self.state_path(), state)
+    }
+
+    /// Records what the catalog now holds in the last applied date's totals (after fsck's
+    /// repairs or a prune rewrote the catalog).
+    pub fn record_totals(&self, totals: Totals) -> Result<()> {
+        let mut state = self.read_state()?;
+        if let Some(last) = state.applied.last_mut() {
+            last.totals = totals;
+        }
+        self.write_state(&state)
     }
 
     /// Takes the writer's lock, or says who holds it.
@@ -215,11 +224,11 @@ impl Backup {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                bail!(
-                    "backup {} is in use by another process ({}); wait for it to finish",
-                    self.root.display(),
-                    holder.trim()
-                );
+                return Err(Refusal::Locked {
+                    backup: self.root.clone(),
+                    holder: holder.trim().to_string(),
+                }
+                .into());
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("locking {}", path.display()));
@@ -242,26 +251,4 @@ impl Backup {
 /// Held while a process writes a backup; released when dropped (or when the process dies).
 pub struct Lock {
     _file: File,
-}
-
-/// Writes `value` as pretty JSON to a temporary file beside `path`, syncs it and renames it
-/// over `path`: readers see the old file or the new one, never half of one.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", tmp.display()));
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }

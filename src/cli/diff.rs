@@ -10,8 +10,8 @@ use serde::Serialize;
 use s3invbackup::diff::changes::{Change, ChangeKind};
 use s3invbackup::diff::{DiffOptions, DiffTotals, diff};
 use s3invbackup::index::IndexReader;
-use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};
 use s3invbackup::index::build::IndexOptions;
+use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
 use super::{ProgressArgs, S3Args, output};
@@ -104,8 +104,7 @@ pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let opts = IndexOptions {
         memory: args.memory,
-        progress: args.progress.mode(),
-        progress_interval: args.progress.interval(),
+        progress: args.progress.options(),
         ..IndexOptions::default()
     };
     let path_a = resolve(&Operand::parse(&args.a)?, &s3.config(), &cache, &opts)?;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use s3invbackup::backup::Backup;
@@ -12,7 +12,7 @@ use s3invbackup::sys::progress::human_bytes;
 use s3invbackup::sync::fetch::FetchOptions;
 use s3invbackup::sync::refetch;
 
-use super::{ProgressArgs, S3Args, output};
+use super::{Outcome, ProgressArgs, S3Args, output};
 
 /// Compare the tree with the catalog, without network access: missing files, wrong sizes or
 /// mtimes, files the catalog does not know (strays), versions JSON that disagree, an
@@ -51,19 +51,19 @@ pub struct FsckArgs {
     pub progress: ProgressArgs,
 }
 
-/// Returns the exit status.
-pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<u8> {
-    let backup = Backup::open(&args.backup)?
-        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
+    let backup = Backup::open_existing(&args.backup)?;
     let report = fsck(
         &backup,
         &FsckOptions {
             verify_content: args.verify_content,
             repair: args.repair,
-            progress: args.progress.mode(),
-            progress_interval: args.progress.interval(),
+            progress: args.progress.options(),
         },
     )?;
+    if let Some(date) = &report.rolled_back {
+        eprintln!("rolled back the unfinished run of {date}");
+    }
     let mut out = output(None)?;
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -103,29 +103,30 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<u8> {
         .read_state()?
         .applied
         .last()
-        .map_or(0, |a| a.retryable);
+        .map_or(0, |a| a.totals.retryable);
     if args.repair && !args.no_fetch && retryable > 0 {
         eprintln!("downloading {retryable} version(s) the backup should hold again");
         let refetched = refetch(
             &backup,
             args.inventory.as_deref(),
-            FetchOptions {
-                jobs: s3invbackup::sync::fetch::jobs_within_fd_limit(args.jobs.max(1)),
-                ..FetchOptions::default()
-            },
-            args.progress.mode(),
-            args.progress.interval(),
+            super::limits::fetch_options(args.jobs, FetchOptions::default().part_size),
+            args.progress.options(),
             s3.config(),
+            super::signals::stop_token(),
         )?;
         if refetched.failures > 0 {
             eprintln!(
                 "{} version(s) could not be downloaded; the next sync retries them",
                 refetched.failures
             );
-            return Ok(2);
+            return Ok(Outcome::Partial);
         }
     }
-    Ok(u8::from(!report.problems.is_empty()))
+    Ok(if report.problems.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Problems
+    })
 }
 
 use std::io::Write;

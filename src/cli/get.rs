@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
-use s3invbackup::sync::fetch::{FetchOptions, Verified, fetch_one};
-use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 use s3invbackup::s3::S3Client;
+use s3invbackup::sync::fetch::{Verified, fetch_one};
+use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
 use super::S3Args;
 
@@ -53,12 +53,8 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?
         .into_temp_path();
-    let _cleanup = s3invbackup::sys::stop::Cleanup::register(&staging);
-    let opts = FetchOptions {
-        jobs: s3invbackup::sync::fetch::jobs_within_fd_limit(args.jobs.max(1)),
-        part_size: args.part_size.max(1),
-        ..FetchOptions::default()
-    };
+    let _cleanup = super::signals::stop_token().cleanup(&staging);
+    let opts = super::limits::fetch_options(args.jobs, args.part_size);
     let (request, verified) = fetch_one(
         &client,
         bucket,

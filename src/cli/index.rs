@@ -43,8 +43,7 @@ pub fn run(args: &IndexArgs, s3: &S3Args) -> Result<()> {
     let mut opts = IndexOptions {
         memory: args.memory,
         tmp_dir: args.tmp_dir.clone(),
-        progress: args.progress.mode(),
-        progress_interval: args.progress.interval(),
+        progress: args.progress.options(),
         ..IndexOptions::default()
     };
     if let Some(t) = args.threads {

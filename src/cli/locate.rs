@@ -35,8 +35,7 @@ pub struct LocateArgs {
 }
 
 pub fn run(args: &LocateArgs) -> Result<()> {
-    let backup = Backup::open(&args.backup)?
-        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    let backup = Backup::open_existing(&args.backup)?;
     let versions = versions_of(&backup, &args.key)?;
     if versions.is_empty() {
         bail!("the backup holds no version of {:?}", args.key);

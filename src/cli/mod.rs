@@ -7,10 +7,12 @@ pub mod dump;
 pub mod fsck;
 pub mod get;
 pub mod index;
+pub mod limits;
 pub mod locate;
 pub mod prune;
 pub mod restore;
 pub mod rollback;
+pub mod signals;
 pub mod status;
 pub mod sync;
 
@@ -22,8 +24,23 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use s3invbackup::inventory::Inventory;
-use s3invbackup::sys::progress;
 use s3invbackup::s3::S3Config;
+use s3invbackup::sys::progress;
+
+/// What a command ended with, beyond "it ran"; `main.rs` maps each to an exit status in
+/// one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// `diff --exit-code`: there are changes.
+    Changes,
+    /// `fsck`: problems were found (repaired or not).
+    Problems,
+    /// Done, but some versions could not be fetched or are not held.
+    Partial,
+    /// Stopped by a signal; resumable.
+    Interrupted,
+}
 
 /// How to reach S3 (for `s3://` inventories).
 #[derive(Debug, Clone, Args)]
@@ -65,14 +82,22 @@ pub struct ProgressArgs {
 }
 
 impl ProgressArgs {
-    pub fn mode(&self) -> progress::Mode {
+    /// The library's options.
+    pub fn options(&self) -> progress::Progress {
+        progress::Progress {
+            mode: self.mode(),
+            interval: self.interval(),
+        }
+    }
+
+    fn mode(&self) -> progress::Mode {
         match self.progress.as_str() {
             "plain" => progress::Mode::Plain,
             "none" => progress::Mode::Quiet,
             _ => progress::Mode::Auto,
         }
     }
-    pub fn interval(&self) -> Duration {
+    fn interval(&self) -> Duration {
         Duration::from_secs(self.progress_interval.max(1))
     }
 }

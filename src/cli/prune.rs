@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::sys::progress::human_bytes;
 use s3invbackup::maintain::prune::{PruneOptions, parse_duration, prune};
 use s3invbackup::model::timestamp::Timestamp;
+use s3invbackup::sys::progress::human_bytes;
 
 use super::output;
 
@@ -33,8 +33,7 @@ pub struct PruneArgs {
 }
 
 pub fn run(args: &PruneArgs) -> Result<()> {
-    let backup = Backup::open(&args.backup)?
-        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    let backup = Backup::open_existing(&args.backup)?;
     let report = prune(
         &backup,
         &PruneOptions {

@@ -7,10 +7,10 @@ use clap::Args;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::maintain::history::parse_time;
-use s3invbackup::sys::progress::human_bytes;
 use s3invbackup::maintain::restore::{Link, RestoreOptions, restore};
+use s3invbackup::sys::progress::human_bytes;
 
-use super::ProgressArgs;
+use super::{Outcome, ProgressArgs};
 
 /// Materialize the bucket as it was at TIME into DEST (new or empty, outside the backup):
 /// for each key, the version that was current then; keys deleted by then are absent. Files
@@ -41,9 +41,8 @@ pub struct RestoreArgs {
 }
 
 /// Exit status: 0, or 2 if some keys' versions are not held.
-pub fn run(args: &RestoreArgs) -> Result<u8> {
-    let backup = Backup::open(&args.backup)?
-        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+pub fn run(args: &RestoreArgs) -> Result<Outcome> {
+    let backup = Backup::open_existing(&args.backup)?;
     let opts = RestoreOptions {
         at: parse_time(&args.at)?,
         prefix: args.prefix.clone(),
@@ -52,8 +51,7 @@ pub fn run(args: &RestoreArgs) -> Result<u8> {
         } else {
             Link::Hard
         },
-        progress: args.progress.mode(),
-        progress_interval: args.progress.interval(),
+        progress: args.progress.options(),
     };
     let report = restore(&backup, &args.dest, &opts)?;
     eprintln!(
@@ -79,5 +77,9 @@ pub fn run(args: &RestoreArgs) -> Result<u8> {
         bytes.push(b'\n');
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if report.not_held.is_empty() { 0 } else { 2 })
+    Ok(if report.not_held.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Partial
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use s3invbackup::backup::Backup;
@@ -19,8 +19,7 @@ pub struct RollbackArgs {
 }
 
 pub fn run(args: &RollbackArgs) -> Result<()> {
-    let backup = Backup::open(&args.backup)?
-        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    let backup = Backup::open_existing(&args.backup)?;
     match rollback(&backup)? {
         None => eprintln!(
             "{}: no unfinished run; nothing to undo",

@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::sync::plan;
 use s3invbackup::sys::progress::human_bytes;
 
 use super::output;
@@ -25,20 +24,15 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: &StatusArgs) -> Result<()> {
-    let backup = Backup::open(&args.backup)?
-        .with_context(|| format!("{} is not a backup", args.backup.display()))?;
+    let backup = Backup::open_existing(&args.backup)?;
     let state = backup.read_state()?;
     let mut pending = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(backup.runs_dir()) {
-        for e in entries.flatten() {
-            if let Some(s) = plan::read_summary(&e.path())? {
-                let journal = s3invbackup::backup::journal::read(&e.path())?.len();
-                pending.push(
-                    json!({"date": s.date, "fetches": s.fetches, "renames": s.renames,
-                                    "journal_entries": journal}),
-                );
-            }
-        }
+    if let Some(run) = backup.pending_run(&state)? {
+        let s = &run.summary;
+        pending.push(
+            json!({"date": s.date, "fetches": s.fetches, "renames": s.renames,
+                            "journal_entries": run.dir.read_journal()?.len()}),
+        );
     }
     let last = state.applied.last();
     let mut out = output(None)?;
@@ -48,9 +42,9 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             "config": backup.config,
             "applied": state.applied,
             "last_applied": last.map(|a| a.date.clone()),
-            "not_held": last.map_or(0, |a| a.not_held),
-            "retryable": last.map_or(0, |a| a.retryable),
-            "bytes_held": last.map_or(0, |a| a.bytes_held),
+            "not_held": last.map_or(0, |a| a.totals.not_held),
+            "retryable": last.map_or(0, |a| a.totals.retryable),
+            "bytes_held": last.map_or(0, |a| a.totals.bytes_held),
             "pending_runs": pending,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -89,11 +83,15 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         )?;
     }
     if let Some(a) = last {
-        writeln!(out, "held         {} in files", human_bytes(a.bytes_held))?;
+        writeln!(
+            out,
+            "held         {} in files",
+            human_bytes(a.totals.bytes_held)
+        )?;
         writeln!(
             out,
             "not held     {} version(s) missing or archived ({} still listed: the next sync retries them)",
-            a.not_held, a.retryable
+            a.totals.not_held, a.totals.retryable
         )?;
     }
     for p in &pending {

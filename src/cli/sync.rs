@@ -5,14 +5,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use std::io::Write;
+
 use s3invbackup::backup::Backup;
-use s3invbackup::sync::fetch::FetchOptions;
+use s3invbackup::backup::run_dir::Step;
 use s3invbackup::index::build::IndexOptions;
 use s3invbackup::sync::plan::OnBadKey;
+use s3invbackup::sync::{SyncOptions, SyncReport, dry_run, interrupted_run, sync};
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
-use s3invbackup::sync::{SyncOptions, SyncReport, interrupted_run, sync};
 
-use super::{ProgressArgs, S3Args};
+use super::{Outcome, ProgressArgs, S3Args};
 
 /// Apply every complete inventory date after the last applied one (up to --end-date), in
 /// order: new and changed versions are downloaded and verified, replaced and deleted ones
@@ -74,8 +76,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("bad mode {s:?}: expected octal, e.g. 644"))
 }
 
-/// Returns the exit status.
-pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<u8> {
+pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
+    let stop = super::signals::stop_token();
     let opts = SyncOptions {
         inventory: args.inventory.clone(),
         backup: args.backup.clone(),
@@ -89,23 +91,24 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<u8> {
         } else {
             OnBadKey::Stop
         },
-        dry_run: args.dry_run,
-        fetch: FetchOptions {
-            jobs: s3invbackup::sync::fetch::jobs_within_fd_limit(args.jobs.max(1)),
-            part_size: args.part_size.max(1 << 20),
-            ..FetchOptions::default()
-        },
+        fetch: super::limits::fetch_options(args.jobs, args.part_size),
         index: IndexOptions {
             memory: args.memory,
-            progress: args.progress.mode(),
-            progress_interval: args.progress.interval(),
+            progress: args.progress.options(),
+            stop: stop.clone(),
             ..IndexOptions::default()
         },
-        progress: args.progress.mode(),
-        progress_interval: args.progress.interval(),
+        progress: args.progress.options(),
         s3: s3.config(),
+        stop,
     };
-    let report = sync(&opts).map_err(|e| {
+    let result = if args.dry_run {
+        let mut out = std::io::stdout().lock();
+        dry_run(&opts, &mut |step| print_step(&mut out, step))
+    } else {
+        sync(&opts)
+    };
+    let report = result.map_err(|e| {
         // Said once, where the operator looks: what state the failure left behind.
         let pending = Backup::open(&args.backup)
             .ok()
@@ -127,12 +130,37 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<u8> {
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if report.interrupted {
-        130
+        Outcome::Interrupted
     } else if report.failures > 0 {
-        2
+        Outcome::Partial
     } else {
-        0
+        Outcome::Done
     })
+}
+
+/// One line per step of a dry run.
+fn print_step(out: &mut impl Write, step: &Step) -> Result<()> {
+    match step {
+        Step::Rename { from, to } => writeln!(out, "rename   {from} -> {to}")?,
+        Step::Displace { dir, to } => writeln!(out, "displace {dir}/ -> {to}/")?,
+        Step::Mkdir { dir } => writeln!(out, "mkdir    {dir}/")?,
+        Step::Fetch {
+            key,
+            version_id,
+            size,
+            dest,
+            ..
+        } => writeln!(
+            out,
+            "fetch    {key} (version {}, {size} bytes) -> {dest}",
+            if version_id.is_empty() {
+                "null"
+            } else {
+                version_id
+            }
+        )?,
+    }
+    Ok(())
 }
 
 fn print_summary(report: &SyncReport) {

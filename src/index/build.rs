@@ -23,14 +23,15 @@ use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rayon::prelude::*;
 
+use crate::index::sort::{self, SortBuffer};
 use crate::index::{IndexMeta, IndexStats, IndexWriter};
 use crate::inventory::{
     DataFile, DatedManifest, Inventory, InventoryDate, READ_ATTEMPTS, RowParser, RowReader,
     is_mismatch,
 };
-use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::VersionRecord;
-use crate::index::sort::{self, SortBuffer};
+use crate::sys::progress::{Counters, Progress, Reporter};
+use crate::sys::stop::Stop;
 
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
@@ -40,8 +41,9 @@ pub struct IndexOptions {
     pub tmp_dir: Option<PathBuf>,
     /// Parsing threads.
     pub threads: usize,
-    pub progress: Mode,
-    pub progress_interval: Duration,
+    pub progress: Progress,
+    /// Temporary files are registered here, to be removed if the process must exit at once.
+    pub stop: Stop,
 }
 
 impl Default for IndexOptions {
@@ -50,8 +52,8 @@ impl Default for IndexOptions {
             memory: 1 << 30,
             tmp_dir: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            progress: Mode::Quiet,
-            progress_interval: Duration::from_secs(30),
+            progress: Progress::quiet(),
+            stop: Stop::new(),
         }
     }
 }
@@ -128,7 +130,7 @@ fn build_once(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&out_dir)
         .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    let _cleanup_out = crate::sys::stop::Cleanup::register(tmp_out.path());
+    let _cleanup_out = opts.stop.cleanup(tmp_out.path());
     let threads = opts.threads.max(1);
     let compressed_bytes: u64 = dm.data_files.iter().map(|f| f.size).sum();
     let counters = Arc::new(Counters::default());
@@ -150,8 +152,7 @@ fn build_once(
             files,
             compressed_bytes,
             Arc::clone(counters),
-            opts.progress,
-            opts.progress_interval,
+            &opts.progress,
         )
     };
 
@@ -188,7 +189,7 @@ fn build_once(
             .prefix(".s3invbackup-sort-")
             .tempdir_in(&tmp_base)
             .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
-        let _cleanup_sort = crate::sys::stop::Cleanup::register(tmp_dir.path());
+        let _cleanup_sort = opts.stop.cleanup(tmp_dir.path());
         let input = Input {
             inventory,
             dm: &dm,

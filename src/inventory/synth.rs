@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use md5::{Digest, Md5};
 use rayon::prelude::*;
 
-use crate::model::etag::ETag;
 use crate::inventory::hex;
+use crate::model::etag::ETag;
 use crate::model::key::encode_form_key;
 use crate::model::record::{Flags, StorageClass, VersionRecord};
 use crate::model::timestamp::Timestamp;

@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::backup::catalog::{self, file_path, is_current};
+use crate::backup::totals::Totals;
+use crate::error::Refusal;
 use crate::model::record::{LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 
@@ -67,6 +69,14 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
         bail!("say what to prune: --noncurrent-older-than and/or --gone-older-than");
     }
     let _lock = backup.lock()?;
+    if let Some(run) = backup.pending_run(&backup.read_state()?)? {
+        return Err(Refusal::RunPending {
+            date: run.summary.date,
+            backup: backup.root.clone(),
+            command: "prune",
+        }
+        .into());
+    }
     let reader = catalog::open(&backup.catalog_path())?;
     let mut report = PruneReport {
         dry_run: opts.dry_run,
@@ -84,6 +94,7 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
     };
     let mut stream = reader.stream();
     let mut rec = VersionRecord::default();
+    let mut totals = Totals::default();
     while let Some(r) = stream.next_record()? {
         rec.copy_from(r);
         if prunable(&rec, opts) {
@@ -93,6 +104,7 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
             report.bytes += rec.size;
             rec.local.state = LocalState::Pruned;
         }
+        totals.add(&rec);
         if let Some(w) = writer.as_mut() {
             w.push(&rec)?;
         }
@@ -101,9 +113,8 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
         return Ok(report);
     };
     writer.finish()?;
-    std::fs::rename(&tmp, backup.catalog_path())
-        .with_context(|| format!("replacing {}", backup.catalog_path().display()))?;
-    crate::sync::apply::sync_filesystem(&backup.root)?;
+    // The catalog says "pruned" (durably) before any file goes.
+    catalog::replace(&tmp, &backup.catalog_path())?;
     for path in &report.files {
         let p = backup.root.join(path);
         match std::fs::remove_file(&p) {
@@ -112,10 +123,6 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
             Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
         }
     }
-    let mut state = backup.read_state()?;
-    if let Some(last) = state.applied.last_mut() {
-        last.bytes_held = last.bytes_held.saturating_sub(report.bytes);
-    }
-    backup.write_state(&state)?;
+    backup.record_totals(totals)?;
     Ok(report)
 }

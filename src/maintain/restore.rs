@@ -15,9 +15,9 @@ use serde::Serialize;
 use crate::backup::Backup;
 use crate::backup::catalog::{self, file_path, is_folder_marker};
 use crate::maintain::history::{is_held, version_at};
-use crate::sys::progress::{Counters, Mode, Reporter};
 use crate::model::record::VersionRecord;
 use crate::model::timestamp::Timestamp;
+use crate::sys::progress::{Counters, Progress, Reporter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
@@ -51,22 +51,14 @@ pub struct RestoreOptions {
     pub at: Timestamp,
     pub prefix: Option<String>,
     pub link: Link,
-    pub progress: Mode,
-    pub progress_interval: std::time::Duration,
+    pub progress: Progress,
 }
 
 pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
     check_destination(backup, dest)?;
     let reader = catalog::open(&backup.catalog_path())?;
     let counters = Arc::new(Counters::default());
-    let _reporter = Reporter::start(
-        "restore",
-        0,
-        0,
-        Arc::clone(&counters),
-        opts.progress,
-        opts.progress_interval,
-    );
+    let _reporter = Reporter::start("restore", 0, 0, Arc::clone(&counters), &opts.progress);
     let mut report = RestoreReport {
         at: opts.at.to_string(),
         ..RestoreReport::default()

@@ -14,8 +14,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
+use crate::backup::durable::sync_filesystem;
 use crate::backup::journal::Entry;
-use crate::sync::plan;
+use crate::backup::run_dir::PendingRun;
 
 #[derive(Debug, Default, Serialize)]
 pub struct RollbackReport {
@@ -30,18 +31,14 @@ pub struct RollbackReport {
 pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
     let _lock = backup.lock()?;
     let state = backup.read_state()?;
-    let mut pending = None;
-    for e in std::fs::read_dir(backup.runs_dir())?.flatten() {
-        if let Some(s) = plan::read_summary(&e.path())?
-            && state.last_applied().is_none_or(|l| s.date.as_str() > l)
-        {
-            pending = Some((e.path(), s));
-        }
-    }
-    let Some((run_dir, summary)) = pending else {
+    let Some(PendingRun {
+        dir: run_dir,
+        summary,
+    }) = backup.pending_run_clearing_leftovers(&state)?
+    else {
         return Ok(None);
     };
-    let entries = crate::backup::journal::read(&run_dir)?;
+    let entries = run_dir.read_journal()?;
     if entries.contains(&Entry::Commit) {
         bail!(
             "the run of {} already replaced the catalog; run `s3invbackup sync` to finish it",
@@ -86,15 +83,12 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
             Entry::Versions | Entry::Commit => {}
         }
     }
-    let dirty = plan::read_dirty(&run_dir)?;
+    let dirty = run_dir.read_dirty()?;
     crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirty)?;
-    crate::sync::apply::sync_filesystem(root)?;
-    std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
-    let staging = backup.staging_dir();
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .with_context(|| format!("cleaning {}", staging.display()))?;
-    }
+    sync_filesystem(root)?;
+    std::fs::remove_dir_all(run_dir.path())
+        .with_context(|| format!("removing {}", run_dir.path().display()))?;
+    backup.clear_staging()?;
     Ok(Some(report))
 }
 

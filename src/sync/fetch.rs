@@ -22,8 +22,8 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use md5::{Digest, Md5};
 
 use crate::model::etag::ETag;
-use crate::s3::{S3Client, S3Error, backoff};
 use crate::model::timestamp::Timestamp;
+use crate::s3::{S3Client, S3Error, backoff};
 
 /// One version to fetch, with what the inventory says it must be.
 #[derive(Debug, Clone)]
@@ -114,32 +114,14 @@ const FD_RESERVE: u64 = 32;
 /// Per download thread: its connection and its staging file, with room for a range job.
 const FD_PER_JOB: u64 = 3;
 
-/// How many download threads the descriptor limit allows. The soft limit is first raised to
-/// the hard one (what a process may do for itself); if even that is too low for `jobs`
-/// threads, fewer are used, with a warning, instead of failing downloads with EMFILE.
-pub fn jobs_within_fd_limit(jobs: usize) -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return jobs;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
-    }
-    let allowed = (lim.rlim_cur.saturating_sub(FD_RESERVE) / FD_PER_JOB).max(1) as usize;
+/// How many download threads a descriptor limit of `limit` allows: if it is too low for
+/// `jobs` threads, fewer are used, with a warning, instead of failing downloads with EMFILE.
+/// (The binary raises the soft limit to the hard one first: `cli/limits.rs`.)
+pub fn jobs_within_fd_limit(jobs: usize, limit: u64) -> usize {
+    let allowed = (limit.saturating_sub(FD_RESERVE) / FD_PER_JOB).max(1) as usize;
     if allowed < jobs {
         tracing::warn!(
-            "the open-file limit is {}: using {allowed} download threads instead of {jobs}",
-            lim.rlim_cur
+            "the open-file limit is {limit}: using {allowed} download threads instead of {jobs}"
         );
         return allowed;
     }

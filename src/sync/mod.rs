@@ -1,11 +1,16 @@
 //! `sync`: brings a backup up to date with an inventory, one date at a time, in order.
 //!
-//! For each date: build (or reuse) its index, plan against the catalog, execute, commit,
-//! record the date in the state. A run interrupted anywhere is picked up by the next `sync`:
-//! a planned run directory is executed again (its steps are idempotent) before any new
-//! date; an unplanned one is discarded.
+//! For each date: build (or reuse) its index, [`plan`] against the catalog, execute it
+//! ([`apply`], downloads by [`fetch`]), [`commit`] it and record the date in the state. A run
+//! interrupted anywhere is picked up by the next `sync`: the pending run (see
+//! [`crate::backup::run_dir`]) is executed again (its steps are idempotent) before any new
+//! date. [`dates`] chooses which dates a run applies; [`dry_run`] plans them without
+//! touching the backup.
 
 pub mod apply;
+mod commit;
+mod dates;
+mod dry_run;
 pub mod fetch;
 pub mod plan;
 
@@ -15,18 +20,20 @@ use anyhow::{Context, Result, bail};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::sync::apply::{Executor, RunOutcome};
-use crate::backup::{AppliedDate, Backup, Config, State};
 use crate::backup::catalog;
-use crate::sync::fetch::FetchOptions;
+use crate::backup::layout::{KeyRules, NameStem};
+use crate::backup::run_dir::{PendingRun, PlanSummary, Step};
+use crate::backup::{Backup, Config, State};
 use crate::index::IndexReader;
 use crate::index::build::{IndexOptions, build_index};
-use crate::inventory::{DateSpec, Inventory, InventoryDate};
-use crate::backup::layout::{KeyRules, NameStem};
-use crate::sync::plan::{OnBadKey, PlanSummary, Planner};
-use crate::sys::progress::Mode;
+use crate::inventory::{DateEntry, Inventory, InventoryDate};
 use crate::s3::{S3Client, S3Config};
-use crate::model::timestamp::Timestamp;
+use crate::sync::apply::{Executor, RunOutcome};
+use crate::sync::fetch::FetchOptions;
+use crate::sync::plan::{OnBadKey, Planner};
+use crate::sys::failpoint;
+use crate::sys::progress::Progress;
+use crate::sys::stop::Stop;
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -39,12 +46,12 @@ pub struct SyncOptions {
     pub name_stem: String,
     pub file_mode: u32,
     pub on_bad_key: OnBadKey,
-    pub dry_run: bool,
     pub fetch: FetchOptions,
     pub index: IndexOptions,
-    pub progress: Mode,
-    pub progress_interval: std::time::Duration,
+    pub progress: Progress,
     pub s3: S3Config,
+    /// Checked between steps: a requested stop leaves the run resumable.
+    pub stop: Stop,
 }
 
 /// What a sync did, date by date (the `--report` JSON).
@@ -82,9 +89,9 @@ pub fn refetch(
     backup: &Backup,
     inventory: Option<&str>,
     fetch: FetchOptions,
-    progress: Mode,
-    progress_interval: std::time::Duration,
+    progress: Progress,
     s3: S3Config,
+    stop: Stop,
 ) -> Result<SyncReport> {
     let state = backup.read_state()?;
     let Some(last) = state.last_applied() else {
@@ -99,25 +106,36 @@ pub fn refetch(
         name_stem: backup.stem.as_str().to_string(),
         file_mode: backup.config.file_mode,
         on_bad_key: OnBadKey::Stop,
-        dry_run: false,
         fetch,
-        index: IndexOptions::default(),
+        index: IndexOptions {
+            stop: stop.clone(),
+            ..IndexOptions::default()
+        },
         progress,
-        progress_interval,
         s3,
+        stop,
     })
 }
 
-pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
+/// What both a sync and a dry run start from.
+struct Prepared {
+    inventory: Inventory,
+    existing: Option<Backup>,
+    dates: Vec<InventoryDate>,
+    path_filter: Option<Regex>,
+    report: SyncReport,
+}
+
+fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
     let inventory = Inventory::open(&opts.inventory, &opts.s3)?;
-    let mut report = SyncReport {
+    let report = SyncReport {
         backup: opts.backup.display().to_string(),
         inventory: opts.inventory.clone(),
-        dry_run: opts.dry_run,
+        dry_run,
         ..SyncReport::default()
     };
     let existing = Backup::open(&opts.backup)?;
-    let entries = inventory.dates()?;
+    let entries: Vec<DateEntry> = inventory.dates()?;
     let complete: Vec<InventoryDate> = entries
         .iter()
         .filter(|e| e.is_complete())
@@ -131,48 +149,51 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         None => State::default(),
     };
     let pending = match &existing {
-        Some(b) => planned_run_date(b, &state)?,
+        Some(b) => b.pending_run(&state)?.map(|p| p.summary.date),
         None => None,
     };
-    let dates = select_dates(&complete, &state, pending.as_deref(), opts)?;
-    warn_incomplete(&entries, state.last_applied(), dates.last());
+    let dates = dates::select_dates(&complete, &state, pending.as_deref(), opts)?;
+    dates::warn_incomplete(&entries, state.last_applied(), dates.last());
     let path_filter = effective_filter(existing.as_ref(), opts)?;
+    Ok(Prepared {
+        inventory,
+        existing,
+        dates,
+        path_filter,
+        report,
+    })
+}
 
-    if opts.dry_run {
-        return dry_run(
-            opts,
-            &inventory,
-            existing.as_ref(),
-            &dates,
-            path_filter,
-            report,
-        );
-    }
+/// Plans every date the sync would apply and hands each step to `on_step`; changes nothing.
+pub fn dry_run(
+    opts: &SyncOptions,
+    on_step: &mut dyn FnMut(&Step) -> Result<()>,
+) -> Result<SyncReport> {
+    let p = prepare(opts, true)?;
+    dry_run::dry_run(
+        opts,
+        &p.inventory,
+        p.existing.as_ref(),
+        &p.dates,
+        p.path_filter,
+        p.report,
+        on_step,
+    )
+}
 
+pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
+    let Prepared {
+        inventory,
+        existing,
+        dates,
+        path_filter,
+        mut report,
+    } = prepare(opts, false)?;
     let root_existed = opts.backup.exists();
     let created = existing.is_none();
     let backup = match existing {
         Some(b) => b,
-        None => {
-            let Some(first) = dates.first() else {
-                bail!("no inventory date to start the backup from");
-            };
-            let manifest = inventory.manifest(first)?;
-            Backup::create(
-                &opts.backup,
-                Config {
-                    format: crate::backup::FORMAT,
-                    name_stem: NameStem::new(&opts.name_stem)
-                        .map_err(anyhow::Error::msg)?
-                        .as_str()
-                        .to_string(),
-                    inventory: opts.inventory.clone(),
-                    source_bucket: manifest.manifest.source_bucket.clone(),
-                    path_filter: path_filter.as_ref().map(|r| r.as_str().to_string()),
-                    file_mode: opts.file_mode,
-                },
-            )?
-        }
+        None => create(opts, &inventory, &dates, path_filter.as_ref())?,
     };
     let result = apply_dates(
         opts,
@@ -190,8 +211,41 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         .read_state()?
         .applied
         .last()
-        .map_or(0, |a| a.not_held);
+        .map_or(0, |a| a.totals.not_held);
     Ok(report)
+}
+
+/// The date of a run that stopped part-way and that the next sync resumes, if any.
+pub fn interrupted_run(backup: &Backup) -> Result<Option<String>> {
+    Ok(backup
+        .pending_run(&backup.read_state()?)?
+        .map(|p| p.summary.date))
+}
+
+fn create(
+    opts: &SyncOptions,
+    inventory: &Inventory,
+    dates: &[InventoryDate],
+    path_filter: Option<&Regex>,
+) -> Result<Backup> {
+    let Some(first) = dates.first() else {
+        bail!("no inventory date to start the backup from");
+    };
+    let manifest = inventory.manifest(first)?;
+    Backup::create(
+        &opts.backup,
+        Config {
+            format: crate::backup::FORMAT,
+            name_stem: NameStem::new(&opts.name_stem)
+                .map_err(anyhow::Error::msg)?
+                .as_str()
+                .to_string(),
+            inventory: opts.inventory.clone(),
+            source_bucket: manifest.manifest.source_bucket.clone(),
+            path_filter: path_filter.map(|r| r.as_str().to_string()),
+            file_mode: opts.file_mode,
+        },
+    )
 }
 
 /// A backup created by a run that failed before placing anything (bad keys, a bad
@@ -223,16 +277,15 @@ fn apply_dates(
         bucket: &backup.config.source_bucket,
         fetch: opts.fetch.clone(),
         progress: opts.progress,
-        progress_interval: opts.progress_interval,
+        stop: opts.stop.clone(),
     };
 
     // An interrupted run first.
     let mut state = backup.read_state()?;
-    if let Some((run_dir, summary)) = pending_run(backup, &state)? {
-        report.resumed = Some(summary.date.clone());
-        eprintln!("resuming the interrupted run of {}", summary.date);
-        let done = run_one(backup, &executor, &run_dir, summary, &mut state, report)?;
-        if !done {
+    if let Some(run) = backup.pending_run_clearing_leftovers(&state)? {
+        report.resumed = Some(run.summary.date.clone());
+        tracing::warn!("resuming the interrupted run of {}", run.summary.date);
+        if !commit::finish_run(backup, &executor, run, &mut state, report)? {
             return Ok(());
         }
     }
@@ -250,7 +303,7 @@ fn apply_dates(
         .iter()
         .filter(|d| last.as_deref().is_none_or(|l| d.as_str() > l))
     {
-        if crate::sys::stop::stop_requested() {
+        if opts.stop.requested() {
             report.interrupted = true;
             break;
         }
@@ -270,11 +323,11 @@ fn apply_dates(
     }
     // Nothing new: retry what earlier runs could not fetch, against the last date's index.
     if !applied_any
-        && !crate::sys::stop::stop_requested()
+        && !opts.stop.requested()
         && let Some(last) = state.last_applied().and_then(InventoryDate::parse)
-        && state.applied.last().is_some_and(|a| a.retryable > 0)
+        && state.applied.last().is_some_and(|a| a.totals.retryable > 0)
     {
-        eprintln!("retrying versions that earlier runs could not fetch ({last})");
+        tracing::warn!("retrying versions that earlier runs could not fetch ({last})");
         plan_and_run(&ctx, &last, &mut state, report, true)?;
     }
     Ok(())
@@ -302,13 +355,13 @@ fn plan_and_run(
     let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
     let t = std::time::Instant::now();
     ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
-    crate::backup::journal::failpoint("index-built");
+    failpoint::hit("index-built");
     tracing::info!("{date}: index ready in {:.2} s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    let run_dir = backup.runs_dir().join(date.as_str());
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .with_context(|| format!("removing the unplanned run {}", run_dir.display()))?;
+    let run_dir = backup.run_dir(date.as_str());
+    if run_dir.path().exists() {
+        std::fs::remove_dir_all(run_dir.path())
+            .with_context(|| format!("removing the unplanned run {}", run_dir.path().display()))?;
     }
     let planner = Planner {
         stem: &backup.stem,
@@ -333,14 +386,18 @@ fn plan_and_run(
         summary.renames
     );
     if ctx.opts.on_bad_key == OnBadKey::Stop && summary.new_bad_keys() > 0 {
-        std::fs::remove_dir_all(&run_dir).ok();
+        std::fs::remove_dir_all(run_dir.path()).ok();
         return Err(bad_keys_error(date, &summary));
     }
-    crate::backup::journal::failpoint("planned");
+    failpoint::hit("planned");
     if retry {
         state.applied.pop();
     }
-    let done = run_one(backup, ctx.executor, &run_dir, summary, state, report)?;
+    let run = PendingRun {
+        dir: run_dir,
+        summary,
+    };
+    let done = commit::finish_run(backup, ctx.executor, run, state, report)?;
     // Older dates' indexes are no longer needed: the catalog holds what they said.
     for old in std::fs::read_dir(backup.indexes_dir())?.flatten() {
         if old.path() != index_path {
@@ -348,269 +405,6 @@ fn plan_and_run(
         }
     }
     Ok(done)
-}
-
-/// Executes and commits one planned run. False if it was interrupted (left resumable).
-fn run_one(
-    backup: &Backup,
-    executor: &Executor,
-    run_dir: &Path,
-    summary: PlanSummary,
-    state: &mut State,
-    report: &mut SyncReport,
-) -> Result<bool> {
-    // An earlier attempt that got as far as replacing the catalog only has the state left
-    // to record (its counts come from the catalog: what it did is not known any more).
-    let committed = !run_dir.join(plan::CATALOG).exists()
-        && !run_dir.join(crate::sync::apply::FINAL_CATALOG).exists()
-        && crate::backup::journal::read(run_dir)?.contains(&crate::backup::journal::Entry::Commit);
-    let t = std::time::Instant::now();
-    let mut outcome = if committed {
-        tracing::warn!(
-            "{}: the catalog was already committed; recording the state",
-            summary.date
-        );
-        RunOutcome {
-            date: summary.date.clone(),
-            ..RunOutcome::default()
-        }
-    } else {
-        executor.execute(run_dir, &summary)?
-    };
-    tracing::info!(
-        "{}: executed in {:.2} s",
-        summary.date,
-        t.elapsed().as_secs_f64()
-    );
-    let t = std::time::Instant::now();
-    if outcome.interrupted {
-        report.interrupted = true;
-        report.dates.push(DateReport {
-            plan: summary,
-            outcome: Some(outcome),
-        });
-        return Ok(false);
-    }
-    let mut summary = summary;
-    if committed {
-        let (bytes_held, not_held, retryable) = totals_from_catalog(backup)?;
-        summary.bytes_held = bytes_held;
-        summary.not_held = not_held;
-        summary.retryable = retryable;
-    } else {
-        executor.commit(run_dir, &mut outcome)?;
-    }
-    crate::backup::journal::failpoint("catalog-replaced");
-    tracing::info!(
-        "{}: committed in {:.2} s",
-        summary.date,
-        t.elapsed().as_secs_f64()
-    );
-    let t = std::time::Instant::now();
-    let stats = IndexReader::open(&backup.catalog_path())?.stats().clone();
-    let failed_bytes: u64 = outcome.failures.iter().map(|f| f.size).sum();
-    let failed = outcome.failures.len() as u64;
-    state.applied.push(AppliedDate {
-        date: summary.date.clone(),
-        applied_at: Timestamp::now().to_string(),
-        keys: stats.keys,
-        versions: stats.records,
-        downloaded: outcome.downloaded + outcome.reused_from_staging,
-        downloaded_bytes: outcome.downloaded_bytes,
-        renamed: outcome.renamed,
-        failed: outcome.failures.len() as u64,
-        skipped: summary.bad_keys.len() as u64,
-        bytes_held: summary.bytes_held - failed_bytes.min(summary.bytes_held),
-        not_held: summary.not_held + failed,
-        retryable: summary.retryable + failed,
-    });
-    backup.write_state(state)?;
-    crate::backup::journal::failpoint("state-written");
-    std::fs::remove_dir_all(run_dir)
-        .with_context(|| format!("removing finished run {}", run_dir.display()))?;
-    // Whatever is left in staging belongs to no run now (failed or abandoned downloads).
-    let staging = backup.staging_dir();
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .with_context(|| format!("cleaning {}", staging.display()))?;
-    }
-    tracing::info!(
-        "{}: state recorded in {:.2} s",
-        summary.date,
-        t.elapsed().as_secs_f64()
-    );
-    report.dates.push(DateReport {
-        plan: summary,
-        outcome: Some(outcome),
-    });
-    Ok(true)
-}
-
-/// The run directory left by an interrupted sync, if it was planned and not yet recorded.
-/// Unplanned or already recorded ones are removed.
-fn pending_run(backup: &Backup, state: &State) -> Result<Option<(PathBuf, PlanSummary)>> {
-    let dir = backup.runs_dir();
-    let mut found = None;
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let run_dir = entry?.path();
-        let summary = plan::read_summary(&run_dir)?;
-        match summary {
-            Some(s) if state.last_applied().is_none_or(|l| s.date.as_str() > l) => {
-                if found.is_some() {
-                    bail!("{} holds more than one planned run", dir.display());
-                }
-                found = Some((run_dir, s));
-            }
-            _ => std::fs::remove_dir_all(&run_dir)
-                .with_context(|| format!("removing {}", run_dir.display()))?,
-        }
-    }
-    Ok(found)
-}
-
-/// Bytes held, versions not held, and of those the ones still listed: one pass over the
-/// catalog (only for a run resumed after its commit, whose own counts were lost).
-fn totals_from_catalog(backup: &Backup) -> Result<(u64, u64, u64)> {
-    let r = catalog::open(&backup.catalog_path())?;
-    let (mut held, mut not_held, mut retryable) = (0, 0, 0);
-    let mut stream = r.stream();
-    while let Some(rec) = stream.next_record()? {
-        if catalog::file_path(&backup.stem, rec).is_some() {
-            held += rec.size;
-        }
-        if matches!(
-            rec.local.state,
-            crate::model::record::LocalState::Missing | crate::model::record::LocalState::Archived
-        ) {
-            not_held += 1;
-            retryable += u64::from(rec.local.gone_since.0 == 0);
-        }
-    }
-    Ok((held, not_held, retryable))
-}
-
-/// The date of a run that stopped part-way and that the next sync resumes, if any.
-pub fn interrupted_run(backup: &Backup) -> Result<Option<String>> {
-    planned_run_date(backup, &backup.read_state()?)
-}
-
-/// The date of an interrupted, planned run that the next sync resumes (read only).
-fn planned_run_date(backup: &Backup, state: &State) -> Result<Option<String>> {
-    let Ok(entries) = std::fs::read_dir(backup.runs_dir()) else {
-        return Ok(None);
-    };
-    let mut newest: Option<String> = None;
-    for entry in entries.flatten() {
-        if let Some(s) = plan::read_summary(&entry.path())?
-            && state.last_applied().is_none_or(|l| s.date.as_str() > l)
-            && newest.as_deref().is_none_or(|n| s.date.as_str() > n)
-        {
-            newest = Some(s.date);
-        }
-    }
-    Ok(newest)
-}
-
-/// An incomplete date between the ones applied is a hole in the history (AWS failed to
-/// finish that day's inventory, or a copy of it is partial): say so. One after them is
-/// usually today's, still being written.
-fn warn_incomplete(
-    entries: &[crate::inventory::DateEntry],
-    last_applied: Option<&str>,
-    newest_selected: Option<&InventoryDate>,
-) {
-    for e in entries.iter().filter(|e| !e.is_complete()) {
-        if last_applied.is_some_and(|l| e.date.as_str() <= l) {
-            continue;
-        }
-        let missing = if e.has_manifest {
-            "manifest.checksum"
-        } else {
-            "manifest.json"
-        };
-        if newest_selected.is_some_and(|n| e.date.as_str() < n.as_str()) {
-            tracing::warn!(
-                "inventory date {} is incomplete (no {missing}): skipped",
-                e.date
-            );
-        } else {
-            tracing::info!(
-                "inventory date {} is not complete yet (no {missing}): not applied",
-                e.date
-            );
-        }
-    }
-}
-
-/// The dates a sync applies: those after the last applied (or resumed) one, up to
-/// --end-date. `--start-date` chooses where a new backup begins; given again to a backup
-/// that began there (the same command run again after an interruption) it changes nothing,
-/// and any other start at or before the last applied date is refused.
-fn select_dates(
-    complete: &[InventoryDate],
-    state: &State,
-    pending: Option<&str>,
-    opts: &SyncOptions,
-) -> Result<Vec<InventoryDate>> {
-    let mut state = state.clone();
-    if let Some(p) = pending {
-        state.applied.push(AppliedDate {
-            date: p.to_string(),
-            ..AppliedDate::default()
-        });
-    }
-    let state = &state;
-    let pick = |spec: &str, what: &str| -> Result<InventoryDate> {
-        DateSpec::parse(spec)?
-            .select(complete)
-            .cloned()
-            .with_context(|| format!("{what} {spec}: no complete inventory of that date"))
-    };
-    let end = opts
-        .end_date
-        .as_deref()
-        .map(|d| pick(d, "--end-date"))
-        .transpose()?;
-    let began = state.applied.first().map(|a| a.date.as_str());
-    let start = opts
-        .start_date
-        .as_deref()
-        .map(|d| pick(d, "--start-date"))
-        .transpose()?
-        .filter(|s| Some(s.as_str()) != began);
-    if let Some(last) = state.last_applied() {
-        if let Some(s) = &start
-            && s.as_str() <= last
-        {
-            bail!(
-                "--start-date {s} is not after the last applied date {last}: a backup only goes \
-                 forward"
-            );
-        }
-        if let Some(e) = &end
-            && e.as_str() < last
-        {
-            bail!(
-                "--end-date {e} is before the last applied date {last}: a backup only goes forward"
-            );
-        }
-    }
-    let first = match (state.last_applied(), &start) {
-        (_, Some(s)) => Some(s.clone()),
-        (Some(_), None) => None,
-        // A new backup starts at the latest date (each inventory lists every version).
-        (None, None) => Some(
-            end.clone()
-                .unwrap_or_else(|| complete.last().expect("non-empty").clone()),
-        ),
-    };
-    Ok(complete
-        .iter()
-        .filter(|d| state.last_applied().is_none_or(|l| d.as_str() > l))
-        .filter(|d| first.as_ref().is_none_or(|f| *d >= f))
-        .filter(|d| end.as_ref().is_none_or(|e| *d <= e))
-        .cloned()
-        .collect())
 }
 
 /// The path filter of a run: the one recorded at creation (a different one is refused, or
@@ -631,7 +425,7 @@ fn effective_filter(existing: Option<&Backup>, opts: &SyncOptions) -> Result<Opt
 }
 
 /// Builds the date's index unless a valid one is there (a resumed or repeated run).
-fn ensure_index(
+pub(crate) fn ensure_index(
     inventory: &Inventory,
     date: &InventoryDate,
     path: &Path,
@@ -665,97 +459,4 @@ fn bad_keys_error(date: &InventoryDate, summary: &PlanSummary) -> anyhow::Error 
         msg.push_str(&format!("\n  ... and {} more", summary.new_bad_keys() - 50));
     }
     anyhow::anyhow!(msg)
-}
-
-/// Plans every date into a temporary directory, chaining catalogs, and reports the plans;
-/// the backup (which may not exist yet) is not touched.
-fn dry_run(
-    opts: &SyncOptions,
-    inventory: &Inventory,
-    existing: Option<&Backup>,
-    dates: &[InventoryDate],
-    path_filter: Option<Regex>,
-    mut report: SyncReport,
-) -> Result<SyncReport> {
-    let tmp = tempfile::Builder::new()
-        .prefix("s3invbackup-dry-run-")
-        .tempdir()?;
-    let stem = match existing {
-        Some(b) => b.stem.clone(),
-        None => NameStem::new(&opts.name_stem).map_err(anyhow::Error::msg)?,
-    };
-    let rules = KeyRules::new(stem.clone());
-    let start = existing.map_or(Ok(None), |b| {
-        b.read_state().map(|s| s.last_applied().map(String::from))
-    })?;
-    let mut catalog_path = match existing {
-        Some(b) => b.catalog_path(),
-        None => {
-            let p = tmp.path().join("empty.s3inv");
-            catalog::write_empty(&p, "")?;
-            p
-        }
-    };
-    for date in dates
-        .iter()
-        .filter(|d| start.as_deref().is_none_or(|l| d.as_str() > l))
-    {
-        let manifest = inventory.manifest(date)?;
-        // Built afresh in the temporary directory: a cache keyed by bucket and date would
-        // hand a stale index to another inventory of the same names.
-        let index_path = tmp.path().join(format!("{date}.s3inv"));
-        ensure_index(inventory, date, &index_path, &opts.index)?;
-        let run_dir = tmp.path().join(date.as_str());
-        let planner = Planner {
-            stem: &stem,
-            rules: &rules,
-            root: &opts.backup,
-            date: date.as_str(),
-            date_time: date.timestamp(),
-            source_bucket: &manifest.manifest.source_bucket,
-            path_filter: path_filter.as_ref(),
-            on_bad_key: opts.on_bad_key,
-        };
-        let summary = planner.plan(
-            &catalog::open(&catalog_path)?,
-            &IndexReader::open(&index_path)?,
-            &run_dir,
-        )?;
-        // The steps go to stdout as they are (the caller prints them from the report).
-        for step in plan::read_steps(&run_dir)? {
-            crate::sync::print_step(&step?)?;
-        }
-        catalog_path = run_dir.join(plan::CATALOG);
-        report.dates.push(DateReport {
-            plan: summary,
-            outcome: None,
-        });
-    }
-    Ok(report)
-}
-
-/// One line per step of a dry run.
-pub fn print_step(step: &plan::Step) -> Result<()> {
-    use std::io::Write;
-    let line = match step {
-        plan::Step::Rename { from, to } => format!("rename   {from} -> {to}"),
-        plan::Step::Displace { dir, to } => format!("displace {dir}/ -> {to}/"),
-        plan::Step::Mkdir { dir } => format!("mkdir    {dir}/"),
-        plan::Step::Fetch {
-            key,
-            version_id,
-            size,
-            dest,
-            ..
-        } => format!(
-            "fetch    {key} (version {}, {size} bytes) -> {dest}",
-            if version_id.is_empty() {
-                "null"
-            } else {
-                version_id
-            }
-        ),
-    };
-    writeln!(std::io::stdout().lock(), "{line}")?;
-    Ok(())
 }

@@ -21,13 +21,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 use crate::backup::catalog::{self, file_path, is_current, is_folder_marker, is_under};
-use crate::model::etag::ETag;
-use crate::index::{IndexReader, IndexWriter};
+use crate::backup::durable;
 use crate::backup::layout::{KeyRules, NameStem};
+use crate::backup::run_dir::{BadKeyEntry, PlanSummary, RunDir, Step};
 use crate::index::merge::{MergeJoin, SortedRecords};
+use crate::index::{IndexReader, IndexWriter};
+use crate::model::etag::ETag;
 use crate::model::record::{Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 
@@ -39,78 +40,6 @@ pub enum OnBadKey {
     /// Record them in the catalog as skipped and report them every run.
     Skip,
 }
-
-/// One change to the tree. Paths are relative to the backup root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Step {
-    /// A file moves: current to old, old to current, or into a displaced directory.
-    Rename { from: String, to: String },
-    /// Directory `dir` is renamed to `to` (merged into it if it exists) because key `dir`
-    /// became a file.
-    Displace { dir: String, to: String },
-    /// A folder marker: the directory exists.
-    Mkdir { dir: String },
-    /// Download a version, verify it, and place it at `dest`.
-    Fetch {
-        key: String,
-        version_id: String,
-        last_modified: Timestamp,
-        size: u64,
-        etag: Option<String>,
-        etag_is_md5: bool,
-        dest: String,
-    },
-}
-
-/// What a plan holds; written last into the run directory (its presence means "planned").
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PlanSummary {
-    pub date: String,
-    pub keys: u64,
-    pub versions: u64,
-    pub fetches: u64,
-    pub fetch_bytes: u64,
-    pub renames: u64,
-    pub displaced: u64,
-    pub mkdirs: u64,
-    /// Versions that vanished from the inventory in this date (kept, marked gone).
-    pub newly_gone: u64,
-    /// Versions still missing (failed earlier and no longer listed: cannot be retried).
-    pub missing_gone: u64,
-    pub shadowed: u64,
-    pub dirty_dirs: u64,
-    /// Bytes of the files the new catalog holds (if every fetch succeeds).
-    pub bytes_held: u64,
-    /// Versions the new catalog lists as missing or archived (before this run's fetches).
-    pub not_held: u64,
-    /// Of those, the ones the bucket still lists (worth another GET).
-    pub retryable: u64,
-    pub bad_keys: Vec<BadKeyEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BadKeyEntry {
-    pub key: String,
-    pub reason: String,
-    /// Recorded as skipped by an earlier run: reported again, but never a reason to stop
-    /// (`--on-bad-key stop` is about keys the operator has not seen yet).
-    #[serde(default)]
-    pub known: bool,
-}
-
-impl PlanSummary {
-    /// Bad keys no earlier run recorded as skipped.
-    pub fn new_bad_keys(&self) -> usize {
-        self.bad_keys.iter().filter(|b| !b.known).count()
-    }
-}
-
-/// File names inside a run directory.
-pub const CATALOG: &str = "catalog.s3inv";
-pub const STEPS: &str = "plan.jsonl";
-pub const DIRTY: &str = "dirty.jsonl";
-pub const SUMMARY: &str = "plan.json";
 
 pub struct Planner<'a> {
     pub stem: &'a NameStem,
@@ -218,7 +147,7 @@ impl Planner<'_> {
         &self,
         catalog_index: &IndexReader,
         inventory_index: &IndexReader,
-        run_dir: &Path,
+        run_dir: &RunDir,
     ) -> Result<PlanSummary> {
         // Conflicts are rare: plan assuming none, and if the walk finds some, plan again
         // knowing them (a second walk finds no new ones: the same rule, the same keys).
@@ -247,7 +176,7 @@ impl Planner<'_> {
         &self,
         catalog_index: &IndexReader,
         inventory_index: &IndexReader,
-        run_dir: &Path,
+        run_dir: &RunDir,
         shadowed: &HashSet<String>,
     ) -> Result<Result<PlanSummary, HashSet<String>>> {
         let mut conflicts = HashSet::new();
@@ -592,7 +521,7 @@ fn has_content(r: &VersionRecord) -> bool {
 
 /// The files a plan is written to.
 struct PlanOutput {
-    run_dir: std::path::PathBuf,
+    run_dir: RunDir,
     catalog: IndexWriter,
     steps: BufWriter<File>,
     dirty: BTreeSet<String>,
@@ -600,13 +529,13 @@ struct PlanOutput {
 }
 
 impl PlanOutput {
-    fn create(run_dir: &Path, source_bucket: &str, date: &str) -> Result<PlanOutput> {
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
-        let steps_path = run_dir.join(STEPS);
+    fn create(run_dir: &RunDir, source_bucket: &str, date: &str) -> Result<PlanOutput> {
+        std::fs::create_dir_all(run_dir.path())
+            .with_context(|| format!("creating {}", run_dir.path().display()))?;
+        let steps_path = run_dir.steps_path();
         Ok(PlanOutput {
-            run_dir: run_dir.to_path_buf(),
-            catalog: catalog::create(&run_dir.join(CATALOG), source_bucket, date)?,
+            run_dir: run_dir.clone(),
+            catalog: catalog::create(&run_dir.planned_catalog(), source_bucket, date)?,
             steps: BufWriter::with_capacity(
                 1 << 16,
                 File::create(&steps_path)
@@ -624,22 +553,14 @@ impl PlanOutput {
         serde_json::to_writer(&mut self.steps, step)
             .map_err(anyhow::Error::from)
             .and_then(|()| Ok(self.steps.write_all(b"\n")?))
-            .with_context(|| format!("writing {}", self.run_dir.join(STEPS).display()))
+            .with_context(|| format!("writing {}", self.run_dir.steps_path().display()))
     }
 
     /// Appends a record to the new catalog and counts it.
     fn keep(&mut self, r: &VersionRecord) -> Result<()> {
         self.catalog.push(r)?;
-        let s = &mut self.summary;
-        s.versions += 1;
-        match r.local.state {
-            LocalState::Present if has_content(r) => s.bytes_held += r.size,
-            LocalState::Missing | LocalState::Archived => {
-                s.not_held += 1;
-                s.retryable += u64::from(r.local.gone_since.0 == 0);
-            }
-            _ => {}
-        }
+        self.summary.versions += 1;
+        self.summary.totals.add(r);
         Ok(())
     }
 
@@ -651,12 +572,12 @@ impl PlanOutput {
 
     fn finish(mut self, on_bad_key: OnBadKey) -> Result<PlanSummary> {
         self.catalog.finish()?;
-        let steps_path = self.run_dir.join(STEPS);
+        let steps_path = self.run_dir.steps_path();
         self.steps
             .flush()
             .and_then(|()| self.steps.get_ref().sync_all())
             .with_context(|| format!("writing {}", steps_path.display()))?;
-        let dirty_path = self.run_dir.join(DIRTY);
+        let dirty_path = self.run_dir.dirty_path();
         let write_dirty = || -> Result<()> {
             let mut dirty = BufWriter::new(File::create(&dirty_path)?);
             for d in &self.dirty {
@@ -672,45 +593,8 @@ impl PlanOutput {
         if on_bad_key == OnBadKey::Stop && self.summary.new_bad_keys() > 0 {
             return Ok(self.summary);
         }
-        crate::backup::write_json_atomic(&self.run_dir.join(SUMMARY), &self.summary)?;
+        durable::write_json(&self.run_dir.summary_path(), &self.summary)?;
         Ok(self.summary)
-    }
-}
-
-/// Reads a plan's steps back.
-pub fn read_steps(run_dir: &Path) -> Result<impl Iterator<Item = Result<Step>>> {
-    use std::io::BufRead;
-    let path = run_dir.join(STEPS);
-    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let lines = std::io::BufReader::with_capacity(1 << 16, file).lines();
-    Ok(lines.enumerate().map(move |(n, line)| {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not a plan step", path.display(), n + 1))
-    }))
-}
-
-pub fn read_dirty(run_dir: &Path) -> Result<Vec<String>> {
-    let path = run_dir.join(DIRTY);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(n, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{} line {}: not a directory", path.display(), n + 1))
-        })
-        .collect()
-}
-
-pub fn read_summary(run_dir: &Path) -> Result<Option<PlanSummary>> {
-    let path = run_dir.join(SUMMARY);
-    match std::fs::read(&path) {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 

@@ -34,6 +34,30 @@ pub enum Mode {
     Quiet,
 }
 
+/// How a command shows progress: the one options struct every stage takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub mode: Mode,
+    /// Between two plain lines.
+    pub interval: Duration,
+}
+
+impl Progress {
+    /// No display (tests, benches, library callers).
+    pub fn quiet() -> Progress {
+        Progress {
+            mode: Mode::Quiet,
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress::quiet()
+    }
+}
+
 /// Shows progress until dropped.
 pub struct Reporter {
     stop: Arc<AtomicBool>,
@@ -46,9 +70,9 @@ impl Reporter {
         files_total: u64,
         bytes_total: u64,
         counters: Arc<Counters>,
-        mode: Mode,
-        interval: Duration,
+        progress: &Progress,
     ) -> Reporter {
+        let Progress { mode, interval } = *progress;
         let stop = Arc::new(AtomicBool::new(false));
         if mode == Mode::Quiet {
             return Reporter { stop, thread: None };

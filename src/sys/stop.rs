@@ -1,92 +1,121 @@
-//! Ctrl-C and SIGTERM for the commands that write files: temporary files they registered are
-//! removed and the process exits with 130, so an interrupted `index` leaves nothing behind.
+//! The stop token: how a caller asks a long operation to stop, and what it must clean up if
+//! the process is made to exit at once.
 //!
-//! While a sync applies changes it switches to *graceful* mode: the first signal asks it to
-//! stop (it finishes the renames in flight and flushes the journal), and only a third
-//! within five seconds stops the process at once -- still recoverable from the journal.
+//! The library never installs a signal handler. The binary owns the process and wires
+//! Ctrl-C / SIGTERM to a [`Stop`] (see `cli/signals.rs`); tests and benches pass a fresh
+//! token or request a stop themselves. Two ways of stopping:
 //!
-//! The handler runs on a thread of its own (the `ctrlc` crate), not in signal context, so
-//! removing files there is safe.
+//! - *graceful* (while a sync applies changes, see [`Stop::graceful`]): the run notices
+//!   [`Stop::requested`] between steps, finishes the moves in flight, flushes its journal and
+//!   returns "interrupted" -- resumable;
+//! - *at once* (anything else): the binary removes the temporary files registered with
+//!   [`Stop::cleanup`] and exits 130, so an interrupted `index` leaves nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
-static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static GRACEFUL: AtomicBool = AtomicBool::new(false);
-static STOP: AtomicBool = AtomicBool::new(false);
-static SIGNALS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+/// Cloned freely; every clone is the same token.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<Inner>);
 
-/// Graceful mode on or off (see the module comment).
-pub fn set_graceful(on: bool) {
-    GRACEFUL.store(on, Ordering::SeqCst);
+#[derive(Debug, Default)]
+struct Inner {
+    requested: AtomicBool,
+    graceful: AtomicBool,
+    cleanup: Mutex<Vec<PathBuf>>,
 }
 
-/// A graceful stop was asked for.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-/// In graceful mode: true if this signal should stop the process now.
-fn graceful_signal() -> bool {
-    let mut times = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
-    let now = Instant::now();
-    times.push(now);
-    times.retain(|t| now.duration_since(*t).as_secs_f64() <= 5.0);
-    STOP.store(true, Ordering::SeqCst);
-    if times.len() >= 3 {
-        return true;
+impl Stop {
+    pub fn new() -> Stop {
+        Stop::default()
     }
-    eprintln!(
-        "s3invbackup: stopping after the downloads in flight (interrupt twice more within 5 s to stop now)"
-    );
-    false
-}
 
-/// Installs the handler (once per process; later calls do nothing).
-pub fn install() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let result = ctrlc::set_handler(|| {
-            if GRACEFUL.load(Ordering::SeqCst) && !graceful_signal() {
-                return;
-            }
-            let paths = std::mem::take(&mut *CLEANUP.lock().unwrap_or_else(|e| e.into_inner()));
-            for p in paths.iter().rev() {
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(p)
-                } else {
-                    std::fs::remove_file(p)
-                };
-            }
-            eprintln!("s3invbackup: interrupted; temporary files removed");
-            std::process::exit(130);
-        });
-        if let Err(e) = result {
-            tracing::warn!("cannot install the interrupt handler: {e}");
+    /// Asks the operation to stop at its next safe point.
+    pub fn request(&self) {
+        self.0.requested.store(true, Ordering::SeqCst);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.requested.load(Ordering::SeqCst)
+    }
+
+    /// Graceful mode until the guard is dropped: a stop request is honoured between steps
+    /// instead of by exiting.
+    pub fn graceful(&self) -> Graceful {
+        self.0.graceful.store(true, Ordering::SeqCst);
+        Graceful(self.clone())
+    }
+
+    pub fn is_graceful(&self) -> bool {
+        self.0.graceful.load(Ordering::SeqCst)
+    }
+
+    /// Removes `path` if the process is made to exit at once, until the guard is dropped.
+    pub fn cleanup(&self, path: &Path) -> Cleanup {
+        self.lock_cleanup().push(path.to_path_buf());
+        Cleanup {
+            stop: self.clone(),
+            path: path.to_path_buf(),
         }
-    });
+    }
+
+    /// The registered paths, newest first, taken out of the token (for the exiting process).
+    pub fn take_cleanup(&self) -> Vec<PathBuf> {
+        let mut paths = std::mem::take(&mut *self.lock_cleanup());
+        paths.reverse();
+        paths
+    }
+
+    fn lock_cleanup(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.0.cleanup.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-/// Removes `path` if the process is interrupted, until the guard is dropped.
-pub struct Cleanup(PathBuf);
+/// See [`Stop::graceful`].
+pub struct Graceful(Stop);
 
-impl Cleanup {
-    pub fn register(path: &Path) -> Cleanup {
-        CLEANUP
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(path.to_path_buf());
-        Cleanup(path.to_path_buf())
+impl Drop for Graceful {
+    fn drop(&mut self) {
+        self.0.0.graceful.store(false, Ordering::SeqCst);
     }
+}
+
+/// See [`Stop::cleanup`].
+pub struct Cleanup {
+    stop: Stop,
+    path: PathBuf,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let mut list = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = list.iter().rposition(|p| *p == self.0) {
+        let mut list = self.stop.lock_cleanup();
+        if let Some(i) = list.iter().rposition(|p| *p == self.path) {
             list.remove(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_one_token() {
+        let stop = Stop::new();
+        let other = stop.clone();
+        assert!(!other.requested());
+        stop.request();
+        assert!(other.requested());
+        {
+            let _g = other.graceful();
+            assert!(stop.is_graceful());
+        }
+        assert!(!stop.is_graceful());
+        let a = stop.cleanup(Path::new("/a"));
+        let _b = stop.cleanup(Path::new("/b"));
+        drop(a);
+        assert_eq!(stop.take_cleanup(), vec![PathBuf::from("/b")]);
+        assert!(stop.take_cleanup().is_empty());
     }
 }

@@ -1,0 +1,102 @@
+//! Durable replacement of the backup's own files: the one rename-into-place protocol.
+//!
+//! POSIX makes a rename atomic but not durable: after a power loss the directory may still
+//! name the old file, or name the new one before its bytes are on disk. So every state
+//! file, catalog and plan summary is replaced the same way: write a temporary file beside
+//! it, fsync it, rename it over the target, fsync the directory. A reader (or the process
+//! that resumes after a crash) sees the old file or the new one, whole.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// Writes `value` as pretty JSON to `path`, durably (see the module comment).
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write(path, &bytes)
+}
+
+/// Writes `bytes` to `path`, durably (see the module comment). A failed write leaves no
+/// temporary file behind.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent(path);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
+    rename_synced(&tmp, path)
+}
+
+/// Replaces `path` with the complete file `new` (same directory or at least the same
+/// filesystem): `new` is fsynced, renamed over `path`, and `path`'s directory fsynced.
+pub fn replace(new: &Path, path: &Path) -> Result<()> {
+    File::open(new)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", new.display()))?;
+    rename_synced(new, path)
+}
+
+fn rename_synced(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to)
+        .with_context(|| format!("replacing {} with {}", to.display(), from.display()))?;
+    sync_dir(parent(to))
+}
+
+/// Makes the entries of `dir` (names created, renamed, removed) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Flushes everything written to the backup's filesystem (one `syncfs`, not one `fsync`
+/// per file: a first backup places millions of files).
+pub fn sync_filesystem(root: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    // SAFETY: syncfs takes a valid open file descriptor and has no other preconditions.
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncing the filesystem of {}", root.display()));
+    }
+    Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_and_write_leave_only_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("state.json");
+        write_json(&target, &serde_json::json!({"a": 1})).unwrap();
+        let new = dir.path().join("new");
+        std::fs::write(&new, b"two").unwrap();
+        replace(&new, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        // Into a directory that does not exist: an error naming the file, nothing left.
+        let err = write(&dir.path().join("no/such/file"), b"x").unwrap_err();
+        assert!(format!("{err:#}").contains("no/such/.file.tmp"), "{err:#}");
+    }
+}

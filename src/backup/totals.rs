@@ -1,0 +1,41 @@
+//! The totals a backup reports for its last applied date (bytes held, versions not held,
+//! of those the retryable ones): one definition, counted from the records as a catalog is
+//! written. Every writer of a catalog (the planner, a commit that marks failures, fsck's
+//! missing marks, prune, and a run resumed after its commit) counts the same way, so
+//! `state.json` can never drift from the catalog it describes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::record::{LocalState, VersionRecord};
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes of every file the catalog holds.
+    #[serde(default)]
+    pub bytes_held: u64,
+    /// Versions listed as missing or archived.
+    #[serde(default)]
+    pub not_held: u64,
+    /// Of those, the ones the bucket still lists (the next sync retries them).
+    #[serde(default)]
+    pub retryable: u64,
+}
+
+impl Totals {
+    /// Counts one catalog record.
+    pub fn add(&mut self, rec: &VersionRecord) {
+        match rec.local.state {
+            LocalState::Present if has_file(rec) => self.bytes_held += rec.size,
+            LocalState::Missing | LocalState::Archived => {
+                self.not_held += 1;
+                self.retryable += u64::from(rec.local.gone_since.0 == 0);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Delete markers and folder markers hold no file.
+fn has_file(rec: &VersionRecord) -> bool {
+    !rec.is_delete_marker() && !crate::backup::catalog::is_folder_marker(&rec.key)
+}

@@ -1,0 +1,152 @@
+//! `fsck`: proves the tree matches the catalog, without network access, and repairs it.
+//!
+//! Checks: every version the catalog holds has its file at its path with its size and mtime
+//! (and, with content verification, its MD5 or multipart ETag); every file in the tree is one
+//! the catalog knows (else a stray); every directory's versions JSON is exactly what the
+//! catalog renders; no run is left unfinished. Repairs never delete user data: strays and
+//! damaged files move into `.<stem>/quarantine/<time>/`, damaged or missing versions are
+//! marked missing in the catalog (the `fsck` command then fetches them with
+//! [`crate::sync::refetch`], unless told not to; else the next `sync` does), wrong mtimes are
+//! set, versions JSON files are rewritten.
+
+//!
+//! The jobs, one module each: [`check`] (what the catalog expects, each file's metadata, the
+//! tree walk, misplaced files), [`verify`] (content, resumable) and [`repair`].
+
+mod check;
+mod repair;
+mod verify;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::backup::Backup;
+use crate::sys::progress::Progress;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "problem", rename_all = "kebab-case")]
+pub enum Problem {
+    /// A held version's file is not there.
+    Missing {
+        path: String,
+        key: String,
+        version_id: String,
+    },
+    WrongSize {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
+    WrongMtime {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    /// The bytes do not match the ETag (content verification).
+    Corrupt { path: String, reason: String },
+    /// A file the catalog does not know.
+    Stray { path: String },
+    /// A stray that is a missing version's file (same size and mtime, and bytes that match
+    /// its ETag where it can tell), found elsewhere in the tree.
+    Misplaced { path: String, belongs: String },
+    /// A versions JSON that is not what the catalog says (or should not exist).
+    VersionsJson { dir: String, reason: String },
+    /// A sync run was interrupted; `sync` resumes it.
+    UnfinishedRun {
+        date: String,
+        journal_entries: usize,
+    },
+}
+
+impl Problem {
+    /// What `--repair` does about it.
+    pub fn repair(&self) -> &'static str {
+        match self {
+            Problem::Missing { .. } => {
+                "mark missing in the catalog, download it again (with --no-fetch: the next sync does)"
+            }
+            Problem::WrongSize { .. } | Problem::Corrupt { .. } => {
+                "move to quarantine, mark missing, download it again (with --no-fetch: the next sync does)"
+            }
+            Problem::WrongMtime { .. } => "set the mtime",
+            Problem::Stray { .. } => "move to quarantine",
+            Problem::Misplaced { .. } => "move it back where it belongs",
+            Problem::VersionsJson { .. } => "rewrite it from the catalog",
+            Problem::UnfinishedRun { .. } => {
+                "roll it back (or run `s3invbackup sync` to finish it instead)"
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub files_checked: u64,
+    pub bytes_verified: u64,
+    /// Files whose bytes the ETag cannot check: SSE-KMS/SSE-C ETags, or multipart uploads
+    /// whose part size is not a whole number of MiB (checked by size only).
+    pub unverifiable: u64,
+    pub problems: Vec<Problem>,
+    pub repaired: bool,
+    /// The date of the unfinished run `--repair` rolled back first.
+    pub rolled_back: Option<String>,
+}
+
+pub struct FsckOptions {
+    pub verify_content: bool,
+    pub repair: bool,
+    pub progress: Progress,
+}
+
+pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
+    let mut report = FsckReport::default();
+    if let Some(run) = backup.pending_run(&backup.read_state()?)? {
+        report.problems.push(Problem::UnfinishedRun {
+            journal_entries: run.dir.read_journal()?.len(),
+            date: run.summary.date,
+        });
+        if opts.repair {
+            // Rolled back first (`sync` would finish it instead); the rest of the check then
+            // sees the tree as the last applied date left it.
+            report.rolled_back = crate::maintain::rollback::rollback(backup)?.map(|r| r.date);
+            report.repaired = true;
+        }
+    }
+    let expected = check::expected(backup)?;
+    let metadata_problems = check::metadata(backup, &expected.held);
+    let bad_paths: HashSet<String> = metadata_problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::Missing { path, .. } | Problem::WrongSize { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    report.files_checked = expected.held.len() as u64;
+    report.problems.extend(metadata_problems);
+    if opts.verify_content {
+        verify::verify_all(backup, &expected.held, &bad_paths, opts, &mut report)?;
+    }
+    report.problems.extend(check::tree(backup, &expected)?);
+    check::find_misplaced(backup, &expected.held, &mut report.problems);
+    report.problems.sort_by_key(|p| format!("{p:?}"));
+
+    let to_repair: Vec<Problem> = report
+        .problems
+        .iter()
+        .filter(|p| !matches!(p, Problem::UnfinishedRun { .. }))
+        .cloned()
+        .collect();
+    if opts.repair && !to_repair.is_empty() {
+        repair::repair(backup, &to_repair, &expected.json)?;
+        report.repaired = true;
+    }
+    Ok(report)
+}
+
+/// Where fsck --repair puts what it moves out of the tree.
+pub fn quarantine_dir(backup: &Backup) -> PathBuf {
+    backup.state_dir().join("quarantine")
+}

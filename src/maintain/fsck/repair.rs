@@ -1,0 +1,94 @@
+//! `fsck --repair`: each problem fixed without deleting user data.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, Result};
+
+use super::Problem;
+use crate::backup::Backup;
+use crate::backup::catalog::{self, file_path};
+use crate::backup::durable::sync_filesystem;
+use crate::backup::versions_json::write_versions_file;
+use crate::model::record::LocalState;
+use crate::model::timestamp::Timestamp;
+
+pub(super) fn repair(
+    backup: &Backup,
+    problems: &[Problem],
+    expected_json: &HashMap<String, Vec<u8>>,
+) -> Result<()> {
+    let _lock = backup.lock()?;
+    let quarantine =
+        super::quarantine_dir(backup).join(Timestamp::now().to_string().replace(':', "-"));
+    let to_quarantine = |rel: &str| -> Result<()> {
+        let from = backup.root.join(rel);
+        let to = quarantine.join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))
+    };
+    let mut now_missing: HashSet<String> = HashSet::new();
+    for p in problems {
+        match p {
+            Problem::Missing { path, .. } => {
+                now_missing.insert(path.clone());
+            }
+            Problem::WrongSize { path, .. } | Problem::Corrupt { path, .. } => {
+                if backup.root.join(path).exists() {
+                    to_quarantine(path)?;
+                }
+                now_missing.insert(path.clone());
+            }
+            Problem::WrongMtime { path, expected, .. } => {
+                let t = Timestamp::parse(expected.as_bytes()).expect("formatted by us");
+                std::fs::File::options()
+                    .write(true)
+                    .open(backup.root.join(path))
+                    .and_then(|f| f.set_modified(t.as_system_time()))
+                    .with_context(|| format!("setting the mtime of {path}"))?;
+            }
+            Problem::Stray { path } => to_quarantine(path)?,
+            Problem::Misplaced { path, belongs } => {
+                let (from, to) = (backup.root.join(path), backup.root.join(belongs));
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::rename(&from, &to)
+                    .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+            }
+            Problem::VersionsJson { dir, .. } => {
+                write_versions_file(backup, dir, expected_json.get(dir).map(Vec::as_slice))?;
+            }
+            Problem::UnfinishedRun { .. } => {}
+        }
+    }
+    if !now_missing.is_empty() {
+        mark_missing(backup, &now_missing)?;
+        // Their directories' JSON must no longer list them.
+        let dirs: HashSet<String> = now_missing
+            .iter()
+            .map(|p| catalog::parent_dir(p).to_string())
+            .collect();
+        let dirs: Vec<String> = dirs.into_iter().collect();
+        crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirs)?;
+    }
+    sync_filesystem(&backup.root)
+}
+
+/// Rewrites the catalog with the versions whose files are at `paths` marked missing, and
+/// records the new totals (the ones still listed are retryable), so that the next sync, or
+/// fsck's own refetch, downloads them again.
+fn mark_missing(backup: &Backup, paths: &HashSet<String>) -> Result<()> {
+    let tmp = backup.state_dir().join("catalog.fsck.s3inv");
+    let totals = catalog::rewrite(&backup.catalog_path(), &tmp, |rec| {
+        if file_path(&backup.stem, rec).is_some_and(|p| paths.contains(&p)) {
+            rec.local.state = LocalState::Missing;
+        }
+    })?;
+    catalog::replace(&tmp, &backup.catalog_path())?;
+    backup.record_totals(totals)
+}

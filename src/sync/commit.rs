@@ -1,0 +1,163 @@
+//! Finishing a run: execute its plan, commit it, record the date.
+//!
+//! Commit: failed versions are marked in the new catalog (retried next run), the versions
+//! JSON of every directory the run changed is rewritten once from the new catalog, the
+//! filesystem is synced, then the catalog is replaced ([`catalog::replace`]) and the state
+//! records the date, in that order. A crash between the two leaves a committed run: the
+//! next sync only records its state (counting the totals from the catalog).
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+
+use crate::backup::catalog;
+use crate::backup::durable::sync_filesystem;
+use crate::backup::journal::{Entry, Journal};
+use crate::backup::run_dir::{PendingRun, RunDir};
+use crate::backup::totals::Totals;
+use crate::backup::{AppliedDate, Backup, State};
+use crate::index::IndexReader;
+use crate::model::record::LocalState;
+use crate::model::timestamp::Timestamp;
+use crate::sync::apply::{Executor, RunOutcome};
+use crate::sync::{DateReport, SyncReport};
+use crate::sys::failpoint;
+
+/// Executes, commits and records one planned run. False if it was interrupted (left
+/// resumable).
+pub(super) fn finish_run(
+    backup: &Backup,
+    executor: &Executor,
+    run: PendingRun,
+    state: &mut State,
+    report: &mut SyncReport,
+) -> Result<bool> {
+    let PendingRun { dir, summary } = run;
+    let committed = dir.is_committed()?;
+    let t = std::time::Instant::now();
+    let mut outcome = if committed {
+        tracing::warn!(
+            "{}: the catalog was already committed; recording the state",
+            summary.date
+        );
+        RunOutcome {
+            date: summary.date.clone(),
+            ..RunOutcome::default()
+        }
+    } else {
+        executor.execute(&dir, &summary)?
+    };
+    tracing::info!(
+        "{}: executed in {:.2} s",
+        summary.date,
+        t.elapsed().as_secs_f64()
+    );
+    if outcome.interrupted {
+        report.interrupted = true;
+        report.dates.push(DateReport {
+            plan: summary,
+            outcome: Some(outcome),
+        });
+        return Ok(false);
+    }
+    let t = std::time::Instant::now();
+    let totals = if committed {
+        catalog::totals(&backup.catalog_path())?
+    } else {
+        commit(backup, &dir, &mut outcome, summary.totals)?
+    };
+    failpoint::hit("catalog-replaced");
+    tracing::info!(
+        "{}: committed in {:.2} s",
+        summary.date,
+        t.elapsed().as_secs_f64()
+    );
+    let stats = IndexReader::open(&backup.catalog_path())?.stats().clone();
+    state.applied.push(AppliedDate {
+        date: summary.date.clone(),
+        applied_at: Timestamp::now().to_string(),
+        keys: stats.keys,
+        versions: stats.records,
+        downloaded: outcome.downloaded + outcome.reused_from_staging,
+        downloaded_bytes: outcome.downloaded_bytes,
+        renamed: outcome.renamed,
+        failed: outcome.failures.len() as u64,
+        skipped: summary.bad_keys.len() as u64,
+        totals,
+    });
+    backup.write_state(state)?;
+    failpoint::hit("state-written");
+    std::fs::remove_dir_all(dir.path())
+        .with_context(|| format!("removing finished run {}", dir.path().display()))?;
+    // Whatever is left in staging belongs to no run now (failed or abandoned downloads).
+    backup.clear_staging()?;
+    let mut summary = summary;
+    summary.totals = totals;
+    report.dates.push(DateReport {
+        plan: summary,
+        outcome: Some(outcome),
+    });
+    Ok(true)
+}
+
+/// Marks failures in the new catalog, rewrites the versions JSON of the run's directories,
+/// syncs the filesystem and replaces the catalog; returns what the new catalog holds. The
+/// caller then records the date in the state and removes the run directory.
+fn commit(
+    backup: &Backup,
+    run_dir: &RunDir,
+    outcome: &mut RunOutcome,
+    planned_totals: Totals,
+) -> Result<Totals> {
+    let planned = run_dir.planned_catalog();
+    let (final_path, totals) = if outcome.failures.is_empty() {
+        (planned, planned_totals)
+    } else {
+        let failed: HashMap<(&str, &str, i64), LocalState> = outcome
+            .failures
+            .iter()
+            .map(|f| {
+                let state = if f.state == LocalState::Archived.name() {
+                    LocalState::Archived
+                } else {
+                    LocalState::Missing
+                };
+                (
+                    (f.key.as_str(), f.version_id.as_str(), f.last_modified.0),
+                    state,
+                )
+            })
+            .collect();
+        let out = run_dir.final_catalog();
+        let totals = catalog::rewrite(&planned, &out, |rec| {
+            let id = (
+                rec.key.as_str(),
+                rec.version_id.as_str(),
+                rec.last_modified.0,
+            );
+            if let Some(state) = failed.get(&id) {
+                rec.local.state = *state;
+            }
+        })?;
+        (out, totals)
+    };
+    let mut journal = Journal::open(&run_dir.journal_path())?;
+    journal.append(&Entry::Versions)?;
+    let dirty = run_dir.read_dirty()?;
+    let t = std::time::Instant::now();
+    outcome.versions_files =
+        crate::backup::versions_json::write_versions_files(backup, &final_path, &dirty)?;
+    tracing::debug!(
+        "{} versions JSON files in {:.2} s",
+        outcome.versions_files,
+        t.elapsed().as_secs_f64()
+    );
+    let t = std::time::Instant::now();
+    sync_filesystem(&backup.root)?;
+    tracing::debug!("filesystem synced in {:.2} s", t.elapsed().as_secs_f64());
+    journal.append(&Entry::Commit)?;
+    journal.sync()?;
+    // Durable before the state says the date is applied.
+    catalog::replace(&final_path, &backup.catalog_path())?;
+    Ok(totals)
+}

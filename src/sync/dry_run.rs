@@ -1,0 +1,80 @@
+//! `sync --dry-run`: every date is planned into a temporary directory, chaining catalogs,
+//! and each plan's steps are handed to the caller; the backup (which may not exist yet) is
+//! not touched.
+
+use anyhow::Result;
+use regex::Regex;
+
+use crate::backup::Backup;
+use crate::backup::catalog;
+use crate::backup::layout::{KeyRules, NameStem};
+use crate::backup::run_dir::{RunDir, Step};
+use crate::index::IndexReader;
+use crate::inventory::{Inventory, InventoryDate};
+use crate::sync::plan::Planner;
+use crate::sync::{DateReport, SyncOptions, SyncReport, ensure_index};
+
+pub(super) fn dry_run(
+    opts: &SyncOptions,
+    inventory: &Inventory,
+    existing: Option<&Backup>,
+    dates: &[InventoryDate],
+    path_filter: Option<Regex>,
+    mut report: SyncReport,
+    on_step: &mut dyn FnMut(&Step) -> Result<()>,
+) -> Result<SyncReport> {
+    let tmp = tempfile::Builder::new()
+        .prefix("s3invbackup-dry-run-")
+        .tempdir()?;
+    let stem = match existing {
+        Some(b) => b.stem.clone(),
+        None => NameStem::new(&opts.name_stem).map_err(anyhow::Error::msg)?,
+    };
+    let rules = KeyRules::new(stem.clone());
+    let start = existing.map_or(Ok(None), |b| {
+        b.read_state().map(|s| s.last_applied().map(String::from))
+    })?;
+    let mut catalog_path = match existing {
+        Some(b) => b.catalog_path(),
+        None => {
+            let p = tmp.path().join("empty.s3inv");
+            catalog::write_empty(&p, "")?;
+            p
+        }
+    };
+    for date in dates
+        .iter()
+        .filter(|d| start.as_deref().is_none_or(|l| d.as_str() > l))
+    {
+        let manifest = inventory.manifest(date)?;
+        // Built afresh in the temporary directory: a cache keyed by bucket and date would
+        // hand a stale index to another inventory of the same names.
+        let index_path = tmp.path().join(format!("{date}.s3inv"));
+        ensure_index(inventory, date, &index_path, &opts.index)?;
+        let run_dir = RunDir::at(tmp.path().join(date.as_str()));
+        let planner = Planner {
+            stem: &stem,
+            rules: &rules,
+            root: &opts.backup,
+            date: date.as_str(),
+            date_time: date.timestamp(),
+            source_bucket: &manifest.manifest.source_bucket,
+            path_filter: path_filter.as_ref(),
+            on_bad_key: opts.on_bad_key,
+        };
+        let summary = planner.plan(
+            &catalog::open(&catalog_path)?,
+            &IndexReader::open(&index_path)?,
+            &run_dir,
+        )?;
+        for step in run_dir.read_steps()? {
+            on_step(&step?)?;
+        }
+        catalog_path = run_dir.planned_catalog();
+        report.dates.push(DateReport {
+            plan: summary,
+            outcome: None,
+        });
+    }
+    Ok(report)
+}
