@@ -184,12 +184,6 @@ fn build_once(
     if !summary.presorted {
         let counters = Arc::new(Counters::default());
         let _reporter = report("index (sorting)", &counters);
-        let tmp_base = opts.tmp_dir.clone().unwrap_or_else(|| out_dir.clone());
-        let tmp_dir = tempfile::Builder::new()
-            .prefix(".s3invbackup-sort-")
-            .tempdir_in(&tmp_base)
-            .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
-        let _cleanup_sort = opts.stop.cleanup(tmp_dir.path());
         let input = Input {
             inventory,
             dm: &dm,
@@ -198,14 +192,8 @@ fn build_once(
             counters: &counters,
             memory: opts.memory,
         };
-        let (runs, mut buffers, spill_duplicates) = fill_and_spill(&input, tmp_dir.path())?;
-        summary.runs = runs.len();
-        buffers.par_iter_mut().for_each(SortBuffer::sort);
-        let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
-        summary.duplicates = spill_duplicates
-            + sort::merge(runs, &buffers, tmp_dir.path(), &mut |rec| writer.push(rec))?;
-        drop(buffers);
-        summary.stats = writer.finish()?;
+        let tmp_base = opts.tmp_dir.clone().unwrap_or_else(|| out_dir.clone());
+        sort_externally(&input, tmp_out.path(), &meta, &tmp_base, opts, &mut summary)?;
     }
     tmp_out
         .persist(out)
@@ -213,6 +201,32 @@ fn build_once(
         .with_context(|| format!("renaming the finished index to {}", out.display()))?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The fallback for any row order: memory-bounded buffers, spilled as sorted runs into a
+/// temporary directory under `tmp_base`, then merged into `out`.
+fn sort_externally(
+    input: &Input,
+    out: &Path,
+    meta: &IndexMeta,
+    tmp_base: &Path,
+    opts: &IndexOptions,
+    summary: &mut IndexSummary,
+) -> Result<()> {
+    let tmp_dir = tempfile::Builder::new()
+        .prefix(".s3invbackup-sort-")
+        .tempdir_in(tmp_base)
+        .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
+    let _cleanup_sort = opts.stop.cleanup(tmp_dir.path());
+    let (runs, mut buffers, spill_duplicates) = fill_and_spill(input, tmp_dir.path())?;
+    summary.runs = runs.len();
+    buffers.par_iter_mut().for_each(SortBuffer::sort);
+    let mut writer = IndexWriter::create(out, meta)?;
+    summary.duplicates = spill_duplicates
+        + sort::merge(runs, &buffers, tmp_dir.path(), &mut |rec| writer.push(rec))?;
+    drop(buffers);
+    summary.stats = writer.finish()?;
+    Ok(())
 }
 
 /// The order in which to stream the files if they look sorted by key and disjoint: files

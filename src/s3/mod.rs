@@ -2,11 +2,16 @@
 //! and endpoint resolved the way the AWS CLI does, retries for transient failures, and
 //! bodies that resume with a Range request when a connection drops mid-stream.
 
+mod credentials;
+mod retry;
+
+pub use retry::backoff;
+
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use url::Url;
 
@@ -73,7 +78,7 @@ impl S3Client {
         let credentials = if config.anonymous {
             None
         } else {
-            find_credentials()?
+            credentials::find_credentials()?
         };
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(20))
@@ -295,16 +300,6 @@ impl S3Client {
     }
 }
 
-/// Exponential backoff with full jitter, capped at 20 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let cap_ms = (100u64 << attempt.min(8)).min(20_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    Duration::from_millis(u64::from(nanos) % cap_ms + 1)
-}
-
 fn s3_error(
     method: &'static str,
     bucket: &str,
@@ -406,58 +401,5 @@ impl Read for ResumingBody<'_> {
                 .get(&self.bucket, &self.key, None, Some((self.offset, None)))
                 .map_err(|e| io::Error::other(format!("{e:#}")))?;
         }
-    }
-}
-
-/// Credentials the AWS CLI would use: the environment first, then the profile named by
-/// AWS_PROFILE (or `default`) in the shared credentials file. None means anonymous.
-fn find_credentials() -> Result<Option<Credentials>> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Ok(Some(match env("AWS_SESSION_TOKEN") {
-            Some(token) => Credentials::new_with_token(key, secret, token),
-            None => Credentials::new(key, secret),
-        }));
-    }
-    let explicit_profile = env("AWS_PROFILE");
-    let profile = explicit_profile
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
-    let file = match env("AWS_SHARED_CREDENTIALS_FILE") {
-        Some(f) => PathBuf::from(f),
-        None => match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".aws").join("credentials"),
-            None => return Ok(None),
-        },
-    };
-    if !file.exists() {
-        if explicit_profile.is_some() {
-            bail!(
-                "AWS_PROFILE={profile} is set but {} does not exist",
-                file.display()
-            );
-        }
-        return Ok(None);
-    }
-    let ini =
-        ini::Ini::load_from_file(&file).with_context(|| format!("reading {}", file.display()))?;
-    let Some(section) = ini.section(Some(profile.as_str())) else {
-        if explicit_profile.is_some() {
-            bail!("profile {profile:?} not found in {}", file.display());
-        }
-        return Ok(None);
-    };
-    match (
-        section.get("aws_access_key_id"),
-        section.get("aws_secret_access_key"),
-    ) {
-        (Some(key), Some(secret)) => Ok(Some(match section.get("aws_session_token") {
-            Some(token) => Credentials::new_with_token(key, secret, token),
-            None => Credentials::new(key, secret),
-        })),
-        _ => bail!(
-            "profile {profile:?} in {} lacks aws_access_key_id / aws_secret_access_key",
-            file.display()
-        ),
     }
 }

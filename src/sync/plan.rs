@@ -201,25 +201,7 @@ impl Planner<'_> {
                 && !shadowed.contains(key)
                 && !files.has_ancestor_of(key)
             {
-                if group.a().iter().any(is_current) {
-                    files.push(key, None);
-                }
-                // Skipped keys are reported by every run, not only the first.
-                if group
-                    .a()
-                    .iter()
-                    .any(|c| c.local.state == LocalState::Skipped)
-                    && let Err(reason) = self.rules.check(key)
-                {
-                    out.summary.bad_keys.push(BadKeyEntry {
-                        key: key.to_string(),
-                        reason: reason.to_string(),
-                        known: true,
-                    });
-                }
-                for c in group.a() {
-                    out.keep(c)?;
-                }
+                self.keep_unchanged(key, group.a(), &mut files, &mut out)?;
                 continue;
             }
             // Keys the catalog already holds were checked when they first came.
@@ -287,6 +269,34 @@ impl Planner<'_> {
             return Ok(Err(conflicts));
         }
         out.finish(self.on_bad_key).map(Ok)
+    }
+
+    /// A key the inventory lists exactly as the catalog holds it: its records are copied as
+    /// they are.
+    fn keep_unchanged(
+        &self,
+        key: &str,
+        held: &[VersionRecord],
+        files: &mut FileStack,
+        out: &mut PlanOutput,
+    ) -> Result<()> {
+        if held.iter().any(is_current) {
+            files.push(key, None);
+        }
+        // Skipped keys are reported by every run, not only the first.
+        if held.iter().any(|c| c.local.state == LocalState::Skipped)
+            && let Err(reason) = self.rules.check(key)
+        {
+            out.summary.bad_keys.push(BadKeyEntry {
+                key: key.to_string(),
+                reason: reason.to_string(),
+                known: true,
+            });
+        }
+        for c in held {
+            out.keep(c)?;
+        }
+        Ok(())
     }
 
     /// The key's versions in the new catalog (`out`), and which of them must be fetched.

@@ -21,9 +21,9 @@ pub fn repo() -> PathBuf {
 pub fn venv() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/setup-venv.sh"))
+        let out = Command::new(repo().join("scripts/dev/setup-venv.sh"))
             .output()
-            .expect("running scripts/setup-venv.sh");
+            .expect("running scripts/dev/setup-venv.sh");
         assert!(
             out.status.success(),
             "setup-venv.sh failed: {}",
@@ -46,7 +46,7 @@ pub fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(venv().join("bin/python"))
-            .arg(repo().join("scripts/s3server.py"))
+            .arg(repo().join("scripts/harness/s3server.py"))
             .args(["start", "--dir"])
             .arg(dir.path())
             .args([
@@ -73,7 +73,7 @@ pub fn server() -> &'static Server {
     })
 }
 
-/// An inventory made by scripts/fixtures.py: in the inventory bucket and in `local`.
+/// An inventory made by scripts/harness/fixtures.py: in the inventory bucket and in `local`.
 pub struct Fixture {
     pub local: PathBuf,
     pub s3_url: String,
@@ -96,7 +96,7 @@ impl Fixture {
 /// A script of ours under the venv's Python, pointed at the test server with its credentials.
 fn script_against_server(script: &str, srv: &Server) -> Command {
     let mut cmd = Command::new(venv().join("bin/python"));
-    cmd.arg(repo().join("scripts").join(script)).args([
+    cmd.arg(repo().join("scripts/harness").join(script)).args([
         "--endpoint",
         &srv.endpoint,
         "--access-key",
@@ -220,7 +220,7 @@ pub struct Uploaded {
     pub file: PathBuf,
 }
 
-/// Uploads `spec` (see scripts/put_objects.py) into a new bucket `bucket`.
+/// Uploads `spec` (see scripts/harness/put_objects.py) into a new bucket `bucket`.
 pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Uploaded> {
     use std::io::Write as _;
     let srv = server();
@@ -270,7 +270,7 @@ pub fn proxy() -> &'static Proxy {
         use std::io::BufRead as _;
         let srv = server();
         let mut child = Command::new(venv().join("bin/python"))
-            .arg(repo().join("scripts/faultproxy.py"))
+            .arg(repo().join("scripts/harness/faultproxy.py"))
             .args([
                 "--upstream",
                 &srv.endpoint,

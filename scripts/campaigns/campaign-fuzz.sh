@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing campaign: each cargo-fuzz target (fuzz/fuzz_targets/) for a bounded time.
 #
-#   scripts/campaign-fuzz.sh [SECONDS_PER_TARGET] [dev]   (default 300, optimized build)
+#   scripts/campaigns/campaign-fuzz.sh [SECONDS_PER_TARGET] [dev]   (default 300, optimized build)
 #
 # `dev` builds the targets unoptimized: a third of the build time from nothing (2 min
 # instead of 6 here), 10-20x fewer runs per second. CI uses it for its short run, whose
@@ -16,7 +16,7 @@
 # input is left in fuzz/artifacts/<target>/. cargo-fuzz is installed if missing; the
 # toolchain here is stable, so RUSTC_BOOTSTRAP=1 lets cargo-fuzz use its -Z flags.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 seconds=${1:-300}
 profile=-O
 if [ "${2:-}" = dev ]; then profile=--dev; fi

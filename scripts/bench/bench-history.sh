@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Benchmarks of reading a backup (issue: status, fsck, rollback, locate, restore, prune).
 #
-#   scripts/bench-history.sh [KEYS]        (default 20000 keys x 3 versions of 1 KiB)
+#   scripts/bench/bench-history.sh [KEYS]        (default 20000 keys x 3 versions of 1 KiB)
 #
 # A first backup of KEYS x 3 versions from SeaweedFS (as in bench-sync.sh), then, in the
 # same run: `fsck` (metadata) in files/s; `fsck --verify-content` against `md5sum` of the same
 # files with the same parallelism (xargs -P nproc); `restore` of the current files by hard
 # link in files/s. And `locate` on a 1,000,000-version catalog (a synthetic inventory, seeded
-# with examples/seed_backup): wall time per key, process start included, over 200 keys.
+# with scripts/bench/helpers/seed_backup.rs): wall time per key, process start included, over 200 keys.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/bench-common.sh
+cd "$(dirname "$0")/../.."
+. scripts/bench/bench-common.sh
 keys=${1:-20000}
 cargo build --release --locked --quiet --bin s3invbackup --example seed_backup --example synth_inventory
 bench_start bench-history
 bin=target/release/s3invbackup
-"$venv/bin/python" scripts/bench_sync_setup.py --endpoint "$endpoint" --bucket hist \
+"$venv/bin/python" scripts/bench/bench_sync_setup.py --endpoint "$endpoint" --bucket hist \
     --keys "$keys" --versions 3 --layout spread --out "$work/hist" 2>/dev/null
 b=$work/hist/backup
 $bin sync "$work/hist/inventory" "$b" --progress none > /dev/null 2>&1

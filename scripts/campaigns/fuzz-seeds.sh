@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Writes the seed corpora of the fuzz targets into fuzz/seeds/<target>/ (committed) from a small
 # synthetic inventory (its manifest, rows, keys and index), so that the fuzzers start from
-# well-formed inputs. Usage: scripts/fuzz-seeds.sh [BIN]  (default target/debug/s3invbackup)
+# well-formed inputs. Usage: scripts/campaigns/fuzz-seeds.sh [BIN]  (default target/debug/s3invbackup)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 bin=${1:-target/debug/s3invbackup}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark of sync's nightly increment (issue: the backup itself), against SeaweedFS.
 #
-#   scripts/bench-sync-nightly.sh [KEYS]        (default 333,334 keys x 3 = 1,000,002 versions)
+#   scripts/bench/bench-sync-nightly.sh [KEYS]        (default 333,334 keys x 3 = 1,000,002 versions)
 #
-# A backup holding date 1 (1,000,002 versions) is seeded directly (examples/seed_backup: the
+# A backup holding date 1 (1,000,002 versions) is seeded directly (scripts/bench/helpers/seed_backup.rs: the
 # catalog lists every version as held; only the files that will move exist). Date 2 adds a
 # new version of 1/K of the keys (K = 1000 and 100: 0.1% and 1%), uploaded for real.
 # Measured in the same run: `sync` applying date 2, against the sum of its two unavoidable
@@ -11,15 +11,15 @@
 # versions. Then the same sync under `strace -c -f` on a fresh seed: its syscall count must
 # grow with the changes, not with the catalog.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/bench-common.sh
+cd "$(dirname "$0")/../.."
+. scripts/bench/bench-common.sh
 keys=${1:-333334}
 cargo build --release --locked --quiet --bin s3invbackup --example seed_backup
 bench_start bench-nightly
 bin=target/release/s3invbackup
 seed=target/release/examples/seed_backup
 
-"$venv/bin/python" scripts/bench_sync_nightly_setup.py --endpoint "$endpoint" --bucket nightly \
+"$venv/bin/python" scripts/bench/bench_sync_nightly_setup.py --endpoint "$endpoint" --bucket nightly \
     --keys "$keys" --every 1000 --every 100 --out "$work"
 for every in 1000 100; do
   inv=$work/inv-$every

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of sync's first backup (issue: the backup itself), against SeaweedFS on loopback.
 #
-#   scripts/bench-sync.sh [KEYS] [VERSIONS]        (default 20000 keys x 3 versions of 1 KiB)
+#   scripts/bench/bench-sync.sh [KEYS] [VERSIONS]        (default 20000 keys x 3 versions of 1 KiB)
 #
 # (a) First backup of KEYS x VERSIONS versions spread over directories of 1,000 keys:
 #     `s3invbackup sync` (index build, plan, 32 download threads, every version verified,
@@ -15,8 +15,8 @@
 #     dominated by the fixed costs (process start, index build, two filesystem syncs).
 #     SKIP_A=1 runs (c) only.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/bench-common.sh
+cd "$(dirname "$0")/../.."
+. scripts/bench/bench-common.sh
 keys=${1:-20000}
 versions=${2:-3}
 cargo build --release --locked --quiet --bin s3invbackup
@@ -24,7 +24,7 @@ bench_start bench-sync
 bin=target/release/s3invbackup
 
 setup() { # bucket keys versions layout
-  "$venv/bin/python" scripts/bench_sync_setup.py --endpoint "$endpoint" --bucket "$1" \
+  "$venv/bin/python" scripts/bench/bench_sync_setup.py --endpoint "$endpoint" --bucket "$1" \
       --keys "$2" --versions "$3" --layout "$4" --out "$work/$1"
 }
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine and runs them all:
+# the Python venv (SeaweedFS + boto3), formatting and lint checks, unit, property and
+# integration tests (the integration tests start their own SeaweedFS on free loopback ports),
+# then short runs of the reliability campaigns.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=$(scripts/dev/setup-venv.sh)
+export S3INVBACKUP_VENV="$venv"
+cargo fmt --all -- --check
+# The crash points (S3INVBACKUP_FAILPOINT, S3INVBACKUP_CRASH_AFTER) exist only in builds with
+# the `failpoints` feature: the tests and the campaigns below use them.
+cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features failpoints -- -D warnings
+cargo test --all-targets --locked --features failpoints
+# Short versions of the reliability campaigns (the full ones and their figures: RELIABILITY.md).
+seed="${CAMPAIGN_SEED:-7}"
+"$venv/bin/python" scripts/campaigns/campaign-crash.py --bin target/debug/s3invbackup --n 6 --seed "$seed"
+"$venv/bin/python" scripts/campaigns/campaign-network.py --bin target/debug/s3invbackup --rounds 1 --seed "$seed"
+# The resource campaign mounts small tmpfs filesystems: it needs root.
+probe=$(mktemp -d)
+if mount -t tmpfs -o size=64k tmpfs "$probe" 2>/dev/null; then
+    umount "$probe"
+    "$venv/bin/python" scripts/campaigns/campaign-resources.py --bin target/debug/s3invbackup --points 4 --seed "$seed"
+else
+    echo "SKIPPED: scripts/campaigns/campaign-resources.py (cannot mount tmpfs here: needs root)"
+fi
+rmdir "$probe"
+scripts/campaigns/campaign-fuzz.sh 20 dev
