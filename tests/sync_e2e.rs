@@ -1132,14 +1132,8 @@ fn prune_refuses_while_a_run_is_pending() {
         "--on-bad-key",
         "skip",
     ];
-    let status = cli()
-        .arg("sync")
-        .arg(&inventory)
-        .arg(&backup)
-        .args(["--progress", "none"])
-        .args(first_two)
-        .output()
-        .unwrap()
+    let status = sync(&inventory, &backup, &first_two)
+        .get_output()
         .status
         .code();
     assert!(matches!(status, Some(0 | 2)), "first sync: {status:?}");
@@ -1171,14 +1165,11 @@ fn prune_refuses_while_a_run_is_pending() {
         "a refused prune changed the tree"
     );
 
-    let finish = cli()
-        .arg("sync")
-        .arg(&inventory)
-        .arg(&backup)
-        .args(["--progress", "none", "--on-bad-key", "skip"])
-        .output()
-        .unwrap();
-    assert!(matches!(finish.status.code(), Some(0 | 2)), "{finish:?}");
+    let finish = sync(&inventory, &backup, &["--on-bad-key", "skip"])
+        .get_output()
+        .status
+        .code();
+    assert!(matches!(finish, Some(0 | 2)), "finishing sync: {finish:?}");
     cli()
         .arg("prune")
         .arg(&backup)

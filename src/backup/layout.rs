@@ -73,11 +73,7 @@ impl Default for NameStem {
 /// `<name>.old.<versionId>.<etag>`: an older or deleted version beside the current file.
 /// The `null` version is named `null`.
 pub fn old_version_name(name: &str, version_id: &str, etag: &ETag) -> String {
-    let vid = if version_id.is_empty() {
-        "null"
-    } else {
-        version_id
-    };
+    let vid = crate::model::version_id::to_s3(version_id);
     format!("{name}.old.{vid}.{etag}")
 }
 

@@ -1,15 +1,22 @@
 //! A backup directory: where its state lives, its fixed configuration, the dates applied so
-//! far, and the lock that keeps a second writer out.
+//! far, and the lock that keeps a second writer out; and, one module each, the files in it:
+//! the [`catalog`] (every version held: the source of truth), the [`run_dir`] of a run in
+//! progress with its [`journal`], the [`layout`] of names the backup reserves, the
+//! [`versions_json`] views, the [`totals`] state.json reports, and the one [`durable`]
+//! rename-into-place protocol every file of the state directory is replaced by.
 //!
 //! ```text
 //! BACKUP/.<stem>/config.json   fixed at creation: stem, inventory, bucket, path filter
 //!               state.json    applied dates with their counts
 //!               catalog.s3inv every version held (see `catalog`)
 //!               indexes/      inventory indexes, one per date applied
-//!               runs/<date>/  the run in progress: plan, new catalog, journal
+//!               runs/<date>/  the run in progress: plan, new catalog, journal (see `run_dir`)
 //!               staging/      downloads being verified (same filesystem as the tree)
 //!               lock          held by the one process writing the backup
 //! ```
+//!
+//! Invariants: only a holder of the lock writes; the catalog and state.json change only by
+//! a durable rename, so a reader needs no lock; at most one run is pending.
 
 pub mod catalog;
 pub mod durable;

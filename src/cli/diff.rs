@@ -10,7 +10,6 @@ use serde::Serialize;
 use s3invbackup::diff::changes::{Change, ChangeKind};
 use s3invbackup::diff::{DiffOptions, DiffTotals, diff};
 use s3invbackup::index::IndexReader;
-use s3invbackup::index::build::IndexOptions;
 use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
@@ -102,11 +101,7 @@ impl<'a> Row<'a> {
 /// Returns whether there were changes.
 pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    let opts = IndexOptions {
-        memory: args.memory,
-        progress: args.progress.options(),
-        ..IndexOptions::default()
-    };
+    let opts = super::index_options(args.memory, &args.progress);
     let path_a = resolve(&Operand::parse(&args.a)?, &s3.config(), &cache, &opts)?;
     let path_b = resolve(&Operand::parse(&args.b)?, &s3.config(), &cache, &opts)?;
     let a = IndexReader::open(&path_a)?;

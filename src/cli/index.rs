@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use s3invbackup::index::build::{IndexOptions, build_index};
+use s3invbackup::index::build::build_index;
 use s3invbackup::inventory::DateSpec;
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
@@ -40,12 +40,8 @@ pub struct IndexArgs {
 pub fn run(args: &IndexArgs, s3: &S3Args) -> Result<()> {
     let inventory = s3.open_inventory(&args.inventory)?;
     let date = inventory.resolve_date(&DateSpec::parse(&args.date)?)?;
-    let mut opts = IndexOptions {
-        memory: args.memory,
-        tmp_dir: args.tmp_dir.clone(),
-        progress: args.progress.options(),
-        ..IndexOptions::default()
-    };
+    let mut opts = super::index_options(args.memory, &args.progress);
+    opts.tmp_dir = args.tmp_dir.clone();
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::maintain::history::{self, describe, parse_time, version_at, versions_of};
+use s3invbackup::model::version_id;
 
 use super::output;
 
@@ -41,7 +42,7 @@ pub fn run(args: &LocateArgs) -> Result<()> {
         bail!("the backup holds no version of {:?}", args.key);
     }
     let one = if let Some(vid) = &args.version_id {
-        let want = if vid == "null" { "" } else { vid.as_str() };
+        let want = version_id::from_s3(vid);
         Some(
             versions
                 .iter()

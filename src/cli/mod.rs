@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use s3invbackup::index::build::IndexOptions;
 use s3invbackup::inventory::Inventory;
 use s3invbackup::s3::S3Config;
 use s3invbackup::sys::progress;
@@ -99,6 +100,18 @@ impl ProgressArgs {
     }
     fn interval(&self) -> Duration {
         Duration::from_secs(self.progress_interval.max(1))
+    }
+}
+
+/// The index builder's options from `--memory` and the progress flags, wired to the
+/// process's stop token (its temporary files go if the process is interrupted): the one
+/// conversion `index`, `diff` and `sync` share.
+pub fn index_options(memory: u64, progress: &ProgressArgs) -> IndexOptions {
+    IndexOptions {
+        memory,
+        progress: progress.options(),
+        stop: signals::stop_token(),
+        ..IndexOptions::default()
     }
 }
 

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::backup::run_dir::Step;
-use s3invbackup::index::build::IndexOptions;
+use s3invbackup::model::version_id;
 use s3invbackup::sync::plan::OnBadKey;
 use s3invbackup::sync::{SyncOptions, SyncReport, dry_run, interrupted_run, sync};
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
@@ -92,12 +92,7 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
             OnBadKey::Stop
         },
         fetch: super::limits::fetch_options(args.jobs, args.part_size),
-        index: IndexOptions {
-            memory: args.memory,
-            progress: args.progress.options(),
-            stop: stop.clone(),
-            ..IndexOptions::default()
-        },
+        index: super::index_options(args.memory, &args.progress),
         progress: args.progress.options(),
         s3: s3.config(),
         stop,
@@ -153,11 +148,7 @@ fn print_step(out: &mut impl Write, step: &Step) -> Result<()> {
         } => writeln!(
             out,
             "fetch    {key} (version {}, {size} bytes) -> {dest}",
-            if version_id.is_empty() {
-                "null"
-            } else {
-                version_id
-            }
+            version_id::to_s3(version_id)
         )?,
     }
     Ok(())
@@ -203,11 +194,7 @@ fn print_summary(report: &SyncReport) {
                 eprintln!(
                     "  failed: {} (version {}): {}",
                     f.key,
-                    if f.version_id.is_empty() {
-                        "null"
-                    } else {
-                        &f.version_id
-                    },
+                    version_id::to_s3(&f.version_id),
                     f.error
                 );
             }

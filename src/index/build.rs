@@ -156,18 +156,19 @@ fn build_once(
         )
     };
 
+    let input = |counters| Input {
+        inventory,
+        dm: &dm,
+        parser: &parser,
+        threads,
+        counters,
+        memory: opts.memory,
+    };
     let file_order = presorted_order(inventory, &dm, &parser);
     if let Some(order) = file_order {
         let _reporter = report("index", &counters);
         let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
-        let input = Input {
-            inventory,
-            dm: &dm,
-            parser: &parser,
-            threads,
-            counters: &counters,
-            memory: opts.memory,
-        };
+        let input = input(&counters);
         match merge_presorted(&input, &order, &mut writer, &mut summary.duplicates)? {
             Presorted::Done => {
                 summary.presorted = true;
@@ -184,14 +185,7 @@ fn build_once(
     if !summary.presorted {
         let counters = Arc::new(Counters::default());
         let _reporter = report("index (sorting)", &counters);
-        let input = Input {
-            inventory,
-            dm: &dm,
-            parser: &parser,
-            threads,
-            counters: &counters,
-            memory: opts.memory,
-        };
+        let input = input(&counters);
         let tmp_base = opts.tmp_dir.clone().unwrap_or_else(|| out_dir.clone());
         sort_externally(&input, tmp_out.path(), &meta, &tmp_base, opts, &mut summary)?;
     }

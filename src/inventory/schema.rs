@@ -173,10 +173,8 @@ impl RowParser {
         let mut flags = Flags::default();
         if let Some(i) = c.version_id {
             let vid = std::str::from_utf8(field(i)).map_err(|_| bad("VersionId", "not UTF-8"))?;
-            // S3 calls a pre-versioning object's version "null"; inventories write it empty.
-            if vid != "null" {
-                out.version_id.push_str(vid);
-            }
+            out.version_id
+                .push_str(crate::model::version_id::from_s3(vid));
         }
         match c.is_latest {
             Some(i) => flags.set(Flags::LATEST, boolean("IsLatest", field(i))?),

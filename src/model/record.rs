@@ -178,11 +178,7 @@ impl VersionRecord {
 
     /// The version id as S3 wants it in `?versionId=`: pre-versioning objects are `null`.
     pub fn version_id_or_null(&self) -> &str {
-        if self.version_id.is_empty() {
-            "null"
-        } else {
-            &self.version_id
-        }
+        crate::model::version_id::to_s3(&self.version_id)
     }
 
     /// The index order: key bytes, then last_modified, then version id. Every part is

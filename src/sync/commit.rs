@@ -92,7 +92,10 @@ pub(super) fn finish_run(
     // Whatever is left in staging belongs to no run now (failed or abandoned downloads).
     backup.clear_staging()?;
     let mut summary = summary;
-    summary.totals = totals;
+    if committed {
+        // The plan's own counts were lost with the interrupted process: report the catalog's.
+        summary.totals = totals;
+    }
     report.dates.push(DateReport {
         plan: summary,
         outcome: Some(outcome),

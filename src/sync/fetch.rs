@@ -557,11 +557,7 @@ impl Worker<'_> {
 
 /// The `versionId` to send: the id, `null` for pre-versioning objects.
 fn version_param(r: &FetchRequest) -> Option<&str> {
-    match r.version_id.as_deref() {
-        None => None,
-        Some("") => Some("null"),
-        Some(v) => Some(v),
-    }
+    r.version_id.as_deref().map(crate::model::version_id::to_s3)
 }
 
 /// Creates (truncating any partial file a killed process left) the staging file. Its
