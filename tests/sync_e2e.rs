@@ -1178,3 +1178,53 @@ fn prune_refuses_while_a_run_is_pending() {
         .code(0);
     cli().arg("fsck").arg(&backup).assert().code(0);
 }
+
+/// A local inventory given as a relative path is recorded by its absolute path: `fsck
+/// --repair` run from another directory still downloads a deleted version again.
+#[test]
+fn a_relative_inventory_path_is_recorded_absolute() {
+    use_server();
+    let fx = fixture("sync-relative", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let parent = fx.local.parent().unwrap();
+    let relative = fx.local.file_name().unwrap().to_str().unwrap().to_string();
+    let first = cli()
+        .current_dir(parent)
+        .arg("sync")
+        .arg(&relative)
+        .arg(&backup)
+        .args(["--progress", "none", "--on-bad-key", "skip"])
+        .output()
+        .unwrap();
+    assert!(matches!(first.status.code(), Some(0 | 2)), "{first:?}");
+    let status = cli()
+        .arg("status")
+        .arg(&backup)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["config"]["inventory"], fx.local_arg());
+
+    let victim = content_snapshot(&backup)
+        .into_iter()
+        .map(|(p, ..)| p)
+        .find(|p| !p.contains(".old."))
+        .unwrap();
+    let want = std::fs::read(backup.join(&victim)).unwrap();
+    std::fs::remove_file(backup.join(&victim)).unwrap();
+    let repair = cli()
+        .current_dir("/")
+        .arg("fsck")
+        .arg(&backup)
+        .args(["--repair", "--progress", "none"])
+        .output()
+        .unwrap();
+    assert_ne!(repair.status.code(), Some(2), "{repair:?}");
+    assert_eq!(
+        std::fs::read(backup.join(&victim)).unwrap(),
+        want,
+        "{repair:?}"
+    );
+}

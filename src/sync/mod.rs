@@ -222,6 +222,17 @@ pub fn interrupted_run(backup: &Backup) -> Result<Option<String>> {
         .map(|p| p.summary.date))
 }
 
+/// The inventory location as the backup records it: a local copy by its absolute path, so
+/// that a later `fsck --repair` run from another directory still finds it.
+fn recorded_location(spec: &str) -> Result<String> {
+    if spec.starts_with("s3://") {
+        return Ok(spec.to_string());
+    }
+    let path = std::path::absolute(spec)
+        .with_context(|| format!("resolving the inventory path {spec:?}"))?;
+    Ok(path.display().to_string())
+}
+
 fn create(
     opts: &SyncOptions,
     inventory: &Inventory,
@@ -240,7 +251,7 @@ fn create(
                 .map_err(anyhow::Error::msg)?
                 .as_str()
                 .to_string(),
-            inventory: opts.inventory.clone(),
+            inventory: recorded_location(&opts.inventory)?,
             source_bucket: manifest.manifest.source_bucket.clone(),
             path_filter: path_filter.map(|r| r.as_str().to_string()),
             file_mode: opts.file_mode,
