@@ -124,8 +124,8 @@ impl Inventory {
                     std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
                 for entry in entries {
                     let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-                    let Some(date) = entry.file_name().to_str().and_then(InventoryDate::parse)
-                    else {
+                    let name = entry.file_name();
+                    let Some(date) = name.to_str().and_then(|n| date_folder(n, dir)) else {
                         continue;
                     };
                     note(date.clone(), None);
@@ -145,7 +145,7 @@ impl Inventory {
                 let mut years = std::collections::BTreeSet::new();
                 for p in &top.prefixes {
                     let name = p[prefix.len()..].trim_end_matches('/');
-                    if let Some(date) = InventoryDate::parse(name) {
+                    if let Some(date) = date_folder(name, prefix) {
                         years.insert(date.as_str()[..4].to_string());
                         note(date, None);
                     }
@@ -305,4 +305,14 @@ impl Inventory {
             )),
         }
     }
+}
+
+/// A listed folder name as an inventory date; one shaped like a date that is not a real time
+/// (month 13, hour 24) is skipped with a warning, since a writer meant it as one.
+fn date_folder(name: &str, under: impl std::fmt::Debug) -> Option<InventoryDate> {
+    let date = InventoryDate::parse(name);
+    if date.is_none() && InventoryDate::has_shape(name) {
+        tracing::warn!("inventory folder {name:?} under {under:?} is not a valid date: ignored");
+    }
+    date
 }
