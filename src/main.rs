@@ -103,7 +103,7 @@ fn main() -> ExitCode {
 /// |---|---|
 /// | 0 | done |
 /// | 1 | an error or a refusal (the backup is unchanged or resumable); `fsck`: problems found; `diff --exit-code`: there are changes |
-/// | 2 | done, but some versions could not be fetched or are not held (listed; the next sync retries them); `diff --exit-code`: an error |
+/// | 2 | done, but some versions could not be fetched or are not held (listed; the next sync retries them); `diff --exit-code`: an error; a usage error (clap's own exit) |
 /// | 130 | interrupted (resumable) |
 fn exit_status(outcome: Outcome) -> u8 {
     match outcome {

@@ -27,6 +27,11 @@ pub fn is_folder_marker(key: &str) -> bool {
     key.ends_with('/')
 }
 
+/// The version has bytes (a file when held): not a delete marker, not a folder marker.
+pub fn has_content(rec: &VersionRecord) -> bool {
+    !rec.is_delete_marker() && !is_folder_marker(&rec.key)
+}
+
 /// The version is the key's content at the key's own path: the bucket's latest version,
 /// still listed, not a delete marker, not shadowed by a directory of the same name.
 pub fn is_current(rec: &VersionRecord) -> bool {
@@ -40,10 +45,7 @@ pub fn is_current(rec: &VersionRecord) -> bool {
 /// Where `rec`'s file lives, relative to the backup root, if it has one: delete markers,
 /// folder markers and versions not held (missing, archived, skipped) have none.
 pub fn file_path(stem: &NameStem, rec: &VersionRecord) -> Option<String> {
-    if rec.is_delete_marker()
-        || is_folder_marker(&rec.key)
-        || rec.local.state != LocalState::Present
-    {
+    if !has_content(rec) || rec.local.state != LocalState::Present {
         return None;
     }
     Some(version_path(

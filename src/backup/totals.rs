@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup::catalog;
 use crate::model::record::{LocalState, VersionRecord};
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,7 +26,7 @@ impl Totals {
     /// Counts one catalog record.
     pub fn add(&mut self, rec: &VersionRecord) {
         match rec.local.state {
-            LocalState::Present if has_file(rec) => self.bytes_held += rec.size,
+            LocalState::Present if catalog::has_content(rec) => self.bytes_held += rec.size,
             LocalState::Missing | LocalState::Archived => {
                 self.not_held += 1;
                 self.retryable += u64::from(rec.local.gone_since.0 == 0);
@@ -33,9 +34,4 @@ impl Totals {
             _ => {}
         }
     }
-}
-
-/// Delete markers and folder markers hold no file.
-fn has_file(rec: &VersionRecord) -> bool {
-    !rec.is_delete_marker() && !crate::backup::catalog::is_folder_marker(&rec.key)
 }

@@ -22,7 +22,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use regex::Regex;
 
-use crate::backup::catalog::{self, file_path, is_current, is_folder_marker, is_under};
+use crate::backup::catalog::{
+    self, file_path, has_content, is_current, is_folder_marker, is_under,
+};
 use crate::backup::durable;
 use crate::backup::layout::{KeyRules, NameStem};
 use crate::backup::run_dir::{BadKeyEntry, PlanSummary, RunDir, Step};
@@ -522,11 +524,6 @@ fn is_unchanged(held: &[VersionRecord], listed: &[VersionRecord]) -> bool {
                     LocalState::Present | LocalState::Skipped | LocalState::Pruned
                 )
         })
-}
-
-/// Has bytes to fetch: not a delete marker, not a folder marker.
-fn has_content(r: &VersionRecord) -> bool {
-    !r.is_delete_marker() && !is_folder_marker(&r.key)
 }
 
 /// The files a plan is written to.
