@@ -48,10 +48,17 @@ def main():
         if not o.get("null"):
             put(s3, args, o, n)
     for n, o in enumerate(spec):
-        head = s3.head_object(Bucket=args.bucket, Key=o["key"], **({"VersionId": o["vid"]} if o.get("vid") else {}))
+        head = s3.head_object(Bucket=args.bucket, Key=o["key"], ChecksumMode="ENABLED",
+                              **({"VersionId": o["vid"]} if o.get("vid") else {}))
+        # The additional checksum the server keeps (boto3 sends CRC32 by default), as botocore
+        # reads it: the name of the algorithm, and whether it is a composite ("…-N").
+        checksum = next((alg for alg in ("CRC64NVME", "CRC32C", "CRC32", "SHA1", "SHA256")
+                         if head.get("Checksum" + alg)), None)
+        composite = bool(checksum) and "-" in head["Checksum" + checksum]
         results.append({"key": o["key"], "version_id": head.get("VersionId", "null") or "null",
                         "etag": head["ETag"].strip('"'), "size": head["ContentLength"],
                         "last_modified": head["LastModified"].timestamp(),
+                        "checksum": checksum, "checksum_composite": composite,
                         "file": os.path.join(args.out, str(n))})
     print(json.dumps(results))
 

@@ -31,6 +31,7 @@ impl Totals {
                 self.not_held += 1;
                 self.retryable += u64::from(rec.local.gone_since.0 == 0);
             }
+            LocalState::NeedsKey => self.not_held += 1,
             _ => {}
         }
     }

@@ -77,10 +77,11 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         .persist(&args.output)
         .with_context(|| format!("renaming into {}", args.output.display()))?;
     let how = match verified {
-        Verified::Md5 => "MD5 matches the ETag",
-        Verified::MultipartEtag => "multipart ETag matches",
+        Verified::Md5 => "MD5 matches the ETag".to_string(),
+        Verified::MultipartEtag => "multipart ETag matches".to_string(),
+        Verified::Checksum(a) => format!("S3's {} checksum matches", a.name()),
         Verified::SizeOnly => {
-            "size only (the ETag of an SSE-KMS/SSE-C object says nothing about its bytes)"
+            "size only (the ETag of an SSE-KMS object says nothing about its bytes, and S3 sent no checksum)".to_string()
         }
     };
     eprintln!(

@@ -47,14 +47,22 @@ pub enum Outcome {
 #[derive(Debug, Clone, Args)]
 pub struct S3Args {
     /// S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:8333
-    #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
+    /// [default: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS]
+    #[arg(long, global = true)]
     pub endpoint_url: Option<String>,
-    /// AWS region [default: AWS_REGION, else us-east-1]
+    /// The buckets' region [default: asked of S3 for each bucket; AWS_REGION is only where
+    /// to ask first]
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// Do not sign requests even if credentials are configured (public buckets)
     #[arg(long, global = true)]
     pub no_sign_request: bool,
+    /// A profile of ~/.aws/config / ~/.aws/credentials [default: AWS_PROFILE, else default]
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// `requester`: pay for requests to a Requester Pays bucket
+    #[arg(long, global = true, value_parser = ["requester"])]
+    pub request_payer: Option<String>,
 }
 
 impl S3Args {
@@ -63,6 +71,8 @@ impl S3Args {
             endpoint_url: self.endpoint_url.clone(),
             region: self.region.clone(),
             anonymous: self.no_sign_request,
+            profile: self.profile.clone(),
+            requester_pays: self.request_payer.is_some(),
         }
     }
 

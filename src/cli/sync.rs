@@ -50,6 +50,11 @@ pub struct SyncArgs {
     /// (record them as skipped and report them every run)
     #[arg(long, default_value = "stop", value_parser = ["stop", "skip"])]
     pub on_bad_key: String,
+    /// Also GET versions whose storage class is an archive tier (GLACIER, DEEP_ARCHIVE,
+    /// Intelligent-Tiering's archive tiers): for copies restored in S3. Otherwise they are
+    /// recorded as archived without a request
+    #[arg(long)]
+    pub try_archived: bool,
     /// Download threads
     #[arg(long, default_value_t = 32)]
     pub jobs: usize,
@@ -91,6 +96,7 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
         } else {
             OnBadKey::Stop
         },
+        try_archived: args.try_archived,
         fetch: super::limits::fetch_options(args.jobs, args.part_size),
         index: super::index_options(args.memory, &args.progress),
         progress: args.progress.options(),

@@ -277,12 +277,11 @@ impl Inventory {
                 prefix,
             } => {
                 let key = format!("{prefix}{rel}");
-                Ok(Box::new(client.get(
-                    bucket,
-                    &key,
-                    None,
-                    Some((0, Some(len - 1))),
-                )?))
+                Ok(Box::new(client.get(&crate::s3::Get {
+                    range: Some((0, Some(len - 1))),
+                    patience: crate::s3::Patience::Listing,
+                    ..crate::s3::Get::object(bucket, &key)
+                })?))
             }
         }
     }

@@ -26,6 +26,7 @@ pub struct Columns {
     is_multipart: Option<usize>,
     storage_class: Option<usize>,
     encryption_status: Option<usize>,
+    intelligent_tiering_access_tier: Option<usize>,
 }
 
 impl Columns {
@@ -77,6 +78,7 @@ impl Columns {
             is_multipart: find("IsMultipartUploaded"),
             storage_class: find("StorageClass"),
             encryption_status: find("EncryptionStatus"),
+            intelligent_tiering_access_tier: find("IntelligentTieringAccessTier"),
         })
     }
 
@@ -233,12 +235,23 @@ impl RowParser {
                 StorageClass::OTHER
             }),
         };
+        if out.storage_class.name() == "INTELLIGENT_TIERING"
+            && matches!(
+                c.intelligent_tiering_access_tier.map(field),
+                Some(b"ARCHIVE_ACCESS" | b"DEEP_ARCHIVE_ACCESS")
+            )
+        {
+            out.storage_class =
+                StorageClass::from_name(b"INTELLIGENT_TIERING_ARCHIVE").expect("a known class");
+        }
         // Only plaintext and SSE-S3 objects have ETags computed from MD5s of the content;
-        // SSE-KMS, SSE-C and DSSE ETags are opaque and can only be checked by size.
-        let md5_etag = match c.encryption_status.map(field) {
-            None | Some(b"") | Some(b"NOT-SSE") | Some(b"SSE-S3") => true,
-            Some(_) => false,
-        };
+        // SSE-KMS, SSE-C and DSSE ETags are opaque (checked by S3's checksum, or size).
+        let encryption = c.encryption_status.map(field);
+        let md5_etag = matches!(
+            encryption,
+            None | Some(b"") | Some(b"NOT-SSE") | Some(b"SSE-S3")
+        );
+        flags.set(Flags::SSE_C, encryption == Some(b"SSE-C"));
         flags.set(Flags::ETAG_IS_MD5, md5_etag && out.etag.is_some());
         out.flags = flags;
         Ok(())

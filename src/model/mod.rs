@@ -7,6 +7,7 @@
 //! empty version id (S3's own spelling, "null", only at the edges: inventory rows, requests,
 //! file names); timestamps are milliseconds since the epoch, UTC.
 
+pub mod checksum;
 pub mod etag;
 pub mod key;
 pub mod record;

@@ -17,8 +17,11 @@ impl Flags {
     /// The ETag is the MD5 of the content (or of the parts' MD5s for multipart uploads):
     /// false for SSE-KMS / SSE-C / DSSE objects, whose ETags are opaque.
     pub const ETAG_IS_MD5: u8 = 8;
+    /// Encrypted with a customer-provided key (inventory EncryptionStatus `SSE-C`): a GET
+    /// needs that key, which a backup does not have.
+    pub const SSE_C: u8 = 16;
     /// Bits that an index may hold; others mean the file is from a newer format.
-    pub const KNOWN: u8 = 0x0f;
+    pub const KNOWN: u8 = 0x1f;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
@@ -34,7 +37,7 @@ impl Flags {
 pub struct StorageClass(pub u8);
 
 impl StorageClass {
-    const NAMES: [&'static str; 13] = [
+    const NAMES: [&'static str; 14] = [
         "",
         "STANDARD",
         "REDUCED_REDUNDANCY",
@@ -48,6 +51,9 @@ impl StorageClass {
         "SNOW",
         "EXPRESS_ONEZONE",
         "OTHER",
+        // INTELLIGENT_TIERING in its Archive or Deep Archive Access tier (the inventory's
+        // IntelligentTieringAccessTier): restored like GLACIER before a GET succeeds.
+        "INTELLIGENT_TIERING_ARCHIVE",
     ];
     pub const NONE: StorageClass = StorageClass(0);
     pub const OTHER: StorageClass = StorageClass(12);
@@ -73,7 +79,10 @@ impl StorageClass {
 
     /// Objects in these classes must be restored before a GET succeeds.
     pub fn is_archived(self) -> bool {
-        matches!(self.name(), "GLACIER" | "DEEP_ARCHIVE")
+        matches!(
+            self.name(),
+            "GLACIER" | "DEEP_ARCHIVE" | "INTELLIGENT_TIERING_ARCHIVE"
+        )
     }
 }
 
@@ -119,6 +128,8 @@ pub enum LocalState {
     Skipped = 4,
     /// Deleted from the backup by `prune` on purpose; never fetched again.
     Pruned = 5,
+    /// SSE-C: only the customer's key opens it; reported every run, never retried.
+    NeedsKey = 6,
 }
 
 impl LocalState {
@@ -130,6 +141,7 @@ impl LocalState {
             3 => LocalState::Archived,
             4 => LocalState::Skipped,
             5 => LocalState::Pruned,
+            6 => LocalState::NeedsKey,
             _ => return None,
         })
     }
@@ -142,6 +154,7 @@ impl LocalState {
             LocalState::Archived => "archived",
             LocalState::Skipped => "skipped",
             LocalState::Pruned => "pruned",
+            LocalState::NeedsKey => "needs-key",
         }
     }
 }

@@ -78,6 +78,26 @@ impl Timestamp {
         Timestamp(d.as_millis() as i64)
     }
 
+    pub fn from_system_time(t: std::time::SystemTime) -> Timestamp {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp(d.as_millis() as i64),
+            Err(e) => Timestamp(-(e.duration().as_millis() as i64)),
+        }
+    }
+
+    /// An HTTP date (`Last-Modified`, `Date`): `Wed, 12 Oct 2009 17:50:00 GMT`.
+    pub fn parse_http_date(s: &str) -> Option<Timestamp> {
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+            return None;
+        };
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let month = MONTHS.iter().position(|m| m == month)? + 1;
+        Timestamp::parse(format!("{year}-{month:02}-{day:0>2}T{time}Z").as_bytes())
+    }
+
     pub fn as_millis(self) -> i64 {
         self.0
     }

@@ -1,61 +1,218 @@
-//! Where a request's credentials come from (issue 12 replaces this with aws-config's
-//! default chain): the environment, then the profile named by AWS_PROFILE (or `default`) in
-//! the shared credentials file.
+//! Where a request's credentials come from: aws-config's default chain, the same one the AWS
+//! CLI and SDKs use (environment, `~/.aws/credentials` and `~/.aws/config` with profiles,
+//! `credential_process`, SSO, assume-role with `source_profile`, web identity, ECS, EC2
+//! IMDSv2), with our own cache in front so that temporary credentials are renewed before
+//! they expire and again when S3 answers `ExpiredToken`: a run of several days must outlive
+//! any one session token.
+//!
+//! aws-config is async; the chain runs on a small private tokio runtime, entered only to
+//! load or renew credentials (a few times a run), never per request.
 
-use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
-use rusty_s3::Credentials;
+use anyhow::{Result, anyhow};
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::error::CredentialsError;
 
-/// Credentials the AWS CLI would use: the environment first, then the profile named by
-/// AWS_PROFILE (or `default`) in the shared credentials file. None means anonymous.
-pub(super) fn find_credentials() -> Result<Option<Credentials>> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Ok(Some(match env("AWS_SESSION_TOKEN") {
-            Some(token) => Credentials::new_with_token(key, secret, token),
-            None => Credentials::new(key, secret),
-        }));
-    }
-    let explicit_profile = env("AWS_PROFILE");
-    let profile = explicit_profile
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
-    let file = match env("AWS_SHARED_CREDENTIALS_FILE") {
-        Some(f) => PathBuf::from(f),
-        None => match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".aws").join("credentials"),
-            None => return Ok(None),
-        },
-    };
-    if !file.exists() {
-        if explicit_profile.is_some() {
-            bail!(
-                "AWS_PROFILE={profile} is set but {} does not exist",
-                file.display()
-            );
+/// Renew temporary credentials this long before they expire.
+const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+pub(super) struct CredentialSource {
+    chain: Option<Chain>,
+    cached: Mutex<Option<Credentials>>,
+    /// For messages: where the credentials came from, or that the run is anonymous.
+    description: String,
+}
+
+struct Chain {
+    runtime: tokio::runtime::Runtime,
+    provider: DefaultCredentialsChain,
+}
+
+impl CredentialSource {
+    /// Requests are not signed (`--no-sign-request`).
+    pub fn anonymous(why: &str) -> CredentialSource {
+        CredentialSource {
+            chain: None,
+            cached: Mutex::new(None),
+            description: format!("anonymous ({why})"),
         }
-        return Ok(None);
     }
-    let ini =
-        ini::Ini::load_from_file(&file).with_context(|| format!("reading {}", file.display()))?;
-    let Some(section) = ini.section(Some(profile.as_str())) else {
-        if explicit_profile.is_some() {
-            bail!("profile {profile:?} not found in {}", file.display());
+
+    /// Loads credentials from the default chain now, so that a misconfigured profile is
+    /// reported before anything is planned. Finding none is not an error: the run is then
+    /// anonymous, and says so.
+    pub fn from_chain(
+        profile: Option<&str>,
+        region_hint: Option<&str>,
+    ) -> Result<CredentialSource> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("credentials")
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow!("starting the credentials runtime: {e}"))?;
+        let provider = runtime.block_on(async {
+            let mut builder = DefaultCredentialsChain::builder();
+            if let Some(p) = profile {
+                builder = builder.profile_name(p);
+            }
+            if let Some(r) = region_hint {
+                builder = builder.region(aws_config::Region::new(r.to_string()));
+            }
+            builder.build().await
+        });
+        let chain = Chain { runtime, provider };
+        match chain.load() {
+            Ok(creds) => {
+                let description = describe(&creds, profile);
+                tracing::info!("credentials: {description}");
+                Ok(CredentialSource {
+                    chain: Some(chain),
+                    cached: Mutex::new(Some(creds)),
+                    description,
+                })
+            }
+            Err(CredentialsError::CredentialsNotLoaded(_)) => {
+                // A profile asked for by name that yields nothing is a mistake to report,
+                // not a reason to go anonymous.
+                let named = profile.map(|p| (p.to_string(), "--profile")).or_else(|| {
+                    std::env::var("AWS_PROFILE")
+                        .ok()
+                        .filter(|p| !p.is_empty())
+                        .map(|p| (p, "AWS_PROFILE"))
+                });
+                if let Some((p, from)) = named {
+                    return Err(anyhow!(
+                        "profile {p:?} not found, or it gives no credentials ({from}; profiles are read from ~/.aws/config and ~/.aws/credentials, or AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE)"
+                    ));
+                }
+                tracing::warn!(
+                    "no credentials were found (environment, ~/.aws, web identity, container, instance metadata): requests are anonymous (--no-sign-request says so and skips the search)"
+                );
+                Ok(CredentialSource::anonymous("no credentials were found"))
+            }
+            Err(e) => Err(anyhow!(
+                "loading AWS credentials{}: {}",
+                profile
+                    .map(|p| format!(" for profile {p:?}"))
+                    .unwrap_or_default(),
+                error_chain(&e)
+            )),
         }
-        return Ok(None);
-    };
-    match (
-        section.get("aws_access_key_id"),
-        section.get("aws_secret_access_key"),
-    ) {
-        (Some(key), Some(secret)) => Ok(Some(match section.get("aws_session_token") {
-            Some(token) => Credentials::new_with_token(key, secret, token),
-            None => Credentials::new(key, secret),
-        })),
-        _ => bail!(
-            "profile {profile:?} in {} lacks aws_access_key_id / aws_secret_access_key",
-            file.display()
-        ),
     }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.chain.is_none()
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The credentials to sign with now (None: anonymous), renewed first if they expire
+    /// within a few minutes.
+    pub fn current(&self) -> Result<Option<Credentials>> {
+        let Some(chain) = &self.chain else {
+            return Ok(None);
+        };
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cached.as_ref().is_some_and(|c| {
+            c.expiry()
+                .is_none_or(|t| t > SystemTime::now() + RENEW_BEFORE)
+        });
+        if !fresh {
+            *cached = Some(self.renew(chain)?);
+        }
+        Ok(cached.clone())
+    }
+
+    /// S3 said the token signed with `stale` has expired: renew, unless another thread
+    /// already did. Returns whether there are credentials other than `stale` to try.
+    pub fn renew_after_expired(&self, stale: &Credentials) -> Result<bool> {
+        let Some(chain) = &self.chain else {
+            return Ok(false);
+        };
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.as_ref().is_some_and(|c| !same_identity(c, stale)) {
+            return Ok(true);
+        }
+        let renewed = self.renew(chain)?;
+        let changed = !same_identity(&renewed, stale);
+        *cached = Some(renewed);
+        Ok(changed)
+    }
+
+    fn renew(&self, chain: &Chain) -> Result<Credentials> {
+        let creds = chain.load().map_err(|e| {
+            anyhow!(
+                "renewing AWS credentials ({}): {}",
+                self.description,
+                error_chain(&e)
+            )
+        })?;
+        tracing::info!(
+            "credentials renewed ({}){}",
+            self.description,
+            creds
+                .expiry()
+                .map(|t| format!(
+                    ", valid until {}",
+                    crate::model::timestamp::Timestamp::from_system_time(t)
+                ))
+                .unwrap_or_default()
+        );
+        Ok(creds)
+    }
+}
+
+impl Chain {
+    fn load(&self) -> Result<Credentials, CredentialsError> {
+        self.runtime
+            .block_on(async { self.provider.provide_credentials().await })
+    }
+}
+
+fn same_identity(a: &Credentials, b: &Credentials) -> bool {
+    a.access_key_id() == b.access_key_id() && a.session_token() == b.session_token()
+}
+
+/// aws-config's name for the provider that answered (`Environment`, `ProfileFile`,
+/// `CredentialProcess`, `WebIdentityToken`, `Sso`, `IMDSv2`, `ECS`...), with the profile.
+/// `Credentials` has no accessor for it, but its Debug (which redacts the secret) prints it.
+fn describe(creds: &Credentials, profile: Option<&str>) -> String {
+    let debug = format!("{creds:?}");
+    let provider = debug
+        .split_once("provider_name: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or("the default chain", |(name, _)| name);
+    let profile = profile
+        .map(str::to_string)
+        .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+    let mut text = match profile {
+        Some(p) if provider != "Environment" => format!("{provider}, profile {p:?}"),
+        _ => provider.to_string(),
+    };
+    if creds.session_token().is_some() {
+        text.push_str(", temporary");
+    }
+    text
+}
+
+/// aws-config's errors put the cause in `source()`: spell the whole chain.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -1,90 +1,137 @@
-//! The S3 HTTP layer: one pooled blocking client, SigV4 presigning by rusty-s3, credentials
-//! and endpoint resolved the way the AWS CLI does, retries for transient failures, and
-//! bodies that resume with a Range request when a connection drops mid-stream.
+//! The S3 HTTP layer: one pooled blocking client; each bucket's region discovered once and
+//! each request addressed and SigV4-signed (in headers) for it; credentials from aws-config's
+//! default chain, renewed before they expire; retries with a throttle shared by the whole
+//! process; and the answers that stop a run told apart from those that fail one version.
+//!
+//! No URL reaches a message: a request is named `METHOD s3://bucket/key?versionId=…`.
 
 mod credentials;
+mod endpoint;
+mod error;
+mod region;
 mod retry;
+mod sign;
 
-pub use retry::backoff;
+pub use error::S3Error;
+pub use retry::{Patience, backoff};
 
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
-use url::Url;
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::Method;
+use reqwest::blocking::Response;
+
+use credentials::CredentialSource;
+use endpoint::Endpoints;
+use retry::THROTTLE;
 
 /// How to reach S3: collected from flags and the environment once, at the edge.
 #[derive(Debug, Clone, Default)]
 pub struct S3Config {
-    /// A custom endpoint (S3-compatible server); implies path-style addressing.
+    /// A custom endpoint (S3-compatible server); implies path-style addressing. Else
+    /// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS.
     pub endpoint_url: Option<String>,
+    /// Every bucket's region (no discovery).
     pub region: Option<String>,
     /// Never sign, even when credentials are configured (`--no-sign-request`).
     pub anonymous: bool,
-}
-
-/// An S3 failure with its HTTP status and S3 error code, so callers can tell a missing
-/// object from a denied one from a transient error.
-#[derive(Debug, thiserror::Error)]
-#[error("{method} s3://{bucket}/{key}: HTTP {status}{}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
-pub struct S3Error {
-    pub method: &'static str,
-    pub bucket: String,
-    pub key: String,
-    pub status: u16,
-    pub code: Option<String>,
-    pub message: Option<String>,
-}
-
-impl S3Error {
-    pub fn is_transient(&self) -> bool {
-        self.status >= 500 || self.status == 429 || self.code.as_deref() == Some("SlowDown")
-    }
+    /// A profile of `~/.aws/config` (`--profile`; else `AWS_PROFILE`).
+    pub profile: Option<String>,
+    /// Send `x-amz-request-payer: requester` (`--request-payer requester`).
+    pub requester_pays: bool,
 }
 
 pub struct S3Client {
     http: reqwest::blocking::Client,
-    endpoint: Url,
-    custom_endpoint: bool,
-    region: String,
-    credentials: Option<Credentials>,
+    endpoints: Endpoints,
+    /// `--region`: wins over discovery.
+    region: Option<String>,
+    credentials: CredentialSource,
+    requester_pays: bool,
 }
 
-const PRESIGN_FOR: Duration = Duration::from_secs(3600);
-const ATTEMPTS: u32 = 6;
+/// One GET.
+#[derive(Debug, Clone, Copy)]
+pub struct Get<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    /// `Some("null")` is S3's null version; None the latest (no versionId sent).
+    pub version_id: Option<&'a str>,
+    /// (first byte, last byte inclusive or to the end).
+    pub range: Option<(u64, Option<u64>)>,
+    /// `If-Match`: the version must still be this one (a 412 says it changed).
+    pub if_match: Option<&'a str>,
+    /// Ask for S3's additional checksums (`x-amz-checksum-mode: ENABLED`).
+    pub checksums: bool,
+    pub patience: Patience,
+}
+
+impl<'a> Get<'a> {
+    pub fn object(bucket: &'a str, key: &'a str) -> Get<'a> {
+        Get {
+            bucket,
+            key,
+            version_id: None,
+            range: None,
+            if_match: None,
+            checksums: false,
+            patience: Patience::Object,
+        }
+    }
+}
+
+/// One request, before addressing and signing.
+struct Request<'a> {
+    method: Method,
+    bucket: &'a str,
+    key: &'a str,
+    query: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
+    patience: Patience,
+}
+
+impl Request<'_> {
+    /// `GET s3://bucket/key?versionId=…`: what messages call it (never the URL).
+    fn describe(&self) -> String {
+        let mut text = format!("{} s3://{}/{}", self.method, self.bucket, self.key);
+        for (i, (name, value)) in self.query.iter().enumerate() {
+            text.push(if i == 0 { '?' } else { '&' });
+            text.push_str(name);
+            if !value.is_empty() {
+                text.push('=');
+                text.push_str(value);
+            }
+        }
+        text
+    }
+}
 
 impl S3Client {
     pub fn new(config: &S3Config) -> Result<S3Client> {
-        let region = config
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "us-east-1".to_string());
-        let endpoint_text = config
-            .endpoint_url
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .filter(|e| !e.is_empty());
-        let custom_endpoint = endpoint_text.is_some();
-        let endpoint_text =
-            endpoint_text.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        let endpoint = Url::parse(&endpoint_text)
-            .with_context(|| format!("bad endpoint URL {endpoint_text:?}"))?;
+        let endpoints = Endpoints::new(config.endpoint_url.as_deref())?;
+        let region = config.region.clone().filter(|r| !r.is_empty());
+        if let Some(r) = &region
+            && !region::is_region_name(r)
+        {
+            bail!("--region {r:?} is not a region name (like us-east-2)");
+        }
         let credentials = if config.anonymous {
-            None
+            CredentialSource::anonymous("--no-sign-request")
         } else {
-            credentials::find_credentials()?
+            CredentialSource::from_chain(
+                config.profile.as_deref(),
+                region.as_deref().or(region::hint().as_deref()),
+            )?
         };
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(256)
             .tcp_keepalive(Duration::from_secs(30))
+            // A 301 from S3 names a region, not a place to follow to.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("s3invbackup/", env!("CARGO_PKG_VERSION")));
         if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
             let pem = std::fs::read(&bundle).with_context(|| {
@@ -98,58 +145,52 @@ impl S3Client {
         }
         Ok(S3Client {
             http: builder.build()?,
-            endpoint,
-            custom_endpoint,
+            endpoints,
             region,
             credentials,
+            requester_pays: config.requester_pays,
         })
     }
 
-    fn bucket(&self, name: &str) -> Result<Bucket> {
-        // Virtual-hosted style is AWS's default, but bucket names with dots break TLS
-        // host matching there; custom endpoints (SeaweedFS, MinIO) want path style.
-        let style = if self.custom_endpoint || name.contains('.') {
-            UrlStyle::Path
-        } else {
-            UrlStyle::VirtualHost
-        };
-        Bucket::new(
-            self.endpoint.clone(),
-            style,
-            name.to_string(),
-            self.region.clone(),
-        )
-        .with_context(|| format!("bad bucket {name:?} for endpoint {}", self.endpoint))
+    /// Where the credentials came from (or that the run is anonymous), for the log.
+    pub fn credential_source(&self) -> &str {
+        self.credentials.description()
     }
 
-    /// GET an object (optionally a version and a byte range), retrying transient failures.
-    pub fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-        version_id: Option<&str>,
-        range: Option<(u64, Option<u64>)>,
-    ) -> Result<reqwest::blocking::Response> {
-        let b = self.bucket(bucket)?;
-        let mut action = b.get_object(self.credentials.as_ref(), key);
-        if let Some(v) = version_id {
-            action.query_mut().insert("versionId", v.to_string());
+    /// GET an object (or a version, or a byte range of it), retrying transient failures.
+    pub fn get(&self, g: &Get) -> Result<Response> {
+        let mut query = Vec::new();
+        if let Some(v) = g.version_id {
+            query.push(("versionId", v.to_string()));
         }
-        let url = action.sign(PRESIGN_FOR);
-        let range_header = range.map(|(start, end)| match end {
-            Some(end) => format!("bytes={start}-{end}"),
-            None => format!("bytes={start}-"),
-        });
-        self.send_with_retries("GET", bucket, key, || {
-            let mut req = self.http.get(url.clone());
-            if let Some(r) = &range_header {
-                req = req.header(reqwest::header::RANGE, r);
-            }
-            req.send()
+        let mut headers = Vec::new();
+        if let Some((start, end)) = g.range {
+            headers.push((
+                "range",
+                match end {
+                    Some(end) => format!("bytes={start}-{end}"),
+                    None => format!("bytes={start}-"),
+                },
+            ));
+        }
+        if let Some(etag) = g.if_match {
+            headers.push(("if-match", etag.to_string()));
+        }
+        if g.checksums {
+            headers.push(("x-amz-checksum-mode", "ENABLED".to_string()));
+        }
+        self.send(&Request {
+            method: Method::GET,
+            bucket: g.bucket,
+            key: g.key,
+            query,
+            headers,
+            patience: g.patience,
         })
     }
 
-    /// HEAD an object (optionally a version, optionally one part of a multipart upload).
+    /// HEAD an object (optionally a version, optionally one part of a multipart upload),
+    /// with its additional checksums.
     pub fn head(
         &self,
         bucket: &str,
@@ -157,35 +198,22 @@ impl S3Client {
         version_id: Option<&str>,
         part_number: Option<u32>,
     ) -> Result<HeadInfo> {
-        let b = self.bucket(bucket)?;
-        let mut action = rusty_s3::actions::HeadObject::new(&b, self.credentials.as_ref(), key);
-        if let Some(v) = version_id {
-            action.query_mut().insert("versionId", v.to_string());
-        }
+        let mut query = Vec::new();
         if let Some(n) = part_number {
-            action.query_mut().insert("partNumber", n.to_string());
+            query.push(("partNumber", n.to_string()));
         }
-        let url = action.sign(PRESIGN_FOR);
-        let response =
-            self.send_with_retries("HEAD", bucket, key, || self.http.head(url.clone()).send())?;
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        Ok(HeadInfo {
-            // The header, not content_length(): that is the (empty) body's length for a HEAD.
-            size: header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            etag: header("etag").unwrap_or_default(),
-            last_modified: header("last-modified"),
-            parts_count: header("x-amz-mp-parts-count").and_then(|v| v.parse().ok()),
-            server_side_encryption: header("x-amz-server-side-encryption"),
-            version_id: header("x-amz-version-id"),
-        })
+        if let Some(v) = version_id {
+            query.push(("versionId", v.to_string()));
+        }
+        let response = self.send(&Request {
+            method: Method::HEAD,
+            bucket,
+            key,
+            query,
+            headers: vec![("x-amz-checksum-mode", "ENABLED".to_string())],
+            patience: Patience::Object,
+        })?;
+        Ok(HeadInfo::from_headers(response.headers()))
     }
 
     /// Reads a whole (small) object into memory.
@@ -197,15 +225,24 @@ impl S3Client {
         Ok(body)
     }
 
-    /// A reader over an object's body that resumes with a Range request from where it
-    /// stopped when the connection fails mid-body.
+    /// A reader over an object's body that resumes with a Range request (pinned to the
+    /// first answer's ETag) from where it stopped when the connection fails mid-body.
     pub fn get_reader<'a>(&'a self, bucket: &str, key: &str) -> Result<ResumingBody<'a>> {
-        let response = self.get(bucket, key, None, None)?;
+        let response = self.get(&Get {
+            patience: Patience::Listing,
+            ..Get::object(bucket, key)
+        })?;
         let length = response.content_length();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Ok(ResumingBody {
             client: self,
             bucket: bucket.to_string(),
             key: key.to_string(),
+            etag,
             response,
             offset: 0,
             length,
@@ -215,38 +252,43 @@ impl S3Client {
 
     /// Lists keys and common prefixes under `prefix`, following continuation tokens.
     pub fn list(&self, bucket: &str, prefix: &str, delimiter: Option<&str>) -> Result<Listing> {
-        let b = self.bucket(bucket)?;
         let mut listing = Listing::default();
         let mut token: Option<String> = None;
         loop {
-            let mut action = b.list_objects_v2(self.credentials.as_ref());
-            action.with_prefix(prefix);
-            if let Some(d) = delimiter {
-                action.with_delimiter(d);
-            }
+            let mut query = vec![("list-type", "2".to_string())];
             if let Some(t) = &token {
-                action.with_continuation_token(t.clone());
+                query.push(("continuation-token", t.clone()));
             }
-            let url = action.sign(PRESIGN_FOR);
+            if let Some(d) = delimiter {
+                query.push(("delimiter", d.to_string()));
+            }
+            query.push(("encoding-type", "url".to_string()));
+            query.push(("prefix", prefix.to_string()));
+            let request = Request {
+                method: Method::GET,
+                bucket,
+                key: "",
+                query,
+                headers: Vec::new(),
+                patience: Patience::Listing,
+            };
             // A page whose body breaks off or does not parse is asked for again, like a
             // page that failed with a 5xx.
+            let attempts = Patience::Listing.attempts();
             let mut attempt = 0;
             let page = loop {
                 attempt += 1;
-                let response = self.send_with_retries("LIST", bucket, prefix, || {
-                    self.http.get(url.clone()).send()
-                })?;
+                let response = self.send(&request)?;
                 let page = response
                     .bytes()
-                    .with_context(|| format!("listing s3://{bucket}/{prefix}"))
+                    .map_err(|e| anyhow!("{}: {}", request.describe(), e.without_url()))
                     .and_then(|body| {
-                        rusty_s3::actions::ListObjectsV2::parse_response(&body).with_context(|| {
-                            format!("listing s3://{bucket}/{prefix}: unreadable response")
-                        })
+                        rusty_s3::actions::ListObjectsV2::parse_response(&body)
+                            .with_context(|| format!("{}: unreadable response", request.describe()))
                     });
                 match page {
-                    Err(e) if attempt < ATTEMPTS => {
-                        tracing::warn!("{e:#}; retrying (attempt {attempt} of {ATTEMPTS})");
+                    Err(e) if attempt < attempts => {
+                        tracing::warn!("{e:#}; retrying (attempt {attempt} of {attempts})");
                         std::thread::sleep(backoff(attempt));
                     }
                     page => break page?,
@@ -265,48 +307,211 @@ impl S3Client {
         }
     }
 
-    fn send_with_retries(
-        &self,
-        method: &'static str,
-        bucket: &str,
-        key: &str,
-        send: impl Fn() -> reqwest::Result<reqwest::blocking::Response>,
-    ) -> Result<reqwest::blocking::Response> {
+    /// The bucket's region: `--region`, else the cached answer, else asked.
+    fn region_of(&self, bucket: &str) -> Result<String> {
+        if let Some(r) = &self.region {
+            return Ok(r.clone());
+        }
+        let endpoint = self.endpoints.describe();
+        if let Some(r) = region::cached(&endpoint, bucket) {
+            return Ok(r);
+        }
+        let r = if self.endpoints.is_custom() {
+            region::hint().unwrap_or_else(|| "us-east-1".to_string())
+        } else {
+            self.discover_region(bucket)?
+        };
+        region::remember(&endpoint, bucket, &r);
+        Ok(r)
+    }
+
+    /// An unsigned HEAD of the bucket: S3 names its region in `x-amz-bucket-region` on any
+    /// answer, even a 403 or a 301.
+    fn discover_region(&self, bucket: &str) -> Result<String> {
+        let ask = region::hint().unwrap_or_else(|| "us-east-1".to_string());
+        let url = self.endpoints.discovery_url(bucket, &ask)?;
+        let attempts = Patience::Listing.attempts();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match send() {
-                Ok(r) if r.status().is_success() => return Ok(r),
+            THROTTLE.wait();
+            let error = match self.http.head(url.clone()).send() {
                 Ok(r) => {
-                    let e = s3_error(method, bucket, key, r);
-                    if !e.is_transient() || attempt >= ATTEMPTS {
+                    let header = r
+                        .headers()
+                        .get("x-amz-bucket-region")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| region::is_region_name(v));
+                    if let Some(region) = header {
+                        tracing::debug!("s3://{bucket}/ is in {region}");
+                        return Ok(region.to_string());
+                    }
+                    let status = r.status().as_u16();
+                    if status == 404 {
+                        bail!(
+                            "s3://{bucket}/: no such bucket (the HEAD that finds its region answered 404): check the bucket name"
+                        );
+                    }
+                    if status < 500 {
+                        // Not AWS as we know it: sign for the hint and let redirects correct it.
+                        tracing::warn!(
+                            "s3://{bucket}/: HEAD answered {status} without naming a region; assuming {ask} (pass --region to choose)"
+                        );
+                        return Ok(ask);
+                    }
+                    anyhow!("HTTP {status}")
+                }
+                Err(e) => anyhow!(e.without_url()),
+            };
+            if attempt >= attempts {
+                return Err(error.context(format!(
+                    "HEAD s3://{bucket}/ (finding the bucket's region; pass --region to skip this)"
+                )));
+            }
+            tracing::warn!("HEAD s3://{bucket}/ (region): {error:#}; retrying");
+            std::thread::sleep(backoff(attempt));
+        }
+    }
+
+    fn send(&self, r: &Request) -> Result<Response> {
+        let attempts = r.patience.attempts();
+        let mut attempt = 0;
+        let (mut redirected, mut renewed, mut reclocked) = (false, false, false);
+        loop {
+            attempt += 1;
+            THROTTLE.wait();
+            let region = self.region_of(r.bucket)?;
+            let url = self.endpoints.url(r.bucket, &region, r.key, &r.query)?;
+            let mut headers = r.headers.clone();
+            if self.requester_pays {
+                headers.push(("x-amz-request-payer", "requester".to_string()));
+            }
+            let creds = self.credentials.current()?;
+            let mut builder = self.http.request(r.method.clone(), url.clone());
+            if let Some(c) = &creds {
+                for (k, v) in
+                    sign::sign_headers(r.method.as_str(), url.as_str(), &headers, c, &region)?
+                {
+                    builder = builder.header(k, v);
+                }
+            }
+            for (k, v) in &headers {
+                builder = builder.header(*k, v);
+            }
+            let error = match builder.send() {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let retry_after = retry::retry_after(
+                        response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok()),
+                    );
+                    let server_time = response
+                        .headers()
+                        .get("date")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_http_time);
+                    let mut e = s3_error(r, response);
+                    if let Some(new) = e.bucket_region.as_deref().filter(|n| {
+                        *n != region && region::is_region_name(n) && self.region.is_none()
+                    }) && !redirected
+                        && (e.redirect_region().is_some() || e.status == 400)
+                    {
+                        tracing::info!(
+                            "s3://{}/ is in {new}, not {region}: signing for {new}",
+                            r.bucket
+                        );
+                        region::remember(&self.endpoints.describe(), r.bucket, new);
+                        redirected = true;
+                        attempt -= 1;
+                        continue;
+                    }
+                    if e.is_expired_token()
+                        && !renewed
+                        && let Some(c) = &creds
+                    {
+                        renewed = true;
+                        if self.credentials.renew_after_expired(c)? {
+                            attempt -= 1;
+                            continue;
+                        }
+                    }
+                    if e.is_clock_skew() && !reclocked {
+                        reclocked = true;
+                        if let Some(t) = server_time {
+                            let offset = sign::correct_clock(t);
+                            tracing::warn!(
+                                "S3's clock is {offset} s from ours ({}): signing with S3's time",
+                                e.code()
+                            );
+                            attempt -= 1;
+                            continue;
+                        }
+                    }
+                    if !e.is_transient() || attempt >= attempts {
+                        if e.stops_run() || e.status == 403 {
+                            e.fix = error::fix_for(&e, self.credentials.is_anonymous());
+                        }
                         return Err(e.into());
                     }
-                    anyhow::Error::from(e)
+                    let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+                    if e.is_throttle() {
+                        THROTTLE.slow_down(wait);
+                    }
+                    tracing::warn!("{e}; retrying (attempt {attempt} of {attempts})");
+                    std::thread::sleep(wait);
+                    continue;
                 }
-                Err(e)
-                    if attempt < ATTEMPTS
-                        && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) =>
-                {
-                    anyhow::Error::from(e)
+                Err(e) => {
+                    let retryable =
+                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    let e = anyhow!("{}: {}", r.describe(), error_text(&e));
+                    if !retryable || attempt >= attempts {
+                        return Err(e);
+                    }
+                    e
                 }
-                Err(e) => return Err(anyhow!(e).context(format!("{method} s3://{bucket}/{key}"))),
             };
-            tracing::warn!(
-                "{method} s3://{bucket}/{key}: {error:#}; retrying (attempt {attempt} of {ATTEMPTS})"
-            );
+            tracing::warn!("{error:#}; retrying (attempt {attempt} of {attempts})");
             std::thread::sleep(backoff(attempt));
         }
     }
 }
 
-fn s3_error(
-    method: &'static str,
-    bucket: &str,
-    key: &str,
-    response: reqwest::blocking::Response,
-) -> S3Error {
+/// A reqwest error without its URL, with its causes (the cause is what tells "connection
+/// refused" from "certificate unknown").
+fn error_text(e: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() {
+        "the body broke off"
+    } else {
+        "request failed"
+    };
+    text.push_str(kind);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !s_text.contains("http") || !s_text.contains("://") {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn s3_error(r: &Request, response: Response) -> S3Error {
     let status = response.status().as_u16();
+    let bucket_region = response
+        .headers()
+        .get("x-amz-bucket-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = response.text().unwrap_or_default();
     let field = |name: &str| {
         let open = format!("<{name}>");
@@ -315,12 +520,13 @@ fn s3_error(
         Some(body[start..end].to_string())
     };
     S3Error {
-        method,
-        bucket: bucket.to_string(),
-        key: key.to_string(),
+        what: r.describe(),
+        bucket: r.bucket.to_string(),
         status,
         code: field("Code"),
         message: field("Message"),
+        bucket_region,
+        fix: None,
     }
 }
 
@@ -329,6 +535,11 @@ fn url_decode(s: &str) -> Result<String> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .with_context(|| format!("listing returned a key that is not UTF-8: {s:?}"))
+}
+
+/// `Date: Wed, 12 Oct 2009 17:50:00 GMT` as a time.
+fn parse_http_time(s: &str) -> Option<std::time::SystemTime> {
+    crate::model::timestamp::Timestamp::parse_http_date(s).map(|t| t.as_system_time())
 }
 
 /// What a HEAD says about an object (or one part of it).
@@ -343,6 +554,32 @@ pub struct HeadInfo {
     /// `AES256`, `aws:kms`, `aws:kms:dsse`; None for plaintext.
     pub server_side_encryption: Option<String>,
     pub version_id: Option<String>,
+    /// S3's additional checksum, if the object has one.
+    pub checksum: Option<crate::model::checksum::Expected>,
+}
+
+impl HeadInfo {
+    pub fn from_headers(h: &reqwest::header::HeaderMap) -> HeadInfo {
+        let header = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        HeadInfo {
+            // The header, not content_length(): that is the (empty) body's length for a HEAD.
+            size: header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            etag: header("etag").unwrap_or_default(),
+            last_modified: header("last-modified"),
+            parts_count: header("x-amz-mp-parts-count").and_then(|v| v.parse().ok()),
+            server_side_encryption: header("x-amz-server-side-encryption"),
+            version_id: header("x-amz-version-id"),
+            checksum: crate::model::checksum::Expected::from_headers(|n| {
+                h.get(n).and_then(|v| v.to_str().ok())
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -358,7 +595,9 @@ pub struct ResumingBody<'a> {
     client: &'a S3Client,
     bucket: String,
     key: String,
-    response: reqwest::blocking::Response,
+    /// The first answer's ETag: a resumed range must come from the same object.
+    etag: Option<String>,
+    response: Response,
     offset: u64,
     length: Option<u64>,
     resumes: u32,
@@ -366,6 +605,7 @@ pub struct ResumingBody<'a> {
 
 impl Read for ResumingBody<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let attempts = Patience::Listing.attempts();
         loop {
             let error = match self.response.read(buf) {
                 Ok(0) if self.length.is_some_and(|l| self.offset < l) => io::Error::new(
@@ -383,9 +623,9 @@ impl Read for ResumingBody<'_> {
                 Err(e) => e,
             };
             self.resumes += 1;
-            if self.resumes > ATTEMPTS {
+            if self.resumes > attempts {
                 return Err(io::Error::other(format!(
-                    "s3://{}/{}: {error} (gave up after {ATTEMPTS} resumes)",
+                    "s3://{}/{}: {error} (gave up after {attempts} resumes)",
                     self.bucket, self.key
                 )));
             }
@@ -398,7 +638,12 @@ impl Read for ResumingBody<'_> {
             std::thread::sleep(backoff(self.resumes));
             self.response = self
                 .client
-                .get(&self.bucket, &self.key, None, Some((self.offset, None)))
+                .get(&Get {
+                    range: Some((self.offset, None)),
+                    if_match: self.etag.as_deref(),
+                    patience: Patience::Listing,
+                    ..Get::object(&self.bucket, &self.key)
+                })
                 .map_err(|e| io::Error::other(format!("{e:#}")))?;
         }
     }

@@ -129,7 +129,13 @@ struct Run<'a> {
     /// The first error: no further step is read and no further download placed.
     error: Option<anyhow::Error>,
     counters: Arc<Counters>,
+    /// Access denials since the last download that worked: a long unbroken run of them
+    /// is the credentials (or their absence), not the versions.
+    denied_in_a_row: u32,
 }
+
+/// This many 403s in a row, with no success between, stop the run.
+const DENIED_IN_A_ROW: u32 = 50;
 
 impl<'a> Run<'a> {
     fn start(
@@ -160,6 +166,7 @@ impl<'a> Run<'a> {
             },
             error: None,
             counters,
+            denied_in_a_row: 0,
         })
     }
 
@@ -344,6 +351,9 @@ impl<'a> Run<'a> {
             return;
         };
         self.counters.files_done.fetch_add(1, Ordering::Relaxed);
+        if !matches!(r.outcome, Err(FetchError::Forbidden(_))) {
+            self.denied_in_a_row = 0;
+        }
         match r.outcome {
             Ok(_) => {
                 if self.error.is_some() {
@@ -360,16 +370,26 @@ impl<'a> Run<'a> {
                     Err(e) => self.error = Some(e),
                 }
             }
-            Err(FetchError::Local(e)) => {
-                // Disk full, too many open files...: stop asking for more; what verified
-                // stays in staging for the run that resumes this one.
+            Err(FetchError::Local(e) | FetchError::Fatal(e)) => {
+                // Disk full, too many open files, credentials refused...: stop asking for
+                // more; what verified stays in staging for the run that resumes this one.
                 if self.error.is_none() {
                     self.error = Some(e);
                 }
             }
             Err(e) => {
+                if let FetchError::Forbidden(why) = &e {
+                    self.denied_in_a_row += 1;
+                    if self.denied_in_a_row == DENIED_IN_A_ROW && self.error.is_none() {
+                        self.error = Some(anyhow::anyhow!(
+                            "{DENIED_IN_A_ROW} downloads in a row were denied, the last: {why}; \
+                             stopping (the run resumes where it stopped)"
+                        ));
+                    }
+                }
                 let state = match e {
                     FetchError::Archived(_) => LocalState::Archived,
+                    FetchError::NeedsCustomerKey(_) => LocalState::NeedsKey,
                     _ => LocalState::Missing,
                 };
                 self.outcome.failures.push(Failure {

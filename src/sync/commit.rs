@@ -120,11 +120,10 @@ fn commit(
             .failures
             .iter()
             .map(|f| {
-                let state = if f.state == LocalState::Archived.name() {
-                    LocalState::Archived
-                } else {
-                    LocalState::Missing
-                };
+                let state = [LocalState::Archived, LocalState::NeedsKey]
+                    .into_iter()
+                    .find(|s| s.name() == f.state)
+                    .unwrap_or(LocalState::Missing);
                 (
                     (f.key.as_str(), f.version_id.as_str(), f.last_modified.0),
                     state,

@@ -61,6 +61,7 @@ pub(super) fn dry_run(
             source_bucket: &manifest.manifest.source_bucket,
             path_filter: path_filter.as_ref(),
             on_bad_key: opts.on_bad_key,
+            try_archived: opts.try_archived,
         };
         let summary = planner.plan(
             &catalog::open(&catalog_path)?,

@@ -21,9 +21,10 @@ use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use md5::{Digest, Md5};
 
+use crate::model::checksum::{self, Algorithm, Expected, Hasher};
 use crate::model::etag::ETag;
 use crate::model::timestamp::Timestamp;
-use crate::s3::{S3Client, S3Error, backoff};
+use crate::s3::{Get, HeadInfo, Patience, S3Client, S3Error, backoff};
 
 /// One version to fetch, with what the inventory says it must be.
 #[derive(Debug, Clone)]
@@ -50,8 +51,23 @@ pub enum Verified {
     Md5,
     /// The MD5 of the parts' MD5s equals the multipart ETag.
     MultipartEtag,
-    /// SSE-KMS / SSE-C / DSSE: the ETag says nothing about the bytes; size only.
+    /// S3's additional checksum of the bytes (cheaper than MD5, and meaningful under
+    /// SSE-KMS, where the ETag is not an MD5).
+    Checksum(Algorithm),
+    /// SSE-KMS / DSSE with no additional checksum: the ETag says nothing about the bytes;
+    /// size only.
     SizeOnly,
+}
+
+impl Verified {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verified::Md5 => "MD5",
+            Verified::MultipartEtag => "multipart ETag",
+            Verified::Checksum(a) => a.name(),
+            Verified::SizeOnly => "size only",
+        }
+    }
 }
 
 /// Why a version could not be fetched, classified so that callers can record it and retry
@@ -70,6 +86,17 @@ pub enum FetchError {
     /// The bytes did not verify, twice.
     #[error("verification failed: {0}")]
     Corrupt(String),
+    /// 412 to `If-Match`: the key now holds another object than the inventory listed (a
+    /// current-versions-only inventory): fetched on a later date.
+    #[error("changed since the inventory: {0}")]
+    Changed(String),
+    /// SSE-C: only the customer's key opens it; reported, never retried.
+    #[error("encrypted with a customer-provided key (SSE-C), which this tool does not have: {0}")]
+    NeedsCustomerKey(String),
+    /// An answer every request would get (credentials refused, clock off, region
+    /// unresolvable): the caller stops the run.
+    #[error("{0:#}")]
+    Fatal(anyhow::Error),
     /// Our side failed (disk full, too many open files, permissions): not the version's
     /// fault, and every other download would meet it too. The caller stops the run.
     #[error("{0:#}")]
@@ -85,8 +112,17 @@ impl FetchError {
         }
         if let Some(s3) = e.downcast_ref::<S3Error>() {
             let text = s3.to_string();
+            if s3.stops_run() {
+                return FetchError::Fatal(e);
+            }
             return match (s3.status, s3.code.as_deref()) {
                 (_, Some("InvalidObjectState")) => FetchError::Archived(text),
+                (412, _) => FetchError::Changed(text),
+                (400, Some("InvalidRequest"))
+                    if s3.message.as_deref().is_some_and(is_sse_c_message) =>
+                {
+                    FetchError::NeedsCustomerKey(text)
+                }
                 (404, _) => FetchError::NotFound(text),
                 (403, _) => FetchError::Forbidden(text),
                 _ => FetchError::Other(e),
@@ -94,6 +130,12 @@ impl FetchError {
         }
         FetchError::Other(e)
     }
+}
+
+/// S3's words for a GET of an SSE-C object without its key.
+fn is_sse_c_message(m: &str) -> bool {
+    let m = m.to_ascii_lowercase();
+    m.contains("server side encryption") && m.contains("customer") || m.contains("sse-c")
 }
 
 /// Out of descriptors or space (a socket that cannot be opened is as much our side's
@@ -172,6 +214,45 @@ struct Range {
     len: u64,
 }
 
+/// What S3 itself said about the object (the HEAD of a ranged object, the GET of a whole
+/// one): it decides how the bytes are checked.
+#[derive(Debug, Clone, Default)]
+struct S3Says {
+    checksum: Option<Expected>,
+    /// `x-amz-server-side-encryption`: under `aws:kms` / `aws:kms:dsse` the ETag is no MD5.
+    sse: Option<String>,
+    /// As sent, quoted.
+    etag: Option<String>,
+}
+
+impl S3Says {
+    fn from_head(h: &HeadInfo) -> S3Says {
+        S3Says {
+            checksum: h.checksum.clone(),
+            sse: h.server_side_encryption.clone(),
+            etag: Some(h.etag.clone()).filter(|e| !e.is_empty()),
+        }
+    }
+
+    /// The ETag can be checked as an MD5: the inventory says so and S3 does not contradict
+    /// it (an object re-encrypted with KMS after the inventory was written, or an
+    /// inventory without an EncryptionStatus column).
+    fn etag_is_md5(&self, r: &FetchRequest) -> bool {
+        r.etag_is_md5
+            && !self
+                .sse
+                .as_deref()
+                .is_some_and(|s| s.starts_with("aws:kms"))
+    }
+}
+
+/// What one range's bytes hashed to.
+#[derive(Debug, Clone, Default)]
+struct RangeDigest {
+    md5: Option<[u8; 16]>,
+    checksum: Option<Vec<u8>>,
+}
+
 /// An object whose ranges are in flight.
 struct ObjectJob {
     request: FetchRequest,
@@ -179,7 +260,8 @@ struct ObjectJob {
     /// Ranges are the multipart parts: each range's MD5 is kept.
     parts_are_ranges: bool,
     file: File,
-    part_md5: Mutex<Vec<[u8; 16]>>,
+    s3_says: Mutex<S3Says>,
+    digests: Mutex<Vec<RangeDigest>>,
     remaining: AtomicUsize,
     failed: Mutex<Option<FetchError>>,
     attempt: u32,
@@ -300,14 +382,15 @@ impl Worker<'_> {
 
     fn start_object(&self, request: FetchRequest, attempt: u32) {
         match self.plan(&request) {
-            Ok((ranges, parts_are_ranges)) => {
+            Ok((ranges, parts_are_ranges, s3_says)) => {
                 let file = match create_staging(&request.dest, request.size, ranges.len() > 1) {
                     Ok(f) => f,
                     Err(e) => return self.finish(request, Err(FetchError::Local(e))),
                 };
                 let n = ranges.len();
                 let job = Arc::new(ObjectJob {
-                    part_md5: Mutex::new(vec![[0; 16]; n]),
+                    digests: Mutex::new(vec![RangeDigest::default(); n]),
+                    s3_says: Mutex::new(s3_says),
                     remaining: AtomicUsize::new(n),
                     failed: Mutex::new(None),
                     request,
@@ -325,23 +408,38 @@ impl Worker<'_> {
         }
     }
 
-    /// The ranges to fetch: the multipart parts, or slices of `part_size`.
-    fn plan(&self, r: &FetchRequest) -> Result<(Vec<Range>, bool), FetchError> {
+    /// The ranges to fetch: the multipart parts, or slices of `part_size`; and, for an
+    /// object fetched in several ranges, what a HEAD says about it (its checksum cannot come
+    /// with a ranged GET).
+    fn plan(&self, r: &FetchRequest) -> Result<(Vec<Range>, bool, S3Says), FetchError> {
+        let whole = |parts_are_ranges| {
+            Ok((
+                vec![Range {
+                    start: 0,
+                    len: r.size,
+                }],
+                parts_are_ranges,
+                S3Says::default(),
+            ))
+        };
         if r.size == 0 {
-            return Ok((vec![Range { start: 0, len: 0 }], false));
+            return whole(false);
         }
         let multipart = r.etag.is_some_and(|e| e.is_multipart()) && r.etag_is_md5;
+        let parts = r.etag.map_or(0, |e| e.parts);
+        if multipart && parts == 1 {
+            return whole(true);
+        }
+        if !multipart && r.size <= self.opts.part_size.max(1) {
+            return whole(false);
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let head = self
+            .client
+            .head(&r.bucket, &r.key, version_param(r), None)
+            .map_err(FetchError::classify)?;
+        let says = S3Says::from_head(&head);
         if multipart {
-            let parts = r.etag.map_or(0, |e| e.parts);
-            if parts == 1 {
-                return Ok((
-                    vec![Range {
-                        start: 0,
-                        len: r.size,
-                    }],
-                    true,
-                ));
-            }
             let sizes = self.part_sizes(r, parts).map_err(FetchError::classify)?;
             let mut start = 0;
             let ranges = sizes
@@ -352,7 +450,7 @@ impl Worker<'_> {
                     range
                 })
                 .collect();
-            return Ok((ranges, true));
+            return Ok((ranges, true, says));
         }
         let step = self.opts.part_size.max(1);
         let ranges = (0..r.size.div_ceil(step))
@@ -361,7 +459,7 @@ impl Worker<'_> {
                 len: step.min(r.size - i * step),
             })
             .collect();
-        Ok((ranges, false))
+        Ok((ranges, false, says))
     }
 
     /// Part sizes of a multipart object: from `HEAD ?partNumber=1` when all parts but the last
@@ -401,7 +499,7 @@ impl Worker<'_> {
     fn run_range(&self, job: Arc<ObjectJob>, idx: usize) {
         if job.failed.lock().expect("lock").is_none() {
             match self.download_range(&job, idx) {
-                Ok(md5) => job.part_md5.lock().expect("lock")[idx] = md5,
+                Ok(digest) => job.digests.lock().expect("lock")[idx] = digest,
                 Err(e) => {
                     job.failed.lock().expect("lock").get_or_insert(e);
                 }
@@ -413,12 +511,13 @@ impl Worker<'_> {
     }
 
     /// GETs one range into place, resuming from the last byte written when the body breaks.
-    /// Returns the range's MD5.
-    fn download_range(&self, job: &ObjectJob, idx: usize) -> Result<[u8; 16], FetchError> {
+    /// Returns what the range hashed to.
+    fn download_range(&self, job: &ObjectJob, idx: usize) -> Result<RangeDigest, FetchError> {
         let range = job.ranges[idx];
         let whole = job.ranges.len() == 1;
         // A range's MD5 is only worth computing when it is a whole part or the whole object;
-        // a single-part object fetched in slices is hashed once, front to back, at the end.
+        // a single-part object fetched in slices is hashed once, front to back, at the end
+        // (unless it has a CRC, which combines).
         let hash = job.parts_are_ranges || whole;
         let mut buf = self.buffer.take();
         // Sized to the range (plus one byte, to notice an object longer than listed): a
@@ -439,9 +538,10 @@ impl Worker<'_> {
         whole: bool,
         hash: bool,
         buf: &mut [u8],
-    ) -> Result<[u8; 16], FetchError> {
+    ) -> Result<RangeDigest, FetchError> {
         let r = &job.request;
-        let mut md5 = Md5::new();
+        let etag_text = r.etag.map(|e| format!("\"{e}\""));
+        let mut hashers: Option<(Option<Md5>, Option<Hasher>)> = None;
         let mut done = 0u64;
         let mut resumes = 0;
         loop {
@@ -453,8 +553,33 @@ impl Worker<'_> {
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let mut body = self
                 .client
-                .get(&r.bucket, &r.key, version_param(r), byte_range)
+                .get(&Get {
+                    bucket: &r.bucket,
+                    key: &r.key,
+                    version_id: version_param(r),
+                    range: byte_range,
+                    // The bytes of a range, or of "the latest", must be of the listed object.
+                    if_match: etag_text
+                        .as_deref()
+                        .filter(|_| byte_range.is_some() || r.version_id.is_none()),
+                    checksums: byte_range.is_none(),
+                    patience: Patience::Object,
+                })
                 .map_err(FetchError::classify)?;
+            let (md5, ck) = hashers.get_or_insert_with(|| {
+                let mut says = job.s3_says.lock().expect("lock");
+                if byte_range.is_none() {
+                    *says = S3Says::from_head(&HeadInfo::from_headers(body.headers()));
+                }
+                let algorithm = says.checksum.as_ref().and_then(|e| {
+                    let usable = whole
+                        || (e.parts.is_some() && job.parts_are_ranges)
+                        || (e.parts.is_none() && e.algorithm.combinable());
+                    usable.then_some(e.algorithm)
+                });
+                let md5 = (hash && algorithm.is_none()).then(Md5::new);
+                (md5, algorithm.map(Hasher::new))
+            });
             let broken = loop {
                 match body.read(buf) {
                     Ok(0) => break None,
@@ -469,8 +594,11 @@ impl Worker<'_> {
                             .write_all_at(&buf[..n], range.start + done)
                             .with_context(|| format!("writing {}", r.dest.display()))
                             .map_err(FetchError::Local)?;
-                        if hash {
-                            md5.update(&buf[..n]);
+                        if let Some(m) = md5 {
+                            m.update(&buf[..n]);
+                        }
+                        if let Some(c) = ck {
+                            c.update(&buf[..n]);
                         }
                         done += n as u64;
                         self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -480,7 +608,10 @@ impl Worker<'_> {
                 }
             };
             if done >= range.len {
-                return Ok(md5.finalize().into());
+                return Ok(RangeDigest {
+                    md5: md5.take().map(|m| m.finalize().into()),
+                    checksum: ck.as_ref().map(Hasher::finish),
+                });
             }
             // A dropped connection or a short body: continue from the last byte written.
             resumes += 1;
@@ -512,13 +643,15 @@ impl Worker<'_> {
         let outcome = match job.failed.lock().expect("lock").take() {
             Some(e) => Err(e),
             None => {
-                let md5s = job.part_md5.lock().expect("lock");
+                let digests = job.digests.lock().expect("lock");
+                let says = job.s3_says.lock().expect("lock");
                 verify(
                     &request,
                     &job.file,
                     &job.ranges,
                     job.parts_are_ranges,
-                    &md5s,
+                    &digests,
+                    &says,
                 )
             }
         };
@@ -595,7 +728,8 @@ fn verify(
     file: &File,
     ranges: &[Range],
     parts_are_ranges: bool,
-    part_md5: &[[u8; 16]],
+    digests: &[RangeDigest],
+    says: &S3Says,
 ) -> Result<Verified, FetchError> {
     let len = file
         .metadata()
@@ -607,17 +741,29 @@ fn verify(
             r.size
         )));
     }
-    let (Some(etag), true) = (r.etag, r.etag_is_md5) else {
+    // The version S3 served is the one listed (a cheap check that keeps a checksum-only
+    // verification honest about *which* object it verified).
+    if let (Some(listed), Some(sent)) = (r.etag, says.etag.as_deref())
+        && ETag::parse(sent.as_bytes()).is_some_and(|s| s != listed)
+    {
+        return Err(FetchError::Corrupt(format!(
+            "S3 sent ETag {sent}, the inventory lists \"{listed}\""
+        )));
+    }
+    if let Some(expected) = &says.checksum {
+        return verify_checksum(expected, file, ranges, parts_are_ranges, digests);
+    }
+    let (Some(etag), true) = (r.etag, says.etag_is_md5(r)) else {
         return Ok(Verified::SizeOnly);
     };
     if parts_are_ranges && etag.is_multipart() {
         let mut outer = Md5::new();
-        for m in part_md5 {
-            outer.update(m);
+        for d in digests {
+            outer.update(d.md5.unwrap_or_default());
         }
         let actual = ETag {
             md5: outer.finalize().into(),
-            parts: part_md5.len() as u32,
+            parts: digests.len() as u32,
         };
         return if actual == etag {
             Ok(Verified::MultipartEtag)
@@ -627,11 +773,10 @@ fn verify(
             )))
         };
     }
-    let md5: [u8; 16] = if ranges.len() == 1 {
-        part_md5[0]
-    } else {
+    let md5: [u8; 16] = match (ranges.len(), digests[0].md5) {
+        (1, Some(md5)) => md5,
         // Ranges arrived in any order; hash the file front to back.
-        md5_of_file(file).map_err(|e| FetchError::Local(e.into()))?
+        _ => md5_of_file(file).map_err(|e| FetchError::Local(e.into()))?,
     };
     let actual = ETag { md5, parts: 0 };
     if actual == etag {
@@ -640,6 +785,77 @@ fn verify(
         Err(FetchError::Corrupt(format!(
             "MD5 {actual}, expected ETag {etag}"
         )))
+    }
+}
+
+/// Checks the bytes against S3's additional checksum: from the whole body's digest, the
+/// ranges' CRCs combined, the parts' checksums (composite), or the file read again.
+fn verify_checksum(
+    expected: &Expected,
+    file: &File,
+    ranges: &[Range],
+    parts_are_ranges: bool,
+    digests: &[RangeDigest],
+) -> Result<Verified, FetchError> {
+    let a = expected.algorithm;
+    let have: Option<Vec<Vec<u8>>> = digests.iter().map(|d| d.checksum.clone()).collect();
+    let actual = match (have, expected.parts) {
+        (Some(mut one), None) if one.len() == 1 => one.pop(),
+        (Some(pieces), None) if a.combinable() => {
+            let pieces: Vec<(Vec<u8>, u64)> = pieces
+                .into_iter()
+                .zip(ranges)
+                .map(|(c, r)| (c, r.len))
+                .collect();
+            checksum::combine_crcs(a, &pieces)
+        }
+        (Some(parts), Some(n)) if parts_are_ranges && parts.len() == n as usize => {
+            Some(checksum::composite(a, &parts))
+        }
+        (Some(mut one), Some(_)) if one.len() == 1 && ranges.len() == 1 => {
+            // A composite checksum, fetched whole: the part checksums are unknown, so the
+            // whole body's checksum cannot be compared with it.
+            let _ = one.pop();
+            None
+        }
+        _ => None,
+    };
+    let actual = match actual {
+        Some(a) => a,
+        None if expected.parts.is_none() => {
+            checksum_of_file(a, file).map_err(|e| FetchError::Local(e.into()))?
+        }
+        // Composite over parts we did not fetch as parts: nothing to compare; the size
+        // (checked) is all there is.
+        None => return Ok(Verified::SizeOnly),
+    };
+    if actual == expected.value {
+        Ok(Verified::Checksum(a))
+    } else {
+        let got = Expected {
+            algorithm: a,
+            value: actual,
+            parts: expected.parts,
+        };
+        Err(FetchError::Corrupt(format!(
+            "{}, expected {}",
+            got.describe(),
+            expected.describe()
+        )))
+    }
+}
+
+fn checksum_of_file(a: Algorithm, file: &File) -> io::Result<Vec<u8>> {
+    let mut h = Hasher::new(a);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+        offset += n as u64;
     }
 }
 
@@ -678,7 +894,7 @@ pub fn fetch_one(
     let last_modified = head
         .last_modified
         .as_deref()
-        .and_then(parse_http_date)
+        .and_then(Timestamp::parse_http_date)
         .unwrap_or_default();
     let request = FetchRequest {
         bucket: bucket.to_string(),
@@ -698,19 +914,6 @@ pub fn fetch_one(
     r.outcome.map(|v| (r.request, v))
 }
 
-/// `Last-Modified: Wed, 12 Oct 2009 17:50:00 GMT`.
-fn parse_http_date(s: &str) -> Option<Timestamp> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| m == month)? + 1;
-    Timestamp::parse(format!("{year}-{month:02}-{day:0>2}T{time}Z").as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,11 +921,11 @@ mod tests {
     #[test]
     fn http_dates() {
         assert_eq!(
-            parse_http_date("Wed, 12 Oct 2009 17:50:00 GMT")
+            Timestamp::parse_http_date("Wed, 12 Oct 2009 17:50:00 GMT")
                 .unwrap()
                 .to_string(),
             "2009-10-12T17:50:00.000Z"
         );
-        assert!(parse_http_date("yesterday").is_none());
+        assert!(Timestamp::parse_http_date("yesterday").is_none());
     }
 }

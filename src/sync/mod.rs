@@ -46,6 +46,8 @@ pub struct SyncOptions {
     pub name_stem: String,
     pub file_mode: u32,
     pub on_bad_key: OnBadKey,
+    /// GET versions whose storage class is an archive tier (`--try-archived`).
+    pub try_archived: bool,
     pub fetch: FetchOptions,
     pub index: IndexOptions,
     pub progress: Progress,
@@ -106,6 +108,7 @@ pub fn refetch(
         name_stem: backup.stem.as_str().to_string(),
         file_mode: backup.config.file_mode,
         on_bad_key: OnBadKey::Stop,
+        try_archived: false,
         fetch,
         index: IndexOptions {
             stop: stop.clone(),
@@ -383,6 +386,7 @@ fn plan_and_run(
         source_bucket: &backup.config.source_bucket,
         path_filter: ctx.path_filter,
         on_bad_key: ctx.opts.on_bad_key,
+        try_archived: ctx.opts.try_archived,
     };
     let summary = planner.plan(
         &catalog::open(&backup.catalog_path())?,

@@ -53,6 +53,9 @@ pub struct Planner<'a> {
     pub source_bucket: &'a str,
     pub path_filter: Option<&'a Regex>,
     pub on_bad_key: OnBadKey,
+    /// GET versions whose storage class says they are archived (some may have been
+    /// restored); otherwise they are recorded as archived without a request.
+    pub try_archived: bool,
 }
 
 /// A source that drops the keys a path filter excludes.
@@ -377,7 +380,16 @@ impl Planner<'_> {
                     j += 1;
                 }
             }
-            if needs_fetch {
+            if needs_fetch && n.flags.has(Flags::SSE_C) {
+                // Only the customer's key opens it: say so every run, never ask S3.
+                needs_fetch = false;
+                n.local.state = LocalState::NeedsKey;
+            } else if needs_fetch && n.storage_class.is_archived() && !self.try_archived {
+                // A GET would answer InvalidObjectState: record it without asking, and
+                // ask again on a later night (or with --try-archived once restored).
+                needs_fetch = false;
+                n.local.state = LocalState::Archived;
+            } else if needs_fetch {
                 n.local.state = LocalState::Present;
             }
             n.local.shadowed = shadowed && n.is_latest() && !n.is_delete_marker();

@@ -146,7 +146,9 @@ pub fn fixture(name: &str, extra: &[&str]) -> Fixture {
 /// The binary, with the test server's endpoint and credentials.
 pub fn cli() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("s3invbackup").unwrap();
+    // No instance metadata: the chain must not reach for 169.254.169.254 (not loopback).
     cmd.env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("HOME", "/nonexistent")
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
@@ -216,6 +218,10 @@ pub struct Uploaded {
     pub etag: String,
     pub size: u64,
     pub last_modified: f64,
+    /// The additional checksum the server keeps, as boto3 read it (`CRC32`...), and
+    /// whether it is a composite one.
+    pub checksum: Option<String>,
+    pub checksum_composite: bool,
     /// The bytes, as uploaded.
     pub file: PathBuf,
 }
@@ -252,6 +258,8 @@ pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Upl
             etag: v["etag"].as_str().unwrap().into(),
             size: v["size"].as_u64().unwrap(),
             last_modified: v["last_modified"].as_f64().unwrap(),
+            checksum: v["checksum"].as_str().map(str::to_string),
+            checksum_composite: v["checksum_composite"].as_bool().unwrap_or(false),
             file: PathBuf::from(v["file"].as_str().unwrap()),
         })
         .collect()
