@@ -183,6 +183,10 @@ class Front(http.server.BaseHTTPRequestHandler):
     def server_now(self):
         return time.time() + self.world.get().get("clock_skew_s", 0)
 
+    def date_time_string(self, timestamp=None):
+        # send_response's Date header: the front's own (possibly skewed) clock.
+        return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(self.server_now()))
+
     def reply(self, status, code=None, message="", headers=None, extra=""):
         headers = dict(headers or {})
         body = b""
@@ -191,7 +195,6 @@ class Front(http.server.BaseHTTPRequestHandler):
                     f"<Message>{message}</Message>{extra}<RequestId>TEST</RequestId></Error>").encode()
             headers["Content-Type"] = "application/xml"
         self.send_response(status)
-        headers.setdefault("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(self.server_now())))
         headers["Content-Length"] = str(len(body))
         headers["x-amz-request-id"] = "TEST"
         for k, v in headers.items():
@@ -342,7 +345,8 @@ class Front(http.server.BaseHTTPRequestHandler):
         data = r.read()
         self.send_response(r.status)
         for k, v in r.getheaders():
-            if k.lower() in ("content-length", "connection", "transfer-encoding", "server", "date"):
+            if k.lower() in ("content-length", "connection", "transfer-encoding", "server", "date",
+                             "x-amz-bucket-region"):
                 continue
             self.send_header(k, v)
         kms = b.get("kms_prefix")
@@ -354,7 +358,6 @@ class Front(http.server.BaseHTTPRequestHandler):
             self.send_header("x-amz-request-charged", "requester")
         if self.command == "HEAD" and not key:
             self.send_header("x-amz-bucket-region", region)
-        self.send_header("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(self.server_now())))
         self.send_header("Content-Length", r.getheader("Content-Length", str(len(data))) if self.command == "HEAD" else str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
@@ -375,8 +378,12 @@ def serve(args):
         s.bind(("127.0.0.1", 0))
         moto_port = s.getsockname()[1]
     moto_log = open(os.path.join(args.dir, "moto.log"), "ab")
+    import ctypes
+    libc = ctypes.CDLL(None)
+    # moto dies with the front (PR_SET_PDEATHSIG), so the namespace goes when the test does.
     moto = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"),
-                             "-H", "127.0.0.1", "-p", str(moto_port)], stdout=moto_log, stderr=moto_log)
+                             "-H", "127.0.0.1", "-p", str(moto_port)], stdout=moto_log, stderr=moto_log,
+                            preexec_fn=lambda: libc.prctl(1, 9))
     for _ in range(300):
         try:
             socket.create_connection(("127.0.0.1", moto_port), timeout=1).close()

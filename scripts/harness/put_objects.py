@@ -3,7 +3,8 @@
 
     put_objects.py --endpoint URL --bucket B --out DIR < spec.json
 
-spec.json is a list of {"key", "size", "parts": [part sizes] (multipart), "null": true
+spec.json is a list of {"key", "size", "parts": [part sizes] (multipart), "no_checksum": true
+(no additional checksum), "storage_class": "GLACIER", "null": true
 (written before versioning is enabled), "seed"}. Content is deterministic pseudo-random bytes
 (a repeated 1 MiB pattern for big objects). Each object's bytes are also written to DIR/<n>
 so tests can compare. Prints a JSON list: {"key", "version_id", "etag", "size",
@@ -38,15 +39,20 @@ def main():
     s3 = boto3.client("s3", endpoint_url=args.endpoint, aws_access_key_id=args.access_key,
                       aws_secret_access_key=args.secret_key, region_name="us-east-1",
                       config=Config(s3={"addressing_style": "path"}))
+    # An upload without an additional checksum (boto3 sends CRC32 unless told not to).
+    plain = boto3.client("s3", endpoint_url=args.endpoint, aws_access_key_id=args.access_key,
+                         aws_secret_access_key=args.secret_key, region_name="us-east-1",
+                         config=Config(s3={"addressing_style": "path"},
+                                       request_checksum_calculation="when_required"))
     s3.create_bucket(Bucket=args.bucket)
     os.makedirs(args.out, exist_ok=True)
     for o in (o for o in spec if o.get("null")):
-        put(s3, args, o, spec.index(o))
+        put(plain if o.get("no_checksum") else s3, args, o, spec.index(o))
     s3.put_bucket_versioning(Bucket=args.bucket, VersioningConfiguration={"Status": "Enabled"})
     results = []
     for n, o in enumerate(spec):
         if not o.get("null"):
-            put(s3, args, o, n)
+            put(plain if o.get("no_checksum") else s3, args, o, n)
     for n, o in enumerate(spec):
         head = s3.head_object(Bucket=args.bucket, Key=o["key"], ChecksumMode="ENABLED",
                               **({"VersionId": o["vid"]} if o.get("vid") else {}))
@@ -79,7 +85,8 @@ def put(s3, args, o, n):
         r = s3.complete_multipart_upload(Bucket=args.bucket, Key=o["key"], UploadId=mp["UploadId"],
                                          MultipartUpload={"Parts": parts})
     else:
-        r = s3.put_object(Bucket=args.bucket, Key=o["key"], Body=body)
+        extra = {"StorageClass": o["storage_class"]} if o.get("storage_class") else {}
+        r = s3.put_object(Bucket=args.bucket, Key=o["key"], Body=body, **extra)
     o["vid"] = r.get("VersionId")
 
 

@@ -316,11 +316,18 @@ impl S3Client {
         if let Some(r) = region::cached(&endpoint, bucket) {
             return Ok(r);
         }
-        let r = if self.endpoints.is_custom() {
-            region::hint().unwrap_or_else(|| "us-east-1".to_string())
-        } else {
-            self.discover_region(bucket)?
-        };
+        if self.endpoints.is_custom() {
+            let r = region::hint().unwrap_or_else(|| "us-east-1".to_string());
+            region::remember(&endpoint, bucket, &r);
+            return Ok(r);
+        }
+        // One lookup per bucket, even when 32 fetch threads ask at once.
+        static DISCOVERING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = DISCOVERING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = region::cached(&endpoint, bucket) {
+            return Ok(r);
+        }
+        let r = self.discover_region(bucket)?;
         region::remember(&endpoint, bucket, &r);
         Ok(r)
     }
@@ -373,6 +380,57 @@ impl S3Client {
         }
     }
 
+    /// A HEAD's error has no body, so no code: ExpiredToken, SignatureDoesNotMatch and
+    /// AccessDenied all look alike. Ask the same thing as a one-byte GET to read S3's words
+    /// (one request, only on an error).
+    fn explain_head_error(
+        &self,
+        r: &Request,
+        e: &mut S3Error,
+        region: &str,
+        creds: Option<&aws_credential_types::Credentials>,
+    ) {
+        if e.status == 301 {
+            e.code = Some("PermanentRedirect".to_string());
+        }
+        if !matches!(e.status, 400 | 403) {
+            return;
+        }
+        let query: Vec<(&'static str, String)> = r
+            .query
+            .iter()
+            .filter(|(k, _)| *k == "versionId")
+            .cloned()
+            .collect();
+        let Ok(url) = self.endpoints.url(r.bucket, region, r.key, &query) else {
+            return;
+        };
+        let mut headers = vec![("range", "bytes=0-0".to_string())];
+        if self.requester_pays {
+            headers.push(("x-amz-request-payer", "requester".to_string()));
+        }
+        let mut builder = self.http.get(url.clone());
+        if let Some(c) = creds
+            && let Ok(signed) = sign::sign_headers("GET", url.as_str(), &headers, c, region)
+        {
+            for (k, v) in signed {
+                builder = builder.header(k, v);
+            }
+        }
+        for (k, v) in &headers {
+            builder = builder.header(*k, v);
+        }
+        if let Ok(response) = builder.send()
+            && !response.status().is_success()
+        {
+            let get = s3_error(r, response);
+            if get.status == e.status {
+                e.code = get.code;
+                e.message = get.message;
+            }
+        }
+    }
+
     fn send(&self, r: &Request) -> Result<Response> {
         let attempts = r.patience.attempts();
         let mut attempt = 0;
@@ -413,6 +471,9 @@ impl S3Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_http_time);
                     let mut e = s3_error(r, response);
+                    if r.method == Method::HEAD && e.code.is_none() {
+                        self.explain_head_error(r, &mut e, &region, creds.as_ref());
+                    }
                     if let Some(new) = e.bucket_region.as_deref().filter(|n| {
                         *n != region && region::is_region_name(n) && self.region.is_none()
                     }) && !redirected
@@ -450,6 +511,14 @@ impl S3Client {
                         }
                     }
                     if !e.is_transient() || attempt >= attempts {
+                        if let (Some(mine), Some(theirs)) = (&self.region, &e.bucket_region)
+                            && mine != theirs
+                        {
+                            e.message = Some(format!(
+                                "s3://{}/ is in {theirs}, not {mine} (--region): pass --region {theirs}, or leave it out",
+                                r.bucket
+                            ));
+                        }
                         if e.stops_run() || e.status == 403 {
                             e.fix = error::fix_for(&e, self.credentials.is_anonymous());
                         }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod aws;
+
 use md5::{Digest, Md5};
 
 pub const ACCESS_KEY: &str = "testkey";

@@ -1,0 +1,357 @@
+//! Against something that answers as AWS does (scripts/harness/aws_s3.py: AWS's host names in
+//! a private namespace, TLS from a test CA, moto behind): regions, the credential chain,
+//! errors that stop a run, throttling, clock skew, KMS, archived objects, requester pays,
+//! and no secret in any output. The harness itself is checked with boto3 first.
+
+mod support;
+
+use serde_json::json;
+use support::aws::{Aws, KEY_ID, SECRET, run};
+
+/// Uploads `spec` (put_objects.py's format) into `bucket` through moto, inside.
+fn seed(aws: &Aws, bucket: &str, spec: serde_json::Value) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let out_dir = aws.dir.path().join("objects").join(bucket);
+    let mut c = aws.script("put_objects.py");
+    c.args(["--endpoint", &aws.moto, "--bucket", bucket, "--out"])
+        .arg(&out_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "put_objects.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn with_keys(mut c: std::process::Command) -> std::process::Command {
+    c.arg(format!("AWS_ACCESS_KEY_ID={KEY_ID}"))
+        .arg(format!("AWS_SECRET_ACCESS_KEY={SECRET}"));
+    c
+}
+
+/// `env` takes NAME=VALUE before the program: build the tool's command with them.
+fn tool_with(aws: &Aws, vars: &[(&str, &str)]) -> std::process::Command {
+    let mut c = aws.command("env");
+    for (k, v) in vars {
+        c.arg(format!("{k}={v}"));
+    }
+    c.arg(assert_cmd::cargo::cargo_bin("s3invbackup"));
+    c
+}
+
+fn keys_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ]
+}
+
+#[test]
+fn boto3_agrees_with_the_harness() {
+    let aws = Aws::start(json!({
+        "far-away": {"region": "eu-west-1"},
+        "payer": {"region": "us-west-2", "requester_pays": true},
+    }));
+    seed(
+        &aws,
+        "far-away",
+        json!([{"key": "a b/c.txt", "size": 1000}]),
+    );
+    seed(&aws, "payer", json!([{"key": "k", "size": 10}]));
+    let check = |bucket: &str, more: &[&str]| {
+        let mut c = with_keys(aws.command("env"));
+        c.arg(support::venv().join("bin/python"))
+            .arg(support::repo().join("scripts/harness/aws_check_boto3.py"))
+            .args(["--bucket", bucket, "--key"])
+            .args(more);
+        let (out, stdout, stderr) = run(c);
+        assert!(out.status.success(), "boto3 disagrees: {stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let seen = check("far-away", &["a b/c.txt"]);
+    assert_eq!(seen["bytes"], 1000);
+    assert_eq!(seen["bucket_region"], "eu-west-1");
+    assert!(seen["checksum_crc32"].is_string(), "{seen}");
+    let seen = check("payer", &["k", "--requester-pays"]);
+    assert_eq!(seen["without_payer"], "AccessDenied");
+    assert_eq!(seen["bytes"], 10);
+    // The front refused botocore's first, wrong-region request and accepted its signed retry:
+    // its SigV4 check agrees with botocore's signer.
+    let reqs = aws.requests();
+    assert!(reqs.iter().any(|r| r.3 == 400), "{reqs:?}");
+    assert!(reqs.iter().any(|r| r.3 == 200));
+}
+
+#[test]
+fn a_bucket_in_another_region_is_found_with_one_request() {
+    let aws = Aws::start(json!({"dandiarchive": {"region": "us-east-2", "public": true}}));
+    let objects = seed(
+        &aws,
+        "dandiarchive",
+        json!([{"key": "zarr/0/0", "size": 300}, {"key": "big.nwb", "size": 3_000_000}]),
+    );
+    for hint in [None, Some("us-west-2")] {
+        aws.clear_requests();
+        let out = aws.dir.path().join("out");
+        let mut c = match hint {
+            Some(h) => tool_with(&aws, &[("AWS_REGION", h)]),
+            None => aws.tool(),
+        };
+        c.args([
+            "--no-sign-request",
+            "get",
+            "s3://dandiarchive/big.nwb",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["--part-size", "1MiB"]);
+        let (o, _, stderr) = run(c);
+        assert!(o.status.success(), "{stderr}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(objects[1]["file"].as_str().unwrap()).unwrap()
+        );
+        let reqs = aws.requests();
+        let discovery: Vec<_> = reqs
+            .iter()
+            .filter(|r| r.0 == "HEAD" && r.2 == "/dandiarchive")
+            .collect();
+        assert_eq!(discovery.len(), 1, "{reqs:?}");
+        // Every request after it went to the bucket's own region, virtual-hosted.
+        for r in reqs.iter().filter(|r| r.2 != "/dandiarchive") {
+            assert_eq!(r.1, "dandiarchive.s3.us-east-2.amazonaws.com", "{r:?}");
+            assert!(r.3 < 300, "{r:?}");
+        }
+        // Ranged GETs (3 MB in 1 MiB ranges) are pinned to the version with If-Match: the
+        // harness would answer 412 otherwise; all answered 206.
+        assert!(
+            reqs.iter().filter(|r| r.0 == "GET").count() >= 3,
+            "{reqs:?}"
+        );
+    }
+    // An explicit --region wins: a wrong one is refused, naming the bucket's region.
+    let mut c = aws.tool();
+    c.args([
+        "--no-sign-request",
+        "--region",
+        "eu-west-1",
+        "get",
+        "s3://dandiarchive/zarr/0/0",
+        "-o",
+    ])
+    .arg(aws.dir.path().join("o2"));
+    let (o, _, stderr) = run(c);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("PermanentRedirect") && stderr.contains("--region"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wrong_secret_stops_the_run_at_once_and_names_the_fix() {
+    let aws = Aws::start(json!({
+        "src": {"region": "us-east-2"},
+        "inv": {"region": "eu-west-1"},
+    }));
+    let (o, _, stderr) = run({
+        let mut c = aws.script("fixtures.py");
+        c.args([
+            "--endpoint",
+            &aws.moto,
+            "--bucket",
+            "src",
+            "--inventory-bucket",
+            "inv",
+            "--inventory-prefix",
+            "inv/src/all",
+            "--files",
+            "2",
+        ]);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let backup = aws.dir.path().join("backup");
+    // First, with the right keys: the whole backup, the two buckets in two regions.
+    let (o, _, stderr) = run({
+        let mut c = tool_with(&aws, &keys_env());
+        c.args(["sync", "s3://inv/inv/src/all/"]).arg(&backup);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let discovery = aws
+        .requests()
+        .iter()
+        .filter(|r| r.0 == "HEAD" && (r.2 == "/src" || r.2 == "/inv"))
+        .count();
+    assert_eq!(discovery, 2, "one region lookup per bucket");
+    let (o, _, stderr) = run({
+        let mut c = tool_with(&aws, &keys_env());
+        c.args(["fsck", "--verify-content"]).arg(&backup);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+
+    // A wrong secret with a session token: stops at the first refusal, names the cause and
+    // the fix, and never prints a secret, a token or a signature.
+    let token = "FwoGZXIvYXdzEXAMPLETOKEN";
+    for (key, secret, code) in [
+        (KEY_ID, "not-the-secret", "SignatureDoesNotMatch"),
+        ("AKIDUNKNOWN", SECRET, "InvalidAccessKeyId"),
+    ] {
+        aws.clear_requests();
+        let report = aws.dir.path().join(format!("report-{code}.json"));
+        let (o, stdout, stderr) = run({
+            let mut c = tool_with(
+                &aws,
+                &[
+                    ("AWS_ACCESS_KEY_ID", key),
+                    ("AWS_SECRET_ACCESS_KEY", secret),
+                    ("AWS_SESSION_TOKEN", token),
+                ],
+            );
+            c.args(["-v", "sync", "s3://inv/inv/src/all/"])
+                .arg(&backup)
+                .arg("--report")
+                .arg(&report);
+            c
+        });
+        assert_eq!(o.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(code), "{stderr}");
+        assert!(stderr.contains("check AWS_"), "{stderr}");
+        let report = std::fs::read_to_string(&report).unwrap_or_default();
+        for text in [&stdout, &stderr, &report] {
+            assert!(!text.contains("X-Amz-"), "{text}");
+            assert!(!text.contains(secret) && !text.contains(token), "{text}");
+            assert!(!text.contains("Signature="), "{text}");
+        }
+        assert!(aws.requests().len() < 5, "{:?}", aws.requests());
+    }
+}
+
+#[test]
+fn temporary_credentials_are_renewed_when_s3_says_they_expired() {
+    let mut aws = Aws::start(json!({"private": {"region": "eu-west-1"}}));
+    seed(&aws, "private", json!([{"key": "k", "size": 100}]));
+    let counter = aws.dir.path().join("counter");
+    let aws_dir = aws.home().join(".aws");
+    std::fs::create_dir_all(&aws_dir).unwrap();
+    std::fs::write(
+        aws_dir.join("config"),
+        format!(
+            "[profile nightly]\ncredential_process = {} {} --counter {}\n",
+            support::venv().join("bin/python").display(),
+            support::repo()
+                .join("scripts/harness/aws_credential_process.py")
+                .display(),
+            counter.display()
+        ),
+    )
+    .unwrap();
+    // The first token the process hands out is already revoked on the server's side.
+    aws.set("expired_below", json!(2));
+    let (o, _, stderr) = run({
+        let mut c = aws.tool();
+        c.args(["-v", "--profile", "nightly", "get", "s3://private/k", "-o"])
+            .arg(aws.dir.path().join("k"));
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("CredentialProcess"), "{stderr}");
+    assert!(stderr.contains("credentials renewed"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "2");
+    // Renewal that gives nothing newer is a clear stop (exit 1), not a per-version failure.
+    aws.set("expired_below", json!(1000));
+    let (o, _, stderr) = run({
+        let mut c = aws.tool();
+        c.args(["--profile", "nightly", "get", "s3://private/k", "-o"])
+            .arg(aws.dir.path().join("k2"));
+        c
+    });
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ExpiredToken"), "{stderr}");
+}
+
+#[test]
+fn clock_skew_and_slowdown_bursts_are_ridden_out() {
+    let mut aws = Aws::start(json!({"bkt": {"region": "us-east-2"}}));
+    seed(&aws, "bkt", json!([{"key": "k", "size": 100}]));
+    aws.set("clock_skew_s", json!(3600));
+    let (o, _, stderr) = run({
+        let mut c = tool_with(&aws, &keys_env());
+        c.args(["get", "s3://bkt/k", "-o"])
+            .arg(aws.dir.path().join("k"));
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    // An hour, give or take the second the request took.
+    assert!(
+        ["3599 s", "3600 s"]
+            .iter()
+            .any(|d| stderr.contains(&format!("S3's clock is {d} from ours"))),
+        "{stderr}"
+    );
+    aws.set("clock_skew_s", json!(0));
+    aws.set("slowdown", json!(4));
+    aws.set("retry_after", json!(1));
+    aws.clear_requests();
+    let started = std::time::Instant::now();
+    let (o, _, stderr) = run({
+        let mut c = tool_with(&aws, &keys_env());
+        c.args(["get", "s3://bkt/k", "-o"])
+            .arg(aws.dir.path().join("k2"));
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let slowdowns = aws.requests().iter().filter(|r| r.3 == 503).count();
+    assert_eq!(slowdowns, 4);
+    // Retry-After: 1 was honoured each time.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+}
+
+#[test]
+fn kms_archived_and_checksummed_objects() {
+    let aws = Aws::start(json!({"bkt": {"region": "us-east-2", "kms_prefix": "kms/"}}));
+    seed(
+        &aws,
+        "bkt",
+        json!([
+            {"key": "kms/no-checksum", "size": 100, "no_checksum": true},
+            {"key": "kms/with-checksum", "size": 100},
+            {"key": "plain/no-checksum", "size": 100, "no_checksum": true},
+            {"key": "cold", "size": 100, "storage_class": "GLACIER"},
+        ]),
+    );
+    let get = |key: &str| {
+        run({
+            let mut c = tool_with(&aws, &keys_env());
+            c.args(["get", &format!("s3://bkt/{key}"), "-o"])
+                .arg(aws.dir.path().join("out"));
+            c
+        })
+    };
+    // SSE-KMS by the response's header: its ETag is not an MD5; S3's checksum or the size.
+    let (o, _, stderr) = get("kms/no-checksum");
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("size only"), "{stderr}");
+    let (o, _, stderr) = get("kms/with-checksum");
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("CRC32 checksum matches"), "{stderr}");
+    let (o, _, stderr) = get("plain/no-checksum");
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("MD5 matches the ETag"), "{stderr}");
+    let (o, _, stderr) = get("cold");
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("archived"), "{stderr}");
+}
