@@ -355,3 +355,66 @@ fn kms_archived_and_checksummed_objects() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("archived"), "{stderr}");
 }
+
+#[test]
+fn a_long_run_of_denials_stops_the_run_and_it_resumes_with_credentials() {
+    let aws = Aws::start(json!({
+        "closed": {"region": "us-east-2"},
+        "open": {"region": "us-east-2", "public": true},
+    }));
+    let (o, _, stderr) = run({
+        let mut c = aws.script("fixtures.py");
+        c.args([
+            "--endpoint",
+            &aws.moto,
+            "--bucket",
+            "closed",
+            "--inventory-bucket",
+            "open",
+            "--inventory-prefix",
+            "inv",
+            "--scenario",
+            "random",
+            "--keys",
+            "300",
+            "--days",
+            "1",
+            "--files",
+            "1",
+        ]);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let backup = aws.dir.path().join("backup");
+    let (o, _, stderr) = run({
+        let mut c = aws.tool();
+        c.args(["--no-sign-request", "sync", "s3://open/inv/", "--jobs", "4"])
+            .arg(&backup);
+        c
+    });
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("50 downloads in a row were denied"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--no-sign-request"), "{stderr}");
+    let gets = aws
+        .requests()
+        .iter()
+        .filter(|r| r.1.starts_with("closed.") && r.0 == "GET")
+        .count();
+    assert!((50..=60).contains(&gets), "{gets} GETs");
+    // The run stopped part-way and resumes, with credentials, to a verified backup.
+    let (o, _, stderr) = run({
+        let mut c = tool_with(&aws, &keys_env());
+        c.args(["sync", "s3://open/inv/"]).arg(&backup);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let (o, _, stderr) = run({
+        let mut c = aws.tool();
+        c.args(["fsck", "--verify-content"]).arg(&backup);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+}

@@ -611,3 +611,66 @@ fn a_hand_edited_versions_json_is_found_and_rewritten() {
     cli().arg("fsck").arg(&w.backup).assert().code(0);
     assert_eq!(user_tree(&w.backup), base.reference);
 }
+
+/// Rows that say a version is in an archive tier, or SSE-C encrypted, are recorded as such
+/// at plan time, without a request (a GET would only be refused), reported every run, and
+/// `--try-archived` asks S3 after all.
+#[test]
+fn archived_and_sse_c_rows_are_recorded_without_a_request() {
+    let base = base("bad-inputs-archived");
+    let w = world(&base, "archived");
+    // The last date: the versions stay listed, so they are "retryable".
+    let date = &w.dates[2];
+    // Keys the bucket does not hold: a GET would answer 404 and be reported as missing.
+    let from = rows_of(&w, date)[0][1].to_string();
+    add_row(&w, date, &from, |f| {
+        f[1] = "cold/archived.bin".into();
+        f[2] = "archivedversion1".into();
+        f[8] = "DEEP_ARCHIVE".into();
+    });
+    let out = sync(&w.inventory, &w.backup, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("1 version(s) are in an archive storage class"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sync --try-archived"), "{stderr}");
+    let status = |w: &World| -> serde_json::Value {
+        let out = cli()
+            .args(["status", "--json"])
+            .arg(&w.backup)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let s = status(&w);
+    assert_eq!(s["archived"], 1, "{s}");
+    if base.reference_code == 0 {
+        // Nothing else is missing in this fixture: no request was made for the archived one.
+        assert!(!stderr.contains("could not be fetched"), "{stderr}");
+    }
+    // Asked for: S3 (this one, 404) is asked, and the version is then missing, not archived.
+    let out = sync(&w.inventory, &w.backup, &["--try-archived"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cold/archived.bin"), "{stderr}");
+    assert_eq!(status(&w)["archived"], 0);
+
+    let w = world(&base, "sse-c");
+    add_row(&w, date, &from, |f| {
+        f[1] = "secret/customer-key.bin".into();
+        f[2] = "ssecversion1".into();
+        f[11] = "SSE-C".into();
+    });
+    let out = sync(&w.inventory, &w.backup, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("customer-provided key (SSE-C)"), "{stderr}");
+    assert_eq!(status(&w)["needs_key"], 1);
+    // Not retried: a second run asks nothing and says the same.
+    let out = sync(&w.inventory, &w.backup, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stderr.contains("customer-provided key (SSE-C)"), "{stderr}");
+    assert!(!stderr.contains("secret/customer-key.bin: "), "{stderr}");
+}

@@ -20,6 +20,13 @@ pub struct Totals {
     /// Of those, the ones the bucket still lists (the next sync retries them).
     #[serde(default)]
     pub retryable: u64,
+    /// Of those, in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering's
+    /// archive tiers): they need a restore in S3 first.
+    #[serde(default)]
+    pub archived: u64,
+    /// Of those, encrypted with a customer-provided key (SSE-C): never fetchable here.
+    #[serde(default)]
+    pub needs_key: u64,
 }
 
 impl Totals {
@@ -30,8 +37,12 @@ impl Totals {
             LocalState::Missing | LocalState::Archived => {
                 self.not_held += 1;
                 self.retryable += u64::from(rec.local.gone_since.0 == 0);
+                self.archived += u64::from(rec.local.state == LocalState::Archived);
             }
-            LocalState::NeedsKey => self.not_held += 1,
+            LocalState::NeedsKey => {
+                self.not_held += 1;
+                self.needs_key += 1;
+            }
             _ => {}
         }
     }

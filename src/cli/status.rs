@@ -44,6 +44,8 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             "last_applied": last.map(|a| a.date.clone()),
             "not_held": last.map_or(0, |a| a.totals.not_held),
             "retryable": last.map_or(0, |a| a.totals.retryable),
+            "archived": last.map_or(0, |a| a.totals.archived),
+            "needs_key": last.map_or(0, |a| a.totals.needs_key),
             "bytes_held": last.map_or(0, |a| a.totals.bytes_held),
             "pending_runs": pending,
         });
@@ -93,6 +95,13 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             "not held     {} version(s) missing or archived ({} still listed: the next sync retries them)",
             a.totals.not_held, a.totals.retryable
         )?;
+        if a.totals.archived + a.totals.needs_key > 0 {
+            writeln!(
+                out,
+                "             of those, {} archived (restore in S3, then sync --try-archived), {} SSE-C (not fetchable)",
+                a.totals.archived, a.totals.needs_key
+            )?;
+        }
     }
     for p in &pending {
         writeln!(

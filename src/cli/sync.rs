@@ -163,6 +163,7 @@ fn print_step(out: &mut impl Write, step: &Step) -> Result<()> {
 fn print_summary(report: &SyncReport) {
     if report.dates.is_empty() && !report.interrupted {
         eprintln!("{}: up to date (no new inventory date)", report.backup);
+        print_not_held(report);
         return;
     }
     eprintln!(
@@ -217,10 +218,35 @@ fn print_summary(report: &SyncReport) {
     }
     if report.interrupted {
         eprintln!("interrupted: run sync again to resume");
-    } else if report.failures > 0 {
-        eprintln!(
-            "{} version(s) could not be fetched; the next sync retries them",
-            report.failures
-        );
+    } else {
+        print_not_held(report);
+    }
+}
+
+/// What the backup does not hold, by reason: each needs something else from the operator.
+fn print_not_held(report: &SyncReport) {
+    if report.failures > 0 {
+        let missing = report.failures - report.archived - report.needs_key;
+        let retried = report
+            .retryable
+            .saturating_sub(report.archived)
+            .min(missing);
+        if missing > 0 {
+            eprintln!(
+                "{missing} version(s) could not be fetched ({retried} still listed: the next sync retries them; the others are gone from the bucket)"
+            );
+        }
+        if report.archived > 0 {
+            eprintln!(
+                "{} version(s) are in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive): restore them in S3, then run sync --try-archived",
+                report.archived
+            );
+        }
+        if report.needs_key > 0 {
+            eprintln!(
+                "{} version(s) are encrypted with a customer-provided key (SSE-C): they cannot be backed up without it",
+                report.needs_key
+            );
+        }
     }
 }

@@ -22,6 +22,8 @@ const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 
 pub(super) struct CredentialSource {
     chain: Option<Chain>,
+    /// Anonymous because `--no-sign-request` said so (not because nothing was found).
+    unsigned_on_purpose: bool,
     cached: Mutex<Option<Credentials>>,
     /// For messages: where the credentials came from, or that the run is anonymous.
     description: String,
@@ -34,9 +36,10 @@ struct Chain {
 
 impl CredentialSource {
     /// Requests are not signed (`--no-sign-request`).
-    pub fn anonymous(why: &str) -> CredentialSource {
+    pub fn anonymous(why: &str, on_purpose: bool) -> CredentialSource {
         CredentialSource {
             chain: None,
+            unsigned_on_purpose: on_purpose,
             cached: Mutex::new(None),
             description: format!("anonymous ({why})"),
         }
@@ -72,6 +75,7 @@ impl CredentialSource {
                 tracing::info!("credentials: {description}");
                 Ok(CredentialSource {
                     chain: Some(chain),
+                    unsigned_on_purpose: false,
                     cached: Mutex::new(Some(creds)),
                     description,
                 })
@@ -93,7 +97,10 @@ impl CredentialSource {
                 tracing::warn!(
                     "no credentials were found (environment, ~/.aws, web identity, container, instance metadata): requests are anonymous (--no-sign-request says so and skips the search)"
                 );
-                Ok(CredentialSource::anonymous("no credentials were found"))
+                Ok(CredentialSource::anonymous(
+                    "no credentials were found",
+                    false,
+                ))
             }
             Err(e) => Err(anyhow!(
                 "loading AWS credentials{}: {}",
@@ -105,8 +112,13 @@ impl CredentialSource {
         }
     }
 
-    pub fn is_anonymous(&self) -> bool {
-        self.chain.is_none()
+    pub fn signing(&self) -> super::error::Signing {
+        use super::error::Signing;
+        match (&self.chain, self.unsigned_on_purpose) {
+            (Some(_), _) => Signing::Signed,
+            (None, true) => Signing::NoSignRequest,
+            (None, false) => Signing::NoCredentials,
+        }
     }
 
     pub fn description(&self) -> &str {

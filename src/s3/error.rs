@@ -97,8 +97,19 @@ impl S3Error {
     }
 }
 
+/// How requests are signed, for the advice on a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Signing {
+    Signed,
+    /// The chain found nothing.
+    NoCredentials,
+    /// `--no-sign-request`.
+    NoSignRequest,
+}
+
 /// The fix for an error that stops a run, given how the request was signed.
-pub(super) fn fix_for(e: &S3Error, anonymous: bool) -> Option<&'static str> {
+pub(super) fn fix_for(e: &S3Error, signing: Signing) -> Option<&'static str> {
+    let anonymous = signing != Signing::Signed;
     Some(match e.code() {
         _ if e.is_expired_token() => {
             "the credentials expired and refreshing them gave no newer ones: renew them (aws sso login, a new session token)"
@@ -120,6 +131,9 @@ pub(super) fn fix_for(e: &S3Error, anonymous: bool) -> Option<&'static str> {
             "the bucket's region could not be resolved: pass --region"
         }
         _ if e.status == 301 => "the bucket's region could not be resolved: pass --region",
+        _ if e.status == 403 && signing == Signing::NoSignRequest => {
+            "the requests were unsigned (--no-sign-request): this needs credentials (see README, Credentials and regions)"
+        }
         _ if e.status == 403 && anonymous => {
             "no credentials were found, so the requests were anonymous: configure credentials (see README, Credentials and regions), or check that the bucket is public"
         }

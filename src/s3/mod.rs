@@ -118,7 +118,7 @@ impl S3Client {
             bail!("--region {r:?} is not a region name (like us-east-2)");
         }
         let credentials = if config.anonymous {
-            CredentialSource::anonymous("--no-sign-request")
+            CredentialSource::anonymous("--no-sign-request", true)
         } else {
             CredentialSource::from_chain(
                 config.profile.as_deref(),
@@ -520,7 +520,7 @@ impl S3Client {
                             ));
                         }
                         if e.stops_run() || e.status == 403 {
-                            e.fix = error::fix_for(&e, self.credentials.is_anonymous());
+                            e.fix = error::fix_for(&e, self.credentials.signing());
                         }
                         return Err(e.into());
                     }

@@ -64,8 +64,13 @@ pub struct SyncReport {
     pub dry_run: bool,
     pub resumed: Option<String>,
     pub dates: Vec<DateReport>,
-    /// Versions not held after the run (missing, archived), retried by the next run.
+    /// Versions not held after the run (missing, archived, SSE-C).
     pub failures: u64,
+    /// Of those, archived (restore them in S3, then `--try-archived`) and SSE-C (never).
+    pub archived: u64,
+    pub needs_key: u64,
+    /// Of the missing and archived, those the bucket still lists (retried).
+    pub retryable: u64,
     pub interrupted: bool,
 }
 
@@ -210,11 +215,16 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         forget_if_untouched(&backup, root_existed);
     }
     result?;
-    report.failures = backup
+    let totals = backup
         .read_state()?
         .applied
         .last()
-        .map_or(0, |a| a.totals.not_held);
+        .map(|a| a.totals)
+        .unwrap_or_default();
+    report.failures = totals.not_held;
+    report.archived = totals.archived;
+    report.needs_key = totals.needs_key;
+    report.retryable = totals.retryable;
     Ok(report)
 }
 
