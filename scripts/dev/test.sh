@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh machine and runs them all:
-# the Python venv (SeaweedFS + boto3), formatting and lint checks, unit, property and
-# integration tests (the integration tests start their own SeaweedFS on free loopback ports),
-# then short runs of the reliability campaigns.
+# the Python venv (SeaweedFS, moto, boto3, awscrt), formatting and lint checks, unit, property
+# and integration tests (they start their own SeaweedFS on free loopback ports; tests/aws_s3.rs
+# starts the AWS-like harness in private network + mount namespaces, which needs root), the
+# e2e suite again against moto, then short runs of the reliability campaigns.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=$(scripts/dev/setup-venv.sh)
@@ -13,6 +14,10 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --all-targets --locked --features failpoints -- -D warnings
 cargo test --all-targets --locked --features failpoints
+# The e2e suite again against a second S3 implementation (moto), to catch assumptions that
+# hold only for SeaweedFS. (tests/aws_s3.rs runs the AWS-like harness, moto behind it.)
+S3INVBACKUP_TEST_S3=moto cargo test --locked --features failpoints \
+    --test sync_e2e --test fetch_s3 --test index_s3 --test bad_inputs --test diff_e2e
 # Short versions of the reliability campaigns (the full ones and their figures: RELIABILITY.md).
 seed="${CAMPAIGN_SEED:-7}"
 "$venv/bin/python" scripts/campaigns/campaign-crash.py --bin target/debug/s3invbackup --n 6 --seed "$seed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start or stop a throw-away SeaweedFS S3 server on 127.0.0.1 for tests and benchmarks.
 
-    s3server.py start --dir DIR [--watch-pid PID] [--access-key K --secret-key S]
+    s3server.py start --dir DIR [--watch-pid PID] [--access-key K --secret-key S] [--kind moto]
         Picks free loopback ports for every SeaweedFS service (so several servers can run
         side by side), starts `weed mini`, waits until the S3 port answers, and prints one
         JSON line: {"pid", "endpoint", "dir", "log"}. With --watch-pid, a watchdog process
@@ -9,6 +9,9 @@
         server behind.
     s3server.py stop --pid PID
         Kills the server by PID (its process group).
+
+--kind moto starts a moto server instead (a second S3 implementation, to catch
+SeaweedFS-specific assumptions; it does not check signatures).
 
 Only loopback addresses are used, and the server is never reached by name.
 """
@@ -40,6 +43,8 @@ def weed_binary():
 
 def start(args):
     os.makedirs(args.dir, exist_ok=True)
+    if args.kind == "moto":
+        return start_moto(args)
     ports = {name: free_port() for name in (
         "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
         "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
@@ -75,6 +80,26 @@ def start(args):
         watchdog(args.watch_pid, proc.pid)
     print(json.dumps({"pid": proc.pid, "endpoint": endpoint, "dir": args.dir, "log": log_path}),
           flush=True)
+
+
+def start_moto(args):
+    port = free_port()
+    log_path = os.path.join(args.dir, "moto.log")
+    log = open(log_path, "ab")
+    moto = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "moto_server")
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, cwd=args.dir, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + args.timeout
+    while not answers(endpoint):
+        if proc.poll() is not None or time.time() > deadline:
+            kill(proc.pid)
+            sys.exit(f"moto_server did not answer on {endpoint}; see {log_path}")
+        time.sleep(0.2)
+    if args.watch_pid:
+        watchdog(args.watch_pid, proc.pid)
+    print(json.dumps({"pid": proc.pid, "endpoint": endpoint, "dir": args.dir, "log": log_path,
+                      "kind": "moto"}), flush=True)
 
 
 def answers(endpoint):
@@ -134,6 +159,7 @@ def main():
     p.add_argument("--access-key")
     p.add_argument("--secret-key")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--kind", choices=["seaweedfs", "moto"], default="seaweedfs")
     p = sub.add_parser("stop")
     p.add_argument("--pid", type=int, required=True)
     args = parser.parse_args()

@@ -42,7 +42,21 @@ pub struct Server {
     _dir: tempfile::TempDir,
 }
 
-/// One SeaweedFS per test binary. It checks signatures (credentials in its environment).
+/// Which S3 implementation the tests run against: SeaweedFS, or moto when
+/// `S3INVBACKUP_TEST_S3=moto` (the second opinion CI runs the e2e suite with).
+pub fn server_kind() -> &'static str {
+    match std::env::var("S3INVBACKUP_TEST_S3").as_deref() {
+        Ok("moto") => "moto",
+        _ => "seaweedfs",
+    }
+}
+
+/// Whether the server refuses a bad signature (SeaweedFS does; moto accepts anything).
+pub fn server_checks_signatures() -> bool {
+    server_kind() != "moto"
+}
+
+/// One server per test binary. SeaweedFS checks signatures (credentials in its environment).
 pub fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -58,9 +72,11 @@ pub fn server() -> &'static Server {
                 ACCESS_KEY,
                 "--secret-key",
                 SECRET_KEY,
+                "--kind",
+                server_kind(),
             ])
             .output()
-            .expect("starting SeaweedFS");
+            .expect("starting the S3 server");
         assert!(
             out.status.success(),
             "s3server.py start failed: {}",
