@@ -418,3 +418,71 @@ fn a_long_run_of_denials_stops_the_run_and_it_resumes_with_credentials() {
     });
     assert!(o.status.success(), "{stderr}");
 }
+
+/// A backup records how each file was verified: S3's checksum for SSE-KMS files (their ETag
+/// is no MD5), so that `fsck --verify-content` checks them offline the same way; the part
+/// size of a multipart upload.
+#[test]
+fn verification_is_recorded_and_fsck_repeats_it_offline() {
+    let aws = Aws::start(json!({
+        "src": {"region": "us-east-2", "kms_prefix": "deep/"},
+        "inv": {"region": "us-east-2"},
+    }));
+    let (o, _, stderr) = run({
+        let mut c = aws.script("fixtures.py");
+        c.args([
+            "--endpoint",
+            &aws.moto,
+            "--bucket",
+            "src",
+            "--inventory-bucket",
+            "inv",
+            "--inventory-prefix",
+            "inv",
+            "--files",
+            "1",
+        ]);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let backup = aws.dir.path().join("backup");
+    let tool = |args: &[&str]| {
+        run({
+            let mut c = tool_with(&aws, &keys_env());
+            c.args(args);
+            c
+        })
+    };
+    let b = backup.to_str().unwrap();
+    let (o, _, stderr) = tool(&["sync", "s3://inv/inv/", b]);
+    assert!(o.status.success(), "{stderr}");
+    let (o, stdout, stderr) = tool(&["locate", b, "deep/a/b/c/d/e/f/g.txt"]);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("verified: CRC32"), "{stdout}");
+    // fixtures.py uploads parts without a checksum: the multipart ETag (and its part size
+    // is recorded, so fsck below needs no guessing).
+    let (_, stdout, _) = tool(&["locate", b, "big/multipart.bin"]);
+    assert!(stdout.contains("verified: multipart ETag"), "{stdout}");
+    // Offline: every file checked by what its fetch used (nothing by size only).
+    let (o, _, stderr) = tool(&["fsck", "--verify-content", b]);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains(" 0 checkable by size only"), "{stderr}");
+    // A flipped byte in the SSE-KMS file is found by its recorded checksum.
+    let file = backup.join("deep/a/b/c/d/e/f/g.txt");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] ^= 1;
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (o, stdout, stderr) = tool(&["fsck", "--verify-content", b]);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        (stdout.clone() + &stderr).contains("CRC32") && (stdout + &stderr).contains("g.txt"),
+        "{stderr}"
+    );
+}

@@ -37,11 +37,30 @@ pub enum Entry {
     Place {
         staging: String,
         dest: String,
+        /// How it was verified, for the catalog (the commit records it there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<PlacedCheck>,
     },
     /// Versions JSON files of the run's directories are being rewritten.
     Versions,
     /// The new catalog is about to replace the old one.
     Commit,
+}
+
+/// How a placed file was verified (the catalog's `Local::check`, `part_size`, `checksum`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedCheck {
+    /// `Check::name()`.
+    pub how: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part_size: u64,
+    /// Hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 pub struct Journal {

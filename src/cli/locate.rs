@@ -87,13 +87,16 @@ pub fn run(args: &LocateArgs) -> Result<()> {
         } else {
             writeln!(
                 out,
-                "{}  {}  {:>12}  {}  {} ({})  {}",
+                "{}  {}  {:>12}  {}  {} ({}{})  {}",
                 d.version_id,
                 d.last_modified,
                 d.size,
                 d.etag.as_deref().unwrap_or("-"),
                 d.status,
                 d.local,
+                d.verified
+                    .map(|v| format!(", verified: {v}"))
+                    .unwrap_or_default(),
                 d.path
                     .map(|p| backup.root.join(p).display().to_string())
                     .unwrap_or_else(|| "-".into())

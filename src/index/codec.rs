@@ -2,13 +2,21 @@
 //! in-memory buffers, which use the same encoding with no key sharing).
 
 use crate::model::etag::ETag;
-use crate::model::record::{Flags, Local, LocalState, StorageClass, VersionRecord};
+use crate::model::record::{
+    Check, Flags, Local, LocalState, StorageClass, StoredChecksum, VersionRecord,
+};
 use crate::model::timestamp::Timestamp;
 
 /// Set in the stored flags byte when an ETag follows; never visible in [`Flags`].
 const HAS_ETAG: u8 = 0x80;
 /// Catalog records: the local half follows the ETag.
 const HAS_LOCAL: u8 = 0x40;
+/// In the local half's second byte: bit 0 is `shadowed`, bits 1-4 the [`Check`]; these say
+/// a part size / a checksum follows the dates. (Format 1 wrote 0 or 1 there: it decodes
+/// the same way.)
+const SHADOWED: u8 = 0x01;
+const HAS_PART_SIZE: u8 = 0x20;
+const HAS_CHECKSUM: u8 = 0x40;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -137,11 +145,25 @@ pub fn encode_record(out: &mut Vec<u8>, prev_key: &str, rec: &VersionRecord) {
     if has_local != 0 {
         let l = &rec.local;
         out.push(l.state as u8);
-        out.push(u8::from(l.shadowed));
+        let mut bits = u8::from(l.shadowed) | ((l.check as u8) << 1);
+        if l.part_size != 0 {
+            bits |= HAS_PART_SIZE;
+        }
+        if l.checksum.len != 0 {
+            bits |= HAS_CHECKSUM;
+        }
+        out.push(bits);
         put_varint(out, l.displaced);
         put_varint(out, l.first_seen.0 as u64);
         put_varint(out, l.noncurrent_since.0 as u64);
         put_varint(out, l.gone_since.0 as u64);
+        if l.part_size != 0 {
+            put_varint(out, l.part_size);
+        }
+        if l.checksum.len != 0 {
+            out.push(l.checksum.len);
+            out.extend_from_slice(l.checksum.value());
+        }
     }
 }
 
@@ -217,12 +239,17 @@ fn decode_fields(buf: &[u8], pos: &mut usize, rec: &mut VersionRecord) -> Result
         None
     };
     rec.local = if flags & HAS_LOCAL != 0 {
-        let [state, shadowed] = get_bytes(buf, pos, 2)? else {
+        let [state, bits] = get_bytes(buf, pos, 2)? else {
             unreachable!()
         };
+        let bits = *bits;
         let state = LocalState::from_u8(*state)
             .filter(|s| *s != LocalState::None)
             .ok_or(CodecError("unknown local state"))?;
+        if bits & 0x80 != 0 {
+            return Err(CodecError("unknown local bits"));
+        }
+        let check = Check::from_u8((bits >> 1) & 0x0f).ok_or(CodecError("unknown check"))?;
         let displaced = get_varint(buf, pos)?;
         let mut time = || -> Result<Timestamp, CodecError> {
             let v = get_varint(buf, pos)?;
@@ -230,13 +257,31 @@ fn decode_fields(buf: &[u8], pos: &mut usize, rec: &mut VersionRecord) -> Result
                 i64::try_from(v).map_err(|_| CodecError("bad timestamp"))?,
             ))
         };
+        let (first_seen, noncurrent_since, gone_since) = (time()?, time()?, time()?);
+        let part_size = if bits & HAS_PART_SIZE != 0 {
+            get_varint(buf, pos)?
+        } else {
+            0
+        };
+        let checksum = if bits & HAS_CHECKSUM != 0 {
+            let [len] = get_bytes(buf, pos, 1)? else {
+                unreachable!()
+            };
+            let value = get_bytes(buf, pos, u64::from(*len))?;
+            StoredChecksum::new(value).ok_or(CodecError("bad checksum length"))?
+        } else {
+            StoredChecksum::default()
+        };
         Local {
             state,
-            shadowed: *shadowed != 0,
+            shadowed: bits & SHADOWED != 0,
             displaced,
-            first_seen: time()?,
-            noncurrent_since: time()?,
-            gone_since: time()?,
+            first_seen,
+            noncurrent_since,
+            gone_since,
+            check,
+            part_size,
+            checksum,
         }
     } else {
         Local::default()
@@ -291,9 +336,14 @@ mod tests {
             0i64..4_000_000_000_000,
             any::<u64>(),
             proptest::option::of((any::<[u8; 16]>(), 0u32..10_000)),
-            0u8..16,
-            0u8..13,
-            (0u8..6, any::<bool>(), any::<u64>(), 0i64..4_000_000_000_000),
+            0u8..32,
+            0u8..14,
+            (0u8..7, any::<bool>(), any::<u64>(), 0i64..4_000_000_000_000),
+            (
+                0u8..9,
+                prop_oneof![Just(0u64), any::<u64>()],
+                proptest::collection::vec(any::<u8>(), 0..=32),
+            ),
         )
             .prop_map(
                 |(
@@ -305,6 +355,7 @@ mod tests {
                     flags,
                     class,
                     (state, shadowed, displaced, t),
+                    (check, part_size, checksum),
                 )| VersionRecord {
                     key,
                     version_id,
@@ -322,10 +373,42 @@ mod tests {
                             first_seen: Timestamp(t),
                             noncurrent_since: Timestamp(t / 2),
                             gone_since: Timestamp(t / 3),
+                            check: Check::from_u8(check).unwrap(),
+                            part_size,
+                            checksum: StoredChecksum::new(&checksum).unwrap_or_default(),
                         },
                     },
                 },
             )
+    }
+
+    /// A catalog record as format 1 wrote it (the second local byte 0 or 1, nothing after
+    /// the dates) decodes as it always did.
+    #[test]
+    fn format_1_local_halves_decode_unchanged() {
+        let rec = VersionRecord {
+            key: "a/b".into(),
+            version_id: "v".into(),
+            local: Local {
+                state: LocalState::Present,
+                shadowed: true,
+                displaced: 5,
+                first_seen: Timestamp(7),
+                ..Local::default()
+            },
+            ..VersionRecord::default()
+        };
+        let mut buf = Vec::new();
+        encode_record(&mut buf, "", &rec);
+        // What format 1 wrote for this record: byte for byte the same (no check, no extras).
+        let mut v1 = vec![0, 3];
+        v1.extend_from_slice(b"a/b");
+        v1.extend_from_slice(&[1, b'v', 0, 0, HAS_LOCAL, 0, 1, 1, 5, 7, 0, 0]);
+        assert_eq!(buf, v1);
+        let mut pos = 0;
+        let mut back = VersionRecord::default();
+        decode_record(&v1, &mut pos, &mut back).unwrap();
+        assert_eq!(back, rec);
     }
 
     proptest! {

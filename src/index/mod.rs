@@ -57,7 +57,11 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"S3INVIDX";
 pub const TRAILER_MAGIC: &[u8; 8] = b"S3INVEND";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: catalog records may carry how each file was verified (codec.rs). Format 1 files are
+/// read as they are; a program that reads only format 1 refuses format 2 by this number.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this program reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const TRAILER_LEN: usize = 32;
 /// Raw bytes per block before compression: big enough for zstd to find the repetition in
 /// keys and storage classes, small enough that a prefix seek reads little.

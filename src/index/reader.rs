@@ -10,7 +10,9 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use anyhow::{Context, Result, bail};
 
 use super::codec::{decode_record_after, get_varint};
-use super::{FORMAT_VERSION, IndexMeta, IndexStats, MAGIC, TRAILER_LEN, TRAILER_MAGIC};
+use super::{
+    FORMAT_VERSION, IndexMeta, IndexStats, MAGIC, OLDEST_FORMAT_VERSION, TRAILER_LEN, TRAILER_MAGIC,
+};
 use crate::model::record::VersionRecord;
 
 /// A fuzzing build (`cargo fuzz` sets `--cfg fuzzing`) takes every checksum as good, so
@@ -77,9 +79,9 @@ impl IndexReader {
             return Err(corrupt("not an s3invbackup index (bad magic)"));
         }
         let version = u32_at(&head, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             bail!(
-                "index {}: format version {version}, this program reads version {FORMAT_VERSION}; rebuild it with `s3invbackup index`",
+                "index {}: format version {version}, this program reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}; rebuild it with `s3invbackup index` (a catalog: with the newer program that wrote it)",
                 path.display()
             );
         }

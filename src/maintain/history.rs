@@ -27,6 +27,9 @@ pub struct Located {
     pub first_seen: String,
     pub noncurrent_since: Option<String>,
     pub gone_since: Option<String>,
+    /// How the file was verified when fetched (MD5, multipart ETag, CRC64NVME, ..., size
+    /// only; none where not recorded).
+    pub verified: Option<&'static str>,
 }
 
 /// Every version of `key` in the catalog, oldest first: a seek to the key's block, not a scan.
@@ -72,6 +75,8 @@ pub fn describe(backup: &Backup, rec: &VersionRecord) -> Located {
         first_seen: rec.local.first_seen.to_string(),
         noncurrent_since: when(rec.local.noncurrent_since),
         gone_since: when(rec.local.gone_since),
+        verified: (rec.local.check != crate::model::record::Check::Unknown)
+            .then(|| rec.local.check.name()),
     }
 }
 

@@ -159,6 +159,86 @@ impl LocalState {
     }
 }
 
+/// How a held file was verified when it was fetched, so that `fsck --verify-content` can
+/// check it the same way offline. `Unknown`: fetched before this was recorded, or placed
+/// from an interrupted run's staging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Check {
+    #[default]
+    Unknown = 0,
+    Md5 = 1,
+    MultipartEtag = 2,
+    Crc64Nvme = 3,
+    Crc32c = 4,
+    Crc32 = 5,
+    Sha1 = 6,
+    Sha256 = 7,
+    SizeOnly = 8,
+}
+
+impl Check {
+    pub fn from_u8(v: u8) -> Option<Check> {
+        Some(match v {
+            0 => Check::Unknown,
+            1 => Check::Md5,
+            2 => Check::MultipartEtag,
+            3 => Check::Crc64Nvme,
+            4 => Check::Crc32c,
+            5 => Check::Crc32,
+            6 => Check::Sha1,
+            7 => Check::Sha256,
+            8 => Check::SizeOnly,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Unknown => "unknown",
+            Check::Md5 => "MD5",
+            Check::MultipartEtag => "multipart ETag",
+            Check::Crc64Nvme => "CRC64NVME",
+            Check::Crc32c => "CRC32C",
+            Check::Crc32 => "CRC32",
+            Check::Sha1 => "SHA1",
+            Check::Sha256 => "SHA256",
+            Check::SizeOnly => "size only",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Check> {
+        (0..=8)
+            .filter_map(Check::from_u8)
+            .find(|c| c.name() == name)
+    }
+}
+
+/// S3's full-object checksum of a file, kept only where the ETag cannot check it offline
+/// (SSE-KMS): up to 32 bytes (SHA256), `len` 0 for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredChecksum {
+    pub len: u8,
+    pub bytes: [u8; 32],
+}
+
+impl StoredChecksum {
+    pub fn new(value: &[u8]) -> Option<StoredChecksum> {
+        if value.is_empty() || value.len() > 32 {
+            return None;
+        }
+        let mut bytes = [0; 32];
+        bytes[..value.len()].copy_from_slice(value);
+        Some(StoredChecksum {
+            len: value.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// A catalog record's local half: state, where the file sits, and the dates that matter for
 /// restore and prune. Dates are inventory dates (ms since the epoch); 0 means "not yet".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +253,13 @@ pub struct Local {
     pub first_seen: Timestamp,
     pub noncurrent_since: Timestamp,
     pub gone_since: Timestamp,
+    /// How the file was verified when fetched.
+    pub check: Check,
+    /// A multipart upload's part size (all parts but the last), when the fetch learned it;
+    /// 0 otherwise.
+    pub part_size: u64,
+    /// S3's checksum, where the ETag is not an MD5.
+    pub checksum: StoredChecksum,
 }
 
 impl VersionRecord {

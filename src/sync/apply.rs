@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::backup::journal::{Entry, Journal};
+use crate::backup::journal::{Entry, Journal, PlacedCheck};
 use crate::backup::layout::NameStem;
 use crate::backup::run_dir::{PlanSummary, RunDir, Step};
 use crate::model::record::LocalState;
@@ -279,7 +279,8 @@ impl<'a> Run<'a> {
             self.state_dir
                 .join(Backup::staging_rel(&t.key, &t.version_id, t.last_modified));
         if is_verified_copy(&staging, t.size, t.last_modified) {
-            self.place(&staging, &t.dest)?;
+            // Verified by the interrupted attempt; how is not known any more.
+            self.place(&staging, &t.dest, None)?;
             self.outcome.reused_from_staging += 1;
             self.counters.files_done.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
@@ -318,7 +319,7 @@ impl<'a> Run<'a> {
     }
 
     /// Moves a verified download from staging into the tree, journaled first.
-    fn place(&mut self, staging: &Path, dest: &str) -> Result<()> {
+    fn place(&mut self, staging: &Path, dest: &str, check: Option<PlacedCheck>) -> Result<()> {
         let staging_rel = staging
             .strip_prefix(&self.state_dir)
             .unwrap_or(staging)
@@ -327,6 +328,7 @@ impl<'a> Run<'a> {
         self.journal.append(&Entry::Place {
             staging: staging_rel,
             dest: dest.to_string(),
+            check,
         })?;
         let target = self.root.join(dest);
         if exists(&target) {
@@ -355,11 +357,16 @@ impl<'a> Run<'a> {
             self.denied_in_a_row = 0;
         }
         match r.outcome {
-            Ok(_) => {
+            Ok(how) => {
                 if self.error.is_some() {
                     return; // stays verified in staging for the next run
                 }
-                match self.place(&r.request.dest, &p.dest) {
+                let check = PlacedCheck {
+                    how: crate::model::record::Check::from(how).name().to_string(),
+                    part_size: r.part_size,
+                    checksum: r.checksum.as_deref().map(crate::inventory::hex),
+                };
+                match self.place(&r.request.dest, &p.dest, Some(check)) {
                     Ok(()) => {
                         self.outcome.downloaded += 1;
                         self.outcome.downloaded_bytes += r.request.size;

@@ -12,12 +12,12 @@ use anyhow::{Context, Result};
 
 use crate::backup::catalog;
 use crate::backup::durable::sync_filesystem;
-use crate::backup::journal::{Entry, Journal};
+use crate::backup::journal::{Entry, Journal, PlacedCheck};
 use crate::backup::run_dir::{PendingRun, RunDir};
 use crate::backup::totals::Totals;
 use crate::backup::{AppliedDate, Backup, State};
 use crate::index::IndexReader;
-use crate::model::record::LocalState;
+use crate::model::record::{Check, Local, LocalState, StoredChecksum};
 use crate::model::timestamp::Timestamp;
 use crate::sync::apply::{Executor, RunOutcome};
 use crate::sync::{DateReport, SyncReport};
@@ -113,7 +113,21 @@ fn commit(
     planned_totals: Totals,
 ) -> Result<Totals> {
     let planned = run_dir.planned_catalog();
-    let (final_path, totals) = if outcome.failures.is_empty() {
+    // How each file this run placed was verified (every attempt of the run: the journal
+    // holds them all), for the catalog.
+    let checks: HashMap<String, PlacedCheck> =
+        crate::backup::journal::read(&run_dir.journal_path())?
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Place {
+                    dest,
+                    check: Some(c),
+                    ..
+                } => Some((dest, c)),
+                _ => None,
+            })
+            .collect();
+    let (final_path, totals) = if outcome.failures.is_empty() && checks.is_empty() {
         (planned, planned_totals)
     } else {
         let failed: HashMap<(&str, &str, i64), LocalState> = outcome
@@ -139,6 +153,11 @@ fn commit(
             );
             if let Some(state) = failed.get(&id) {
                 rec.local.state = *state;
+            } else if !checks.is_empty()
+                && let Some(path) = catalog::file_path(&backup.stem, rec)
+                && let Some(c) = checks.get(&path)
+            {
+                record_check(&mut rec.local, c);
             }
         })?;
         (out, totals)
@@ -162,4 +181,23 @@ fn commit(
     // Durable before the state says the date is applied.
     catalog::replace(&final_path, &backup.catalog_path())?;
     Ok(totals)
+}
+
+/// Writes what the journal says about a placed file's verification into its record.
+fn record_check(local: &mut Local, c: &PlacedCheck) {
+    local.check = Check::from_name(&c.how).unwrap_or_default();
+    local.part_size = c.part_size;
+    local.checksum = c
+        .checksum
+        .as_deref()
+        .and_then(unhex)
+        .and_then(|v| StoredChecksum::new(&v))
+        .unwrap_or_default();
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }

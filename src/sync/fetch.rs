@@ -59,6 +59,22 @@ pub enum Verified {
     SizeOnly,
 }
 
+impl From<Verified> for crate::model::record::Check {
+    fn from(v: Verified) -> Self {
+        use crate::model::record::Check;
+        match v {
+            Verified::Md5 => Check::Md5,
+            Verified::MultipartEtag => Check::MultipartEtag,
+            Verified::Checksum(Algorithm::Crc64Nvme) => Check::Crc64Nvme,
+            Verified::Checksum(Algorithm::Crc32c) => Check::Crc32c,
+            Verified::Checksum(Algorithm::Crc32) => Check::Crc32,
+            Verified::Checksum(Algorithm::Sha1) => Check::Sha1,
+            Verified::Checksum(Algorithm::Sha256) => Check::Sha256,
+            Verified::SizeOnly => Check::SizeOnly,
+        }
+    }
+}
+
 impl Verified {
     pub fn name(self) -> &'static str {
         match self {
@@ -205,6 +221,11 @@ pub struct FetchCounters {
 pub struct FetchResult {
     pub request: FetchRequest,
     pub outcome: Result<Verified, FetchError>,
+    /// What the catalog keeps so that fsck can check the file offline the same way: the
+    /// part size of a multipart upload fetched on its parts (0: none), and S3's full-object
+    /// checksum where the ETag is no MD5.
+    pub part_size: u64,
+    pub checksum: Option<Vec<u8>>,
 }
 
 /// One byte range of an object, and the MD5 it is checked against when it is a whole part.
@@ -372,11 +393,26 @@ impl Worker<'_> {
     }
 
     fn finish(&self, request: FetchRequest, outcome: Result<Verified, FetchError>) {
+        self.finish_with(request, outcome, 0, None);
+    }
+
+    fn finish_with(
+        &self,
+        request: FetchRequest,
+        outcome: Result<Verified, FetchError>,
+        part_size: u64,
+        checksum: Option<Vec<u8>>,
+    ) {
         match &outcome {
             Ok(_) => self.counters.objects_done.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.counters.failures.fetch_add(1, Ordering::Relaxed),
         };
-        let _ = self.results_tx.send(FetchResult { request, outcome });
+        let _ = self.results_tx.send(FetchResult {
+            request,
+            outcome,
+            part_size,
+            checksum,
+        });
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -683,7 +719,30 @@ impl Worker<'_> {
                 let _ = std::fs::remove_file(&request.dest);
                 self.finish(request, Err(e));
             }
-            Ok(v) => self.finish(request, Ok(v)),
+            Ok(v) => {
+                // Parts of one size but the last: that size is all fsck needs to check
+                // the multipart ETag offline.
+                let uniform = job.ranges.len() > 1
+                    && job.ranges[..job.ranges.len() - 1]
+                        .iter()
+                        .all(|r| r.len == job.ranges[0].len);
+                let part_size = if job.parts_are_ranges && uniform {
+                    job.ranges[0].len
+                } else {
+                    0
+                };
+                let says = job.s3_says.lock().expect("lock");
+                let checksum = match (&says.checksum, v) {
+                    (Some(e), Verified::Checksum(_))
+                        if e.parts.is_none() && !says.etag_is_md5(&request) =>
+                    {
+                        Some(e.value.clone())
+                    }
+                    _ => None,
+                };
+                drop(says);
+                self.finish_with(request, Ok(v), part_size, checksum)
+            }
         }
     }
 }

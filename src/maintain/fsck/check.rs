@@ -11,6 +11,7 @@ use crate::backup::Backup;
 use crate::backup::catalog::{self, file_path};
 use crate::backup::versions_json::Renderer;
 use crate::model::etag::ETag;
+use crate::model::record::Local;
 use crate::model::timestamp::Timestamp;
 
 pub(super) fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
@@ -29,6 +30,9 @@ pub(super) struct Held {
     pub etag: Option<ETag>,
     pub etag_is_md5: bool,
     pub last_modified: Timestamp,
+    /// What the fetch recorded: how it verified the file, the multipart part size, and S3's
+    /// checksum where the ETag is no MD5.
+    pub local: Local,
 }
 
 /// What the catalog says the tree holds: every file, and every directory's versions JSON
@@ -59,6 +63,7 @@ pub(super) fn expected(backup: &Backup) -> Result<Expected> {
                 etag: rec.etag,
                 etag_is_md5: rec.etag_is_md5(),
                 last_modified: rec.last_modified,
+                local: rec.local,
             });
         }
     }

@@ -109,6 +109,9 @@ pub(super) fn verify_all(
 /// `Ok(false)`: the ETag cannot check these bytes (opaque ETag, or a multipart upload with
 /// an unusual part size: the catalog does not record part sizes).
 pub(super) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
+    if h.local.checksum.len != 0 {
+        return verify_checksum(path, h);
+    }
     let Some(etag) = h.etag.filter(|_| h.etag_is_md5) else {
         return Ok(false); // size already checked; the ETag says nothing more
     };
@@ -132,6 +135,9 @@ pub(super) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
     // puts each block inside one part of every candidate: one pass, bounded memory.
     let mut candidates: Vec<PartHasher> = if parts == 0 {
         vec![PartHasher::new(u64::MAX)]
+    } else if h.local.part_size != 0 {
+        // The fetch recorded the part size: one candidate, whatever its alignment.
+        vec![PartHasher::new(h.local.part_size)]
     } else {
         let first = low.div_ceil(MIB).max(1) * MIB;
         (0..64)
@@ -183,6 +189,41 @@ pub(super) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
     ))
 }
 
+/// An SSE-KMS file checked against the S3 checksum its fetch recorded.
+fn verify_checksum(path: &Path, h: &Held) -> Result<bool, String> {
+    use crate::model::checksum::{Algorithm, Hasher};
+    use crate::model::record::Check;
+    let algorithm = match h.local.check {
+        Check::Crc64Nvme => Algorithm::Crc64Nvme,
+        Check::Crc32c => Algorithm::Crc32c,
+        Check::Crc32 => Algorithm::Crc32,
+        Check::Sha1 => Algorithm::Sha1,
+        Check::Sha256 => Algorithm::Sha256,
+        _ => return Ok(false),
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| format!("opening: {e}"))?;
+    let mut hasher = Hasher::new(algorithm);
+    let mut block = vec![0u8; MIB as usize];
+    loop {
+        let n = read_block(&mut file, &mut block).map_err(|e| format!("reading: {e}"))?;
+        hasher.update(&block[..n]);
+        if n < block.len() {
+            break;
+        }
+    }
+    let actual = hasher.finish();
+    if actual == h.local.checksum.value() {
+        Ok(true)
+    } else {
+        Err(format!(
+            "{} {} is not the {} S3 sent",
+            algorithm.name(),
+            crate::inventory::hex(&actual),
+            crate::inventory::hex(h.local.checksum.value())
+        ))
+    }
+}
+
 const MIB: u64 = 1 << 20;
 
 /// Fills `block` unless the file ends first; returns the bytes read.
@@ -221,12 +262,16 @@ impl PartHasher {
         }
     }
 
-    /// `bytes` lie inside one part (the caller's blocks are aligned to every part size).
-    fn update(&mut self, bytes: &[u8]) {
-        self.part.update(bytes);
-        self.in_part += bytes.len() as u64;
-        if self.in_part == self.part_size {
-            self.close_part();
+    /// `bytes` may cross part boundaries (a recorded part size need not be whole MiB).
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = (self.part_size - self.in_part).min(bytes.len() as u64) as usize;
+            self.part.update(&bytes[..room]);
+            self.in_part += room as u64;
+            bytes = &bytes[room..];
+            if self.in_part == self.part_size {
+                self.close_part();
+            }
         }
     }
 
@@ -266,6 +311,7 @@ mod tests {
             etag: Some(etag),
             etag_is_md5: true,
             last_modified: Timestamp(0),
+            local: crate::model::record::Local::default(),
         }
     }
 
@@ -306,12 +352,41 @@ mod tests {
         // record part sizes yet; README "fsck").
         let odd = multipart_etag(&bytes, (5 << 20) + 1);
         assert!(verify_content(&path, &held(size, odd)).is_err());
-        // One flipped byte is found, single or multipart.
+        // ... unless the fetch recorded it: then it is checked, across MiB boundaries.
+        let recorded = |etag, part_size| Held {
+            local: crate::model::record::Local {
+                part_size,
+                ..Default::default()
+            },
+            ..held(size, etag)
+        };
+        assert_eq!(
+            verify_content(&path, &recorded(odd, (5 << 20) + 1)),
+            Ok(true)
+        );
+        assert_eq!(verify_content(&path, &recorded(tiny, 13_900)), Ok(true));
+        // An SSE-KMS file: its opaque ETag says nothing, the recorded CRC64NVME does.
+        let mut crc =
+            crate::model::checksum::Hasher::new(crate::model::checksum::Algorithm::Crc64Nvme);
+        crc.update(&bytes);
+        let kms = Held {
+            etag_is_md5: false,
+            local: crate::model::record::Local {
+                check: crate::model::record::Check::Crc64Nvme,
+                checksum: crate::model::record::StoredChecksum::new(&crc.finish()).unwrap(),
+                ..Default::default()
+            },
+            ..held(size, single)
+        };
+        assert_eq!(verify_content(&path, &kms), Ok(true));
+        // One flipped byte is found, single or multipart, by MD5 or by checksum.
         let mut bad = bytes.clone();
         bad[9 << 20] ^= 1;
         std::fs::write(&path, &bad).unwrap();
         assert!(verify_content(&path, &held(size, single)).is_err());
         let etag = multipart_etag(&bytes, 8 << 20);
         assert!(verify_content(&path, &held(size, etag)).is_err());
+        assert!(verify_content(&path, &kms).is_err());
+        assert!(verify_content(&path, &recorded(odd, (5 << 20) + 1)).is_err());
     }
 }
