@@ -86,6 +86,41 @@ fn boto3_agrees_with_the_harness() {
     let seen = check("payer", &["k", "--requester-pays"]);
     assert_eq!(seen["without_payer"], "AccessDenied");
     assert_eq!(seen["bytes"], 10);
+    // botocore reads a profile's credential_process, and the harness takes its tokens.
+    let aws_dir = aws.home().join(".aws");
+    std::fs::create_dir_all(&aws_dir).unwrap();
+    std::fs::write(
+        aws_dir.join("config"),
+        format!(
+            "[profile proc]\ncredential_process = {} {} --counter {}\n",
+            support::venv().join("bin/python").display(),
+            support::repo()
+                .join("scripts/harness/aws_credential_process.py")
+                .display(),
+            aws.dir.path().join("counter").display()
+        ),
+    )
+    .unwrap();
+    let (out, stdout, stderr) = run({
+        let mut c = aws.command(support::venv().join("bin/python"));
+        c.arg(support::repo().join("scripts/harness/aws_check_boto3.py"))
+            .args([
+                "--bucket",
+                "far-away",
+                "--key",
+                "a b/c.txt",
+                "--profile",
+                "proc",
+            ]);
+        c
+    });
+    assert!(
+        out.status.success(),
+        "boto3 with credential_process: {stderr}"
+    );
+    let seen: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(seen["credential_method"], "custom-process");
+    assert_eq!(seen["bytes"], 1000);
     // The front refused botocore's first, wrong-region request and accepted its signed retry:
     // its SigV4 check agrees with botocore's signer.
     let reqs = aws.requests();
@@ -485,4 +520,148 @@ fn verification_is_recorded_and_fsck_repeats_it_offline() {
         (stdout.clone() + &stderr).contains("CRC32") && (stdout + &stderr).contains("g.txt"),
         "{stderr}"
     );
+}
+
+/// A current-versions-only inventory (no VersionId column): GETs name no version and carry
+/// `If-Match` with the listed ETag, so a key overwritten since the inventory answers 412 and
+/// is reported as changed (fetched on a later date), never stored as the listed version.
+#[test]
+fn a_current_only_inventory_fetches_the_listed_object_or_nothing() {
+    let aws = Aws::start(json!({
+        "src": {"region": "us-east-2"},
+        "inv": {"region": "us-east-2"},
+    }));
+    let (o, _, stderr) = run({
+        let mut c = aws.script("fixtures.py");
+        c.args([
+            "--endpoint",
+            &aws.moto,
+            "--bucket",
+            "src",
+            "--inventory-bucket",
+            "inv",
+            "--inventory-prefix",
+            "inv",
+            "--files",
+            "1",
+            "--current-only",
+        ]);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    // After the last inventory was written, a.txt is overwritten.
+    seed(
+        &aws,
+        "src",
+        json!([{"key": "a.txt", "size": 77, "seed": 99}]),
+    );
+    aws.clear_requests();
+    let backup = aws.dir.path().join("backup");
+    let (o, _, stderr) = run({
+        let mut c = tool_with(&aws, &keys_env());
+        c.args(["sync", "s3://inv/inv/"]).arg(&backup);
+        c
+    });
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a.txt") && stderr.contains("changed since the inventory"),
+        "{stderr}"
+    );
+    assert!(!backup.join("a.txt").exists());
+    assert!(backup.join("x").exists());
+    // No GET named a version; a.txt's was refused with 412.
+    let reqs = aws.requests();
+    assert!(
+        reqs.iter()
+            .filter(|r| r.0 == "GET")
+            .all(|r| !r.2.contains("versionId"))
+    );
+    assert!(
+        reqs.iter().any(|r| r.2 == "/a.txt" && r.3 == 412),
+        "{reqs:?}"
+    );
+}
+
+/// The README's dandiarchive commands, as written (paths aside), against a dandiarchive
+/// bucket in us-east-2 that holds its own inventory, as the real one does.
+#[test]
+fn the_readme_dandiarchive_examples_work_as_written() {
+    let aws = Aws::start(json!({"dandiarchive": {"region": "us-east-2", "public": true}}));
+    let (o, _, stderr) = run({
+        let mut c = aws.script("fixtures.py");
+        c.args([
+            "--endpoint",
+            &aws.moto,
+            "--bucket",
+            "dandiarchive",
+            "--inventory-bucket",
+            "dandiarchive",
+            "--inventory-prefix",
+            "dandiarchive/dandiarchive",
+            "--files",
+            "2",
+            "--start-date",
+            "2024-11-12T01:00:00",
+        ]);
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let inv = "s3://dandiarchive/dandiarchive/dandiarchive/";
+    let tmp = aws.dir.path();
+    let backup = tmp.join("dandi-backup");
+    let b = backup.to_str().unwrap();
+    let tool = |args: &[&str]| {
+        let (o, stdout, stderr) = run({
+            let mut c = aws.tool();
+            c.args(args);
+            c
+        });
+        assert!(o.status.success(), "{args:?}: {stderr}");
+        stdout
+    };
+    let dates = tool(&["dates", inv, "--no-sign-request"]);
+    assert!(dates.contains("2024-11-12T01-00Z  complete"), "{dates}");
+    let report = tmp.join("report.json");
+    tool(&[
+        "sync",
+        inv,
+        b,
+        "--no-sign-request",
+        "--name-stem",
+        "dandi-s3-backup",
+        "--jobs",
+        "32",
+    ]);
+    tool(&[
+        "sync",
+        inv,
+        b,
+        "--no-sign-request",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let index = tmp.join("2024-11-12.s3inv");
+    tool(&[
+        "index",
+        inv,
+        "--date",
+        "2024-11-12",
+        "-o",
+        index.to_str().unwrap(),
+        "--memory",
+        "4GiB",
+        "--tmp-dir",
+        tmp.to_str().unwrap(),
+        "--no-sign-request",
+    ]);
+    assert!(tool(&["dump", index.to_str().unwrap()]).contains("a.txt"));
+    let diff = tool(&[
+        "diff",
+        &format!("{inv}@2024-11-12"),
+        &format!("{inv}@2024-11-13"),
+        "--no-sign-request",
+        "--cache-dir",
+        tmp.join("cache").to_str().unwrap(),
+    ]);
+    assert!(diff.contains("added"), "{diff}");
 }

@@ -300,8 +300,16 @@ class Writer:
             self.s3.put_object(Bucket=self.args.inventory_bucket, Key=f"{self.root}/{rel}", Body=data)
 
 
+CURRENT_ONLY_DROP = ("VersionId", "IsLatest", "IsDeleteMarker")
+
+
 def write_inventory(s3, writer, args, date, rows, rng):
     fields = [f.strip() for f in args.schema.split(",")]
+    if args.current_only:
+        # A current-versions-only inventory: the latest version of each key that is not
+        # deleted, and no version columns.
+        fields = [f for f in fields if f not in CURRENT_ONLY_DROP]
+        rows = [r for r in rows if r["is_latest"] and not r["is_delete_marker"]]
     if args.shuffle:
         rows = rows[:]
         rng.shuffle(rows)
@@ -321,7 +329,7 @@ def write_inventory(s3, writer, args, date, rows, rng):
         "version": "2016-11-30",
         "creationTimestamp": str(created),
         "fileFormat": "CSV",
-        "fileSchema": args.schema,
+        "fileSchema": ", ".join(fields),
         "files": files,
     }
     folder = date.strftime("%Y-%m-%dT%H-%MZ")
@@ -349,6 +357,8 @@ def main():
     p.add_argument("--files", type=int, default=3, help="data files per date")
     p.add_argument("--shuffle", action="store_true", help="shuffle rows within and across files")
     p.add_argument("--schema", default=DEFAULT_SCHEMA)
+    p.add_argument("--current-only", action="store_true",
+                   help="write current-versions-only inventories (no VersionId, IsLatest, IsDeleteMarker)")
     p.add_argument("--start-date", default="2024-11-01T01:00:00")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model", help="write the oracle (versions per date) as JSON here")

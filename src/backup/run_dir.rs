@@ -60,7 +60,14 @@ pub enum Step {
         etag: Option<String>,
         etag_is_md5: bool,
         dest: String,
+        /// False for a current-versions-only inventory: GET the latest (no versionId).
+        #[serde(default = "yes")]
+        versioned: bool,
     },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What a plan holds; written last into the run directory (its presence means "planned").

@@ -5,7 +5,7 @@
 /// An S3 failure with its HTTP status and S3 error code. `what` is the request as
 /// `METHOD s3://bucket/key?versionId=…`: never a URL, which could carry a signature.
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: HTTP {status}{}{}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(), fix.map(|f| format!(" ({f})")).unwrap_or_default())]
+#[error("{what}: HTTP {status}{}{}{}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(), fix.map(|f| format!(" ({f})")).unwrap_or_default(), credentials.as_deref().map(|c| format!(" [credentials: {c}; region {region}]")).unwrap_or_default())]
 pub struct S3Error {
     pub what: String,
     pub bucket: String,
@@ -17,6 +17,10 @@ pub struct S3Error {
     /// For an error that stops a run: what to change. Set by the client, which knows the
     /// credential source and region involved.
     pub fix: Option<&'static str>,
+    /// For a refusal: where the credentials came from (or that there were none).
+    pub credentials: Option<String>,
+    /// The region the request was signed for.
+    pub region: String,
 }
 
 impl S3Error {

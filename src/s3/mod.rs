@@ -521,6 +521,8 @@ impl S3Client {
                         }
                         if e.stops_run() || e.status == 403 {
                             e.fix = error::fix_for(&e, self.credentials.signing());
+                            e.credentials = Some(self.credentials.description().to_string());
+                            e.region = region.clone();
                         }
                         return Err(e.into());
                     }
@@ -596,6 +598,8 @@ fn s3_error(r: &Request, response: Response) -> S3Error {
         message: field("Message"),
         bucket_region,
         fix: None,
+        credentials: None,
+        region: String::new(),
     }
 }
 

@@ -201,6 +201,7 @@ impl<'a> Run<'a> {
                 etag,
                 etag_is_md5,
                 dest,
+                versioned,
             } => {
                 let target = Target {
                     key,
@@ -208,6 +209,7 @@ impl<'a> Run<'a> {
                     last_modified,
                     size,
                     dest,
+                    versioned,
                 };
                 self.fetch(target, etag, etag_is_md5)
             }
@@ -297,7 +299,7 @@ impl<'a> Run<'a> {
         Ok(Some(FetchRequest {
             bucket: self.exec.bucket.to_string(),
             key: t.key,
-            version_id: Some(t.version_id),
+            version_id: t.versioned.then_some(t.version_id),
             size: t.size,
             etag: plan::parse_etag(&etag),
             etag_is_md5,
@@ -419,6 +421,8 @@ struct Target {
     last_modified: Timestamp,
     size: u64,
     dest: String,
+    /// Name the version in the GET (false: a current-versions-only inventory).
+    versioned: bool,
 }
 
 /// The file at `path` has this size and mtime (to the millisecond): it is a verified copy,

@@ -186,6 +186,7 @@ impl Planner<'_> {
     ) -> Result<Result<PlanSummary, HashSet<String>>> {
         let mut conflicts = HashSet::new();
         let mut out = PlanOutput::create(run_dir, self.source_bucket, self.date)?;
+        out.versioned = lists_versions(&inventory_index.meta().file_schema);
         out.summary.shadowed = shadowed.len() as u64;
         let inventory = Filtered {
             inner: inventory_index.stream(),
@@ -451,6 +452,7 @@ impl Planner<'_> {
                         etag: n.etag.map(|e| e.to_string()),
                         etag_is_md5: n.etag_is_md5(),
                         dest,
+                        versioned: out.versioned,
                     });
                 }
                 continue;
@@ -545,6 +547,17 @@ struct PlanOutput {
     steps: BufWriter<File>,
     dirty: BTreeSet<String>,
     summary: PlanSummary,
+    /// The inventory has a VersionId column: fetches name their version. A
+    /// current-versions-only inventory's rows say "the latest", not the `null` version.
+    versioned: bool,
+}
+
+/// Whether an inventory's schema (CSV column names, or a columnar format's field names)
+/// has the version id column.
+fn lists_versions(file_schema: &str) -> bool {
+    file_schema
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|name| name.replace('_', "").eq_ignore_ascii_case("versionid"))
 }
 
 impl PlanOutput {
@@ -565,6 +578,7 @@ impl PlanOutput {
                 date: date.to_string(),
                 ..PlanSummary::default()
             },
+            versioned: true,
         })
     }
 
