@@ -175,6 +175,26 @@ fn a_bucket_in_another_region_is_found_with_one_request() {
             "{reqs:?}"
         );
     }
+    // Dual-stack endpoints when asked, for the lookup and the requests alike.
+    aws.clear_requests();
+    let (o, _, stderr) = run({
+        let mut c = tool_with(&aws, &[("AWS_USE_DUALSTACK_ENDPOINT", "true")]);
+        c.args([
+            "--no-sign-request",
+            "get",
+            "s3://dandiarchive/zarr/0/0",
+            "-o",
+        ])
+        .arg(aws.dir.path().join("o1"));
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let reqs = aws.requests();
+    assert!(reqs.iter().all(|r| r.1.contains(".dualstack.")), "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .any(|r| r.1 == "dandiarchive.s3.dualstack.us-east-2.amazonaws.com")
+    );
     // An explicit --region wins: a wrong one is refused, naming the bucket's region.
     let mut c = aws.tool();
     c.args([
