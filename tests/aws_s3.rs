@@ -685,3 +685,57 @@ fn the_readme_dandiarchive_examples_work_as_written() {
     ]);
     assert!(diff.contains("added"), "{diff}");
 }
+
+/// Short-lived credentials are renewed before they run out (half-way through their life
+/// when that is sooner than five minutes before): S3 never has to say ExpiredToken.
+#[test]
+fn temporary_credentials_are_renewed_before_they_expire() {
+    let mut aws = Aws::start(json!({"private": {"region": "eu-west-1"}}));
+    seed(&aws, "private", json!([{"key": "k", "size": 100}]));
+    let counter = aws.dir.path().join("counter");
+    let aws_dir = aws.home().join(".aws");
+    std::fs::create_dir_all(&aws_dir).unwrap();
+    // Valid for 6 seconds.
+    std::fs::write(
+        aws_dir.join("config"),
+        format!(
+            "[profile short]\ncredential_process = {} {} --counter {} --minutes 0.1\n",
+            support::venv().join("bin/python").display(),
+            support::repo()
+                .join("scripts/harness/aws_credential_process.py")
+                .display(),
+            counter.display()
+        ),
+    )
+    .unwrap();
+    // Four SlowDowns, each asking for 2 s: the GET is sent at about 0, 2, 4, 6 and 8 s.
+    aws.set("slowdown", json!(4));
+    aws.set("retry_after", json!(2));
+    let (o, _, stderr) = run({
+        let mut c = aws.tool();
+        c.args([
+            "-v",
+            "--profile",
+            "short",
+            "--region",
+            "eu-west-1",
+            "get",
+            "s3://private/k",
+            "-o",
+        ])
+        .arg(aws.dir.path().join("k"));
+        c
+    });
+    assert!(o.status.success(), "{stderr}");
+    let renewals: u32 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(renewals >= 2, "{renewals}: {stderr}");
+    let statuses: Vec<u16> = aws.requests().iter().map(|r| r.3).collect();
+    assert!(
+        !statuses.contains(&400),
+        "S3 had to say ExpiredToken: {statuses:?}"
+    );
+}

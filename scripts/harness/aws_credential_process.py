@@ -6,8 +6,8 @@ harness (aws_s3.py) accepts, numbered by a counter file, each valid for --minute
 
 Prints the JSON the AWS CLI and SDKs expect (Version 1, AccessKeyId, SecretAccessKey,
 SessionToken, Expiration). The n-th call gives ASIATEST<n> / process-secret-<n> /
-process-token-<n>; the harness answers ExpiredToken for n below the world's
-"expired_below".
+process-token-<n>-<expiry, epoch seconds>; the harness answers ExpiredToken once that time
+has passed, and for n below the world's "expired_below".
 """
 import argparse
 import datetime as dt
@@ -26,7 +26,8 @@ with open(a.counter, "a+") as f:
     f.seek(0)
     f.truncate()
     f.write(str(n))
-expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=a.minutes)
+expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=a.minutes)).replace(microsecond=0)
 print(json.dumps({"Version": 1, "AccessKeyId": f"ASIATEST{n}",
-                  "SecretAccessKey": f"process-secret-{n}", "SessionToken": f"process-token-{n}",
+                  "SecretAccessKey": f"process-secret-{n}",
+                  "SessionToken": f"process-token-{n}-{int(expires.timestamp())}",
                   "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}))

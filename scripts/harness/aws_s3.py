@@ -250,10 +250,11 @@ class Front(http.server.BaseHTTPRequestHandler):
         if pm:
             n = int(pm.group(1))
             secret = f"process-secret-{n}"
-            if token != f"process-token-{n}":
+            tm = re.fullmatch(rf"process-token-{n}-(\d+)", token or "")
+            if not tm:
                 self.reply(403, "InvalidToken", "The provided token is malformed or otherwise invalid.")
                 return None
-            if n < world.get("expired_below", 0):
+            if n < world.get("expired_below", 0) or int(tm.group(1)) < self.server_now():
                 self.reply(400, "ExpiredToken", "The provided token has expired.")
                 return None
         else:

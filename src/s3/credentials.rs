@@ -17,14 +17,17 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
 
-/// Renew temporary credentials this long before they expire.
+/// Renew temporary credentials this long before they expire, or once half their life is
+/// gone if that is sooner (credentials valid for less than ten minutes would otherwise be
+/// renewed before every request).
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 
 pub(super) struct CredentialSource {
     chain: Option<Chain>,
     /// Anonymous because `--no-sign-request` said so (not because nothing was found).
     unsigned_on_purpose: bool,
-    cached: Mutex<Option<Credentials>>,
+    /// The credentials, and when they were loaded.
+    cached: Mutex<Option<(Credentials, SystemTime)>>,
     /// For messages: where the credentials came from, or that the run is anonymous.
     description: String,
 }
@@ -76,7 +79,7 @@ impl CredentialSource {
                 Ok(CredentialSource {
                     chain: Some(chain),
                     unsigned_on_purpose: false,
-                    cached: Mutex::new(Some(creds)),
+                    cached: Mutex::new(Some((creds, SystemTime::now()))),
                     description,
                 })
             }
@@ -132,14 +135,13 @@ impl CredentialSource {
             return Ok(None);
         };
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = cached.as_ref().is_some_and(|c| {
-            c.expiry()
-                .is_none_or(|t| t > SystemTime::now() + RENEW_BEFORE)
-        });
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(c, loaded)| c.expiry().is_none_or(|t| !due(*loaded, t)));
         if !fresh {
-            *cached = Some(self.renew(chain)?);
+            *cached = Some((self.renew(chain)?, SystemTime::now()));
         }
-        Ok(cached.clone())
+        Ok(cached.as_ref().map(|(c, _)| c.clone()))
     }
 
     /// S3 said the token signed with `stale` has expired: renew, unless another thread
@@ -149,12 +151,15 @@ impl CredentialSource {
             return Ok(false);
         };
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.as_ref().is_some_and(|c| !same_identity(c, stale)) {
+        if cached
+            .as_ref()
+            .is_some_and(|(c, _)| !same_identity(c, stale))
+        {
             return Ok(true);
         }
         let renewed = self.renew(chain)?;
         let changed = !same_identity(&renewed, stale);
-        *cached = Some(renewed);
+        *cached = Some((renewed, SystemTime::now()));
         Ok(changed)
     }
 
@@ -186,6 +191,15 @@ impl Chain {
         self.runtime
             .block_on(async { self.provider.provide_credentials().await })
     }
+}
+
+/// Credentials loaded at `loaded` and expiring at `expiry` should be renewed now.
+fn due(loaded: SystemTime, expiry: SystemTime) -> bool {
+    let life = expiry.duration_since(loaded).unwrap_or_default();
+    let renew_at = expiry
+        .checked_sub(RENEW_BEFORE.min(life / 2))
+        .unwrap_or(loaded);
+    SystemTime::now() >= renew_at
 }
 
 fn same_identity(a: &Credentials, b: &Credentials) -> bool {
@@ -227,4 +241,24 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_before_expiry_and_not_before_every_request() {
+        let now = SystemTime::now();
+        let min = Duration::from_secs(60);
+        let sec = Duration::from_secs(1);
+        // An hour's credentials: renewed in their last five minutes.
+        assert!(!due(now, now + 60 * min));
+        assert!(due(now - 56 * min, now + 4 * min));
+        // Two minutes' credentials: renewed after a minute, not on every call.
+        assert!(!due(now, now + 2 * min));
+        assert!(due(now - min - sec, now + min - sec));
+        // Expired: due.
+        assert!(due(now - 2 * min, now - min));
+    }
 }
