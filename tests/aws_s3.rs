@@ -34,6 +34,34 @@ fn seed(aws: &Aws, bucket: &str, spec: serde_json::Value) -> Vec<serde_json::Val
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Runs fixtures.py against the harness's moto (`args` after `--endpoint`).
+fn fixtures(aws: &Aws, args: &[&str]) {
+    let (o, _, stderr) = run({
+        let mut c = aws.script("fixtures.py");
+        c.args(["--endpoint", &aws.moto]).args(args);
+        c
+    });
+    assert!(o.status.success(), "fixtures.py: {stderr}");
+}
+
+/// Writes a profile `name` to the harness HOME's ~/.aws/config whose credential_process is
+/// aws_credential_process.py (numbered by `counter`; `extra`: more of its flags).
+fn credential_process_profile(aws: &Aws, name: &str, counter: &std::path::Path, extra: &str) {
+    let aws_dir = aws.home().join(".aws");
+    std::fs::create_dir_all(&aws_dir).unwrap();
+    let config = aws_dir.join("config");
+    let mut text = std::fs::read_to_string(&config).unwrap_or_default();
+    text.push_str(&format!(
+        "[profile {name}]\ncredential_process = {} {} --counter {} {extra}\n",
+        support::venv().join("bin/python").display(),
+        support::repo()
+            .join("scripts/harness/aws_credential_process.py")
+            .display(),
+        counter.display()
+    ));
+    std::fs::write(config, text).unwrap();
+}
+
 fn with_keys(mut c: std::process::Command) -> std::process::Command {
     c.arg(format!("AWS_ACCESS_KEY_ID={KEY_ID}"))
         .arg(format!("AWS_SECRET_ACCESS_KEY={SECRET}"));
@@ -87,20 +115,7 @@ fn boto3_agrees_with_the_harness() {
     assert_eq!(seen["without_payer"], "AccessDenied");
     assert_eq!(seen["bytes"], 10);
     // botocore reads a profile's credential_process, and the harness takes its tokens.
-    let aws_dir = aws.home().join(".aws");
-    std::fs::create_dir_all(&aws_dir).unwrap();
-    std::fs::write(
-        aws_dir.join("config"),
-        format!(
-            "[profile proc]\ncredential_process = {} {} --counter {}\n",
-            support::venv().join("bin/python").display(),
-            support::repo()
-                .join("scripts/harness/aws_credential_process.py")
-                .display(),
-            aws.dir.path().join("counter").display()
-        ),
-    )
-    .unwrap();
+    credential_process_profile(&aws, "proc", &aws.dir.path().join("counter"), "");
     let (out, stdout, stderr) = run({
         let mut c = aws.command(support::venv().join("bin/python"));
         c.arg(support::repo().join("scripts/harness/aws_check_boto3.py"))
@@ -220,11 +235,9 @@ fn a_wrong_secret_stops_the_run_at_once_and_names_the_fix() {
         "src": {"region": "us-east-2"},
         "inv": {"region": "eu-west-1"},
     }));
-    let (o, _, stderr) = run({
-        let mut c = aws.script("fixtures.py");
-        c.args([
-            "--endpoint",
-            &aws.moto,
+    fixtures(
+        &aws,
+        &[
             "--bucket",
             "src",
             "--inventory-bucket",
@@ -233,10 +246,8 @@ fn a_wrong_secret_stops_the_run_at_once_and_names_the_fix() {
             "inv/src/all",
             "--files",
             "2",
-        ]);
-        c
-    });
-    assert!(o.status.success(), "{stderr}");
+        ],
+    );
     let backup = aws.dir.path().join("backup");
     // First, with the right keys: the whole backup, the two buckets in two regions.
     let (o, _, stderr) = run({
@@ -300,20 +311,7 @@ fn temporary_credentials_are_renewed_when_s3_says_they_expired() {
     let mut aws = Aws::start(json!({"private": {"region": "eu-west-1"}}));
     seed(&aws, "private", json!([{"key": "k", "size": 100}]));
     let counter = aws.dir.path().join("counter");
-    let aws_dir = aws.home().join(".aws");
-    std::fs::create_dir_all(&aws_dir).unwrap();
-    std::fs::write(
-        aws_dir.join("config"),
-        format!(
-            "[profile nightly]\ncredential_process = {} {} --counter {}\n",
-            support::venv().join("bin/python").display(),
-            support::repo()
-                .join("scripts/harness/aws_credential_process.py")
-                .display(),
-            counter.display()
-        ),
-    )
-    .unwrap();
+    credential_process_profile(&aws, "nightly", &counter, "");
     // The first token the process hands out is already revoked on the server's side.
     aws.set("expired_below", json!(2));
     let (o, _, stderr) = run({
@@ -417,11 +415,9 @@ fn a_long_run_of_denials_stops_the_run_and_it_resumes_with_credentials() {
         "closed": {"region": "us-east-2"},
         "open": {"region": "us-east-2", "public": true},
     }));
-    let (o, _, stderr) = run({
-        let mut c = aws.script("fixtures.py");
-        c.args([
-            "--endpoint",
-            &aws.moto,
+    fixtures(
+        &aws,
+        &[
             "--bucket",
             "closed",
             "--inventory-bucket",
@@ -436,10 +432,8 @@ fn a_long_run_of_denials_stops_the_run_and_it_resumes_with_credentials() {
             "1",
             "--files",
             "1",
-        ]);
-        c
-    });
-    assert!(o.status.success(), "{stderr}");
+        ],
+    );
     let backup = aws.dir.path().join("backup");
     let (o, _, stderr) = run({
         let mut c = aws.tool();
@@ -483,11 +477,9 @@ fn verification_is_recorded_and_fsck_repeats_it_offline() {
         "src": {"region": "us-east-2", "kms_prefix": "deep/"},
         "inv": {"region": "us-east-2"},
     }));
-    let (o, _, stderr) = run({
-        let mut c = aws.script("fixtures.py");
-        c.args([
-            "--endpoint",
-            &aws.moto,
+    fixtures(
+        &aws,
+        &[
             "--bucket",
             "src",
             "--inventory-bucket",
@@ -496,10 +488,8 @@ fn verification_is_recorded_and_fsck_repeats_it_offline() {
             "inv",
             "--files",
             "1",
-        ]);
-        c
-    });
-    assert!(o.status.success(), "{stderr}");
+        ],
+    );
     let backup = aws.dir.path().join("backup");
     let tool = |args: &[&str]| {
         run({
@@ -551,11 +541,9 @@ fn a_current_only_inventory_fetches_the_listed_object_or_nothing() {
         "src": {"region": "us-east-2"},
         "inv": {"region": "us-east-2"},
     }));
-    let (o, _, stderr) = run({
-        let mut c = aws.script("fixtures.py");
-        c.args([
-            "--endpoint",
-            &aws.moto,
+    fixtures(
+        &aws,
+        &[
             "--bucket",
             "src",
             "--inventory-bucket",
@@ -565,10 +553,8 @@ fn a_current_only_inventory_fetches_the_listed_object_or_nothing() {
             "--files",
             "1",
             "--current-only",
-        ]);
-        c
-    });
-    assert!(o.status.success(), "{stderr}");
+        ],
+    );
     // After the last inventory was written, a.txt is overwritten.
     seed(
         &aws,
@@ -607,11 +593,9 @@ fn a_current_only_inventory_fetches_the_listed_object_or_nothing() {
 #[test]
 fn the_readme_dandiarchive_examples_work_as_written() {
     let aws = Aws::start(json!({"dandiarchive": {"region": "us-east-2", "public": true}}));
-    let (o, _, stderr) = run({
-        let mut c = aws.script("fixtures.py");
-        c.args([
-            "--endpoint",
-            &aws.moto,
+    fixtures(
+        &aws,
+        &[
             "--bucket",
             "dandiarchive",
             "--inventory-bucket",
@@ -622,10 +606,8 @@ fn the_readme_dandiarchive_examples_work_as_written() {
             "2",
             "--start-date",
             "2024-11-12T01:00:00",
-        ]);
-        c
-    });
-    assert!(o.status.success(), "{stderr}");
+        ],
+    );
     let inv = "s3://dandiarchive/dandiarchive/dandiarchive/";
     let tmp = aws.dir.path();
     let backup = tmp.join("dandi-backup");
@@ -693,21 +675,7 @@ fn temporary_credentials_are_renewed_before_they_expire() {
     let mut aws = Aws::start(json!({"private": {"region": "eu-west-1"}}));
     seed(&aws, "private", json!([{"key": "k", "size": 100}]));
     let counter = aws.dir.path().join("counter");
-    let aws_dir = aws.home().join(".aws");
-    std::fs::create_dir_all(&aws_dir).unwrap();
-    // Valid for 6 seconds.
-    std::fs::write(
-        aws_dir.join("config"),
-        format!(
-            "[profile short]\ncredential_process = {} {} --counter {} --minutes 0.1\n",
-            support::venv().join("bin/python").display(),
-            support::repo()
-                .join("scripts/harness/aws_credential_process.py")
-                .display(),
-            counter.display()
-        ),
-    )
-    .unwrap();
+    credential_process_profile(&aws, "short", &counter, "--minutes 0.1");
     // Four SlowDowns, each asking for 2 s: the GET is sent at about 0, 2, 4, 6 and 8 s.
     aws.set("slowdown", json!(4));
     aws.set("retry_after", json!(2));
