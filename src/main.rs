@@ -57,8 +57,15 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
+    // aws-config narrates every link of the credential chain it tries at WARN; we say what
+    // matters (the source found, or that the run is anonymous) ourselves.
+    let quiet_sdk = if cli.verbose < 2 {
+        ",aws_config=error,aws_smithy_runtime=error"
+    } else {
+        ""
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level}{quiet_sdk}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

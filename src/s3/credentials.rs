@@ -66,9 +66,11 @@ impl CredentialSource {
             if let Some(p) = profile {
                 builder = builder.profile_name(p);
             }
-            if let Some(r) = region_hint {
-                builder = builder.region(aws_config::Region::new(r.to_string()));
-            }
+            // Always a region, so that the chain does not go looking for one in instance
+            // metadata (STS and SSO endpoints only; S3's regions are found per bucket).
+            builder = builder.region(aws_config::Region::new(
+                region_hint.unwrap_or("us-east-1").to_string(),
+            ));
             builder.build().await
         });
         let chain = Chain { runtime, provider };
@@ -99,6 +101,18 @@ impl CredentialSource {
                 }
                 tracing::warn!(
                     "no credentials were found (environment, ~/.aws, web identity, container, instance metadata): requests are anonymous (--no-sign-request says so and skips the search)"
+                );
+                Ok(CredentialSource::anonymous(
+                    "no credentials were found",
+                    false,
+                ))
+            }
+            // The chain's last link, instance metadata, answering "no" (not EC2, IMDS turned
+            // off, a container past the hop limit) means nothing was configured anywhere.
+            Err(e) if profile.is_none() && error_chain(&e).contains("IMDS") => {
+                tracing::warn!(
+                    "no credentials were found (environment, ~/.aws, web identity, container), and instance metadata refused ({}): requests are anonymous (--no-sign-request says so and skips the search)",
+                    error_chain(&e)
                 );
                 Ok(CredentialSource::anonymous(
                     "no credentials were found",
