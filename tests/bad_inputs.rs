@@ -674,3 +674,57 @@ fn archived_and_sse_c_rows_are_recorded_without_a_request() {
     assert!(stderr.contains("customer-provided key (SSE-C)"), "{stderr}");
     assert!(!stderr.contains("secret/customer-key.bin: "), "{stderr}");
 }
+
+/// An unversioned (or suspended) bucket's history: several `null` versions of one key with
+/// the same bytes (re-uploaded unchanged). Each distinct version gets its own name and is
+/// kept; format 1 named them alike, so the second collided and every later sync stopped.
+#[test]
+fn null_versions_with_one_etag_are_each_kept() {
+    let base = base("bad-inputs-null-twins");
+    let w = world(&base, "null-twins");
+    let key = "pre-versioning.txt";
+    // On each later date the key's null version was uploaded again, unchanged: a new null
+    // version (a later LastModified), the same ETag and bytes, replacing the one before.
+    for (i, date) in w.dates[1..].iter().enumerate() {
+        let mut rows: Vec<Vec<String>> = rows_of(&w, date)
+            .iter()
+            .map(|r| r.iter().map(str::to_string).collect())
+            .collect();
+        let null = rows
+            .iter_mut()
+            .find(|r| r[1] == key && r[2].is_empty())
+            .expect("the fixture's pre-versioning null version");
+        let t = support::backup_model::millis(&null[6]) + (i as i64 + 1) * 3_600_000;
+        null[6] = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+            .unwrap()
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap();
+        let text: String = rows.iter().map(|r| csv_line(r)).collect();
+        edit_manifest(&w.inventory, date, |m| m["files"] = serde_json::json!([]));
+        add_data_file(
+            &w.inventory,
+            date,
+            &format!("rewritten-{i}.csv.gz"),
+            &gzip(text.as_bytes()),
+        );
+    }
+    let out = sync(&w.inventory, &w.backup, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(base.reference_code), "{stderr}");
+    let olds: Vec<String> = std::fs::read_dir(&w.backup)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pre-versioning.txt.old.null-"))
+        .collect();
+    assert_eq!(olds.len(), 2, "{olds:?}");
+    cli()
+        .args(["fsck", "--verify-content"])
+        .arg(&w.backup)
+        .assert()
+        .code(0);
+    // Later syncs go on (they stopped on the collision before).
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert_eq!(out.status.code(), Some(base.reference_code), "{out:?}");
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::backup::durable;
-use crate::backup::layout::{NameStem, old_version_name};
+use crate::backup::layout::NameStem;
 use crate::backup::totals::Totals;
 use crate::index::{IndexMeta, IndexReader, IndexWriter};
 use crate::model::etag::ETag;
@@ -82,7 +82,7 @@ pub fn version_path(stem: &NameStem, rec: &VersionRecord, current: bool, displac
             md5: [0; 16],
             parts: 0,
         });
-        out.push_str(&old_version_name(name, &rec.version_id, &etag));
+        out.push_str(&stem.old_version_name(name, &rec.version_id, &etag, rec.last_modified));
     }
     out
 }

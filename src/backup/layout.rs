@@ -20,9 +20,23 @@ pub const NAME_MAX: usize = 255;
 /// leaves room for other servers) + `.` + an ETag (32 hex digits + `-10000`).
 const MAX_OLD_SUFFIX: usize = ".old.".len() + 64 + 1 + 38;
 
-/// The stem of every reserved name in one backup.
+/// The stem of every reserved name in one backup, and the naming rules of its format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameStem(String);
+pub struct NameStem(String, Naming);
+
+/// How old versions are named; fixed by the backup's format (`Config::format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Format 1: `<name>.old.<versionId|null>.<etag>`, as given. Two `null` versions with
+    /// one ETag collide, and a component too long for the suffix is a bad key.
+    V1,
+    /// Format 2: a `null` version is `null-<LastModified ms>` (each distinct one its own
+    /// name); a version id that is not plain (S3's alphabet, at most 128 bytes) is
+    /// `h<hash>`; a name too long for NAME_MAX with its suffix keeps a prefix and a hash of
+    /// the whole name. Every derived name is a function of the record: nothing extra is
+    /// stored to find it again.
+    V2,
+}
 
 impl NameStem {
     pub const DEFAULT: &'static str = "s3invbackup";
@@ -36,7 +50,7 @@ impl NameStem {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if ok {
-            Ok(NameStem(stem.to_string()))
+            Ok(NameStem(stem.to_string(), Naming::V2))
         } else {
             Err(format!(
                 "bad name stem {stem:?}: use letters, digits, '-', '_', '.' (not first), at most 64"
@@ -46,6 +60,38 @@ impl NameStem {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The same stem with the naming of an older backup format.
+    pub fn with_naming(mut self, naming: Naming) -> NameStem {
+        self.1 = naming;
+        self
+    }
+
+    pub fn naming(&self) -> Naming {
+        self.1
+    }
+
+    /// `<name>.old.<versionId>.<etag>`: an older or deleted version beside the current file
+    /// (see [`Naming`] for how a `null` version, an unusual id and a long name are named).
+    pub fn old_version_name(
+        &self,
+        name: &str,
+        version_id: &str,
+        etag: &ETag,
+        last_modified: crate::model::timestamp::Timestamp,
+    ) -> String {
+        if self.1 == Naming::V1 {
+            return old_version_name(name, version_id, etag);
+        }
+        let vid = if version_id.is_empty() {
+            format!("null-{}", last_modified.as_millis())
+        } else if is_plain_version_id(version_id) {
+            version_id.to_string()
+        } else {
+            format!("h{}", short_hash(version_id))
+        };
+        fit(name, &format!(".old.{vid}.{etag}"))
     }
 
     /// `.<stem>`: the state directory at the top of the backup.
@@ -60,13 +106,67 @@ impl NameStem {
 
     /// `<name>.old.<stem>`: a directory displaced because key `<name>` became a file.
     pub fn displaced_dir(&self, name: &str) -> String {
-        format!("{name}.old.{}", self.0)
+        let suffix = format!(".old.{}", self.0);
+        match self.1 {
+            Naming::V1 => format!("{name}{suffix}"),
+            Naming::V2 => fit(name, &suffix),
+        }
     }
 }
 
 impl Default for NameStem {
     fn default() -> NameStem {
-        NameStem(NameStem::DEFAULT.to_string())
+        NameStem(NameStem::DEFAULT.to_string(), Naming::V2)
+    }
+}
+
+/// A version id S3 could have made, usable in a file name as it is: its URL-safe alphabet
+/// (AWS's ids are 32 such characters), at most 128 bytes. Anything else in an inventory row
+/// (`/`, `..`, NUL, spaces) is data, not a name.
+pub fn is_plain_version_id(vid: &str) -> bool {
+    (1..=128).contains(&vid.len())
+        && vid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && vid.bytes().any(|b| b != b'.')
+}
+
+/// 16 hex digits of SHA-256: a stable short stand-in for a name or an id.
+fn short_hash(s: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(s.as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `name + suffix`, or, where that passes NAME_MAX, a prefix of `name` (at a character
+/// boundary), `~`, a hash of the whole `name`, and `suffix`.
+fn fit(name: &str, suffix: &str) -> String {
+    if name.len() + suffix.len() <= NAME_MAX {
+        return format!("{name}{suffix}");
+    }
+    let mut keep = NAME_MAX.saturating_sub(suffix.len() + 17);
+    while keep > 0 && !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{}{suffix}", &name[..keep], short_hash(name))
+}
+
+/// A path the tool is about to create or move into: relative, inside the root, no `.`
+/// or `..` component, no empty one. Every tree mutation passes through here (the apply
+/// step, rollback, repair), so a name built from inventory data can never escape.
+pub fn check_inside(path: &str) -> Result<(), String> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        Err(format!(
+            "refusing to write {path:?}: not a relative path inside the backup (a bug, or a hostile inventory)"
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -153,7 +253,13 @@ impl KeyRules {
             if component.starts_with(&reserved_prefix) || self.old_name.is_match(component) {
                 return Err(BadKey::Reserved(component.to_string()));
             }
-            if component.len() + MAX_OLD_SUFFIX > NAME_MAX {
+            let limit = match self.stem.naming() {
+                Naming::V1 => NAME_MAX - MAX_OLD_SUFFIX,
+                // Old versions and displaced directories get derived names; the component
+                // itself must fit.
+                Naming::V2 => NAME_MAX,
+            };
+            if component.len() > limit {
                 return Err(BadKey::TooLong(component.to_string()));
             }
         }
@@ -168,6 +274,86 @@ mod tests {
 
     fn rules() -> KeyRules {
         KeyRules::new(NameStem::default())
+    }
+
+    fn etag() -> ETag {
+        ETag::parse(b"627c47efe292876b91978324485cd2ec").unwrap()
+    }
+
+    #[test]
+    fn null_versions_with_one_etag_get_names_of_their_own() {
+        use crate::model::timestamp::Timestamp;
+        let stem = NameStem::default();
+        let a = stem.old_version_name("n.txt", "", &etag(), Timestamp(1_700_000_000_000));
+        let b = stem.old_version_name("n.txt", "", &etag(), Timestamp(1_700_000_001_000));
+        assert_eq!(
+            a,
+            "n.txt.old.null-1700000000000.627c47efe292876b91978324485cd2ec"
+        );
+        assert_ne!(a, b);
+        // Format 1 keeps its names (and their collision).
+        let v1 = NameStem::default().with_naming(Naming::V1);
+        assert_eq!(
+            v1.old_version_name("n.txt", "", &etag(), Timestamp(1)),
+            v1.old_version_name("n.txt", "", &etag(), Timestamp(2))
+        );
+        // Both kinds are names the backup reserves: no key may take them.
+        for name in [&a, &b] {
+            assert!(rules().check(&format!("d/{name}")).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn version_ids_are_data_and_long_names_fit() {
+        use crate::model::timestamp::Timestamp;
+        let stem = NameStem::default();
+        let t = Timestamp(0);
+        for hostile in [
+            "../../etc/passwd",
+            "a/b",
+            "x\0y",
+            "..",
+            " ",
+            &"v".repeat(300),
+        ] {
+            let name = stem.old_version_name("f", hostile, &etag(), t);
+            assert!(!name.contains('/') && !name.contains('\0'), "{name:?}");
+            assert!(
+                name.starts_with("f.old.h") && name.len() <= NAME_MAX,
+                "{name:?}"
+            );
+            assert!(check_inside(&format!("d/{name}")).is_ok());
+        }
+        // Distinct ids, distinct names; a plain id is kept as it is.
+        assert_ne!(
+            stem.old_version_name("f", "a/b", &etag(), t),
+            stem.old_version_name("f", "a/c", &etag(), t)
+        );
+        assert!(
+            stem.old_version_name("f", "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY", &etag(), t)
+                .contains(".old.3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY.")
+        );
+        // A 250-byte component is a legal key: its current file keeps its name, its old
+        // versions and displaced directory get a prefix and a hash, within NAME_MAX.
+        let long = "é".repeat(125);
+        assert!(rules().check(&format!("d/{long}")).is_ok());
+        let old = stem.old_version_name(&long, "v1", &etag(), t);
+        let other = stem.old_version_name(&format!("{long}x"), "v1", &etag(), t);
+        assert!(old.len() <= NAME_MAX && other.len() <= NAME_MAX);
+        assert_ne!(old, other);
+        assert!(stem.displaced_dir(&long).len() <= NAME_MAX);
+        assert_eq!(
+            rules().check(&"x".repeat(256)),
+            Err(BadKey::TooLong("x".repeat(256)))
+        );
+    }
+
+    #[test]
+    fn paths_outside_the_backup_are_refused() {
+        for bad in ["", "/etc/passwd", "a/../../b", "./a", "a//b", "..", "a/\0"] {
+            assert!(check_inside(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_inside("a/b.txt.old.v1.x").is_ok());
     }
 
     #[test]
@@ -200,7 +386,7 @@ mod tests {
                 "dir.old.s3invbackup/x".into(),
                 BadKey::Reserved("dir.old.s3invbackup".into()),
             ),
-            ("x".repeat(200), BadKey::TooLong("x".repeat(200))),
+            ("x".repeat(256), BadKey::TooLong("x".repeat(256))),
         ];
         for (key, want) in cases {
             assert_eq!(r.check(&key), Err(want), "{key:?}");

@@ -82,7 +82,8 @@ impl State {
     }
 }
 
-pub const FORMAT: u32 = 1;
+/// 2: old versions named by [`layout::Naming::V2`]. Format 1 backups keep their names.
+pub const FORMAT: u32 = 2;
 
 /// An open backup (existing or just created).
 #[derive(Debug)]
@@ -126,16 +127,22 @@ impl Backup {
             .with_context(|| format!("reading {}", config_path.display()))?;
         let config: Config = serde_json::from_slice(&text)
             .with_context(|| format!("parsing {}", config_path.display()))?;
-        if config.format != FORMAT {
+        if !(1..=FORMAT).contains(&config.format) {
             bail!(
-                "{}: backup format {} is not one this version knows ({FORMAT})",
+                "{}: backup format {} is not one this version knows (1 to {FORMAT})",
                 config_path.display(),
                 config.format
             );
         }
+        let naming = if config.format == 1 {
+            crate::backup::layout::Naming::V1
+        } else {
+            crate::backup::layout::Naming::V2
+        };
         let stem = NameStem::new(&config.name_stem)
             .map_err(anyhow::Error::msg)
-            .with_context(|| format!("in {}", config_path.display()))?;
+            .with_context(|| format!("in {}", config_path.display()))?
+            .with_naming(naming);
         if config_path.parent() != Some(&root.join(stem.state_dir())) {
             bail!(
                 "{}: name stem does not match its directory",

@@ -217,6 +217,8 @@ impl<'a> Run<'a> {
     }
 
     fn rename(&mut self, from: String, to: String) -> Result<()> {
+        inside(&from)?;
+        inside(&to)?;
         let (src, dst) = (self.root.join(&from), self.root.join(&to));
         if exists(&dst) && self.moved_before.contains(&(from.clone(), to.clone())) {
             return Ok(());
@@ -244,6 +246,8 @@ impl<'a> Run<'a> {
     }
 
     fn displace(&mut self, dir: String, to: String) -> Result<()> {
+        inside(&dir)?;
+        inside(&to)?;
         let src = self.root.join(&dir);
         if src.is_dir() {
             let dst = self.root.join(&to);
@@ -256,6 +260,7 @@ impl<'a> Run<'a> {
     }
 
     fn mkdir(&mut self, dir: String) -> Result<()> {
+        inside(&dir)?;
         let path = self.root.join(&dir);
         if !path.is_dir() {
             self.journal.append(&Entry::Mkdir { dir })?;
@@ -322,6 +327,7 @@ impl<'a> Run<'a> {
 
     /// Moves a verified download from staging into the tree, journaled first.
     fn place(&mut self, staging: &Path, dest: &str, check: Option<PlacedCheck>) -> Result<()> {
+        inside(dest)?;
         let staging_rel = staging
             .strip_prefix(&self.state_dir)
             .unwrap_or(staging)
@@ -412,6 +418,11 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// Every path a step names must stay inside the backup (layout::check_inside).
+fn inside(path: &str) -> Result<()> {
+    crate::backup::layout::check_inside(path).map_err(anyhow::Error::msg)
 }
 
 /// The version a fetch step places.

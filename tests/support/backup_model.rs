@@ -93,13 +93,16 @@ impl Model {
         }
     }
 
+    /// `<key>.old.<vid>.<etag>`; a `null` version (one id S3 reuses) is `null-<LastModified
+    /// in ms>`, so that each distinct one has its own name (the backup's format 2).
     fn old_path(&self, row: &Row) -> String {
         let key = &row.id.key;
-        format!(
-            "{key}.old.{}.{}",
-            row.id.version_id,
-            row.etag.as_deref().unwrap_or("")
-        )
+        let vid = if row.id.version_id == "null" {
+            format!("null-{}", millis(&row.id.last_modified))
+        } else {
+            row.id.version_id.clone()
+        };
+        format!("{key}.old.{vid}.{}", row.etag.as_deref().unwrap_or(""))
     }
 
     /// Applies one date's rows. `fetchable` says which versions the bucket still serves.
