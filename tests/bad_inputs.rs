@@ -686,10 +686,7 @@ fn null_versions_with_one_etag_are_each_kept() {
     // On each later date the key's null version was uploaded again, unchanged: a new null
     // version (a later LastModified), the same ETag and bytes, replacing the one before.
     for (i, date) in w.dates[1..].iter().enumerate() {
-        let mut rows: Vec<Vec<String>> = rows_of(&w, date)
-            .iter()
-            .map(|r| r.iter().map(str::to_string).collect())
-            .collect();
+        let mut rows = rows_as_fields(&w, date);
         let null = rows
             .iter_mut()
             .find(|r| r[1] == key && r[2].is_empty())
@@ -701,14 +698,7 @@ fn null_versions_with_one_etag_are_each_kept() {
                 "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
             ))
             .unwrap();
-        let text: String = rows.iter().map(|r| csv_line(r)).collect();
-        edit_manifest(&w.inventory, date, |m| m["files"] = serde_json::json!([]));
-        add_data_file(
-            &w.inventory,
-            date,
-            &format!("rewritten-{i}.csv.gz"),
-            &gzip(text.as_bytes()),
-        );
+        replace_rows(&w, date, &rows);
     }
     let out = sync(&w.inventory, &w.backup, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -727,4 +717,73 @@ fn null_versions_with_one_etag_are_each_kept() {
     // Later syncs go on (they stopped on the collision before).
     let out = sync(&w.inventory, &w.backup, &[]);
     assert_eq!(out.status.code(), Some(base.reference_code), "{out:?}");
+}
+
+fn rows_as_fields(w: &World, date: &str) -> Vec<Vec<String>> {
+    rows_of(w, date)
+        .iter()
+        .map(|r| r.iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// Makes `rows` the whole of `date`'s inventory (one new data file; manifest and checksum
+/// rewritten to match).
+fn replace_rows(w: &World, date: &str, rows: &[Vec<String>]) {
+    let text: String = rows.iter().map(|r| csv_line(r)).collect();
+    edit_manifest(&w.inventory, date, |m| m["files"] = serde_json::json!([]));
+    add_data_file(
+        &w.inventory,
+        date,
+        &format!("replaced-{date}.csv.gz"),
+        &gzip(text.as_bytes()),
+    );
+}
+
+/// An inventory that changes an immutable field of a version the backup holds (its ETag
+/// and size): reported loudly, and the held file is kept as it is (not renamed under the
+/// new ETag, not fetched again).
+#[test]
+fn an_inventory_that_rewrites_a_held_version_is_an_anomaly() {
+    let base = base("bad-inputs-anomaly");
+    let w = world(&base, "anomaly");
+    let date = &w.dates[1];
+    let held_rows = rows_as_fields(&w, &w.dates[0]);
+    let v1 = held_rows
+        .iter()
+        .find(|r| r[1] == "a.txt")
+        .expect("a.txt on the first date")
+        .clone();
+    let mut rows = rows_as_fields(&w, date);
+    let forged = "00000000000000000000000000000000";
+    let row = rows
+        .iter_mut()
+        .find(|r| r[1] == "a.txt" && r[2] == v1[2])
+        .expect("a.txt's first version still listed");
+    row[7] = forged.into();
+    row[5] = "999".into();
+    replace_rows(&w, date, &rows);
+    let out = sync(&w.inventory, &w.backup, &["--end-date", date]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{stderr}");
+    assert!(stderr.contains("ANOMALY: 1 version(s)"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the inventory says 999 bytes, ETag {forged}")),
+        "{stderr}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&w.backup)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(forged)), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n == &format!("a.txt.old.{}.{}", v1[2], v1[7])),
+        "{names:?}"
+    );
+    cli()
+        .args(["fsck", "--verify-content"])
+        .arg(&w.backup)
+        .assert()
+        .code(0);
 }

@@ -92,6 +92,21 @@ pub struct PlanSummary {
     #[serde(flatten)]
     pub totals: Totals,
     pub bad_keys: Vec<BadKeyEntry>,
+    /// Versions already held that this inventory describes differently (size, ETag):
+    /// impossible in S3; the held file is kept. The first ones by name, all counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<AnomalyEntry>,
+    #[serde(default)]
+    pub anomaly_count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AnomalyEntry {
+    pub key: String,
+    pub version_id: String,
+    /// What the backup holds, and what the inventory now says.
+    pub held: String,
+    pub listed: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -215,6 +215,18 @@ fn print_summary(report: &SyncReport) {
         for b in p.bad_keys.iter().take(20) {
             eprintln!("  skipped key {:?}: {}", b.key, b.reason);
         }
+        if p.anomaly_count > 0 {
+            eprintln!(
+                "  ANOMALY: {} version(s) already held are listed with another size or ETag (S3 never changes a version: a damaged or forged inventory?); the held files are kept as they were",
+                p.anomaly_count
+            );
+            for a in p.anomalies.iter().take(20) {
+                eprintln!(
+                    "    {} (version {}): holds {}; the inventory says {}",
+                    a.key, a.version_id, a.held, a.listed
+                );
+            }
+        }
     }
     if report.interrupted {
         eprintln!("interrupted: run sync again to resume");

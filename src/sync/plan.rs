@@ -27,12 +27,13 @@ use crate::backup::catalog::{
 };
 use crate::backup::durable;
 use crate::backup::layout::{KeyRules, NameStem};
-use crate::backup::run_dir::{BadKeyEntry, PlanSummary, RunDir, Step};
+use crate::backup::run_dir::{AnomalyEntry, BadKeyEntry, PlanSummary, RunDir, Step};
 use crate::index::merge::{MergeJoin, SortedRecords};
 use crate::index::{IndexReader, IndexWriter};
 use crate::model::etag::ETag;
 use crate::model::record::{Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
+use crate::model::version_id;
 
 /// What to do with keys that cannot be stored as paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +335,27 @@ impl Planner<'_> {
                     let c = &held[i];
                     n = listed[j].clone();
                     n.local = c.local;
+                    // Same key, version id and LastModified: the same version, whose bytes
+                    // S3 never changes. A row saying otherwise is an anomaly (a forged or
+                    // broken inventory): the held file and what it was verified as stay.
+                    let immutable = Flags::DELETE_MARKER | Flags::MULTIPART | Flags::ETAG_IS_MD5;
+                    if n.etag != c.etag
+                        || n.size != c.size
+                        || (n.flags.0 & immutable) != (c.flags.0 & immutable)
+                    {
+                        if summary.anomalies.len() < MAX_LISTED_ANOMALIES {
+                            summary.anomalies.push(AnomalyEntry {
+                                key: n.key.clone(),
+                                version_id: version_id::to_s3(&n.version_id).to_string(),
+                                held: describe_content(c),
+                                listed: describe_content(&n),
+                            });
+                        }
+                        summary.anomaly_count += 1;
+                        n.etag = c.etag;
+                        n.size = c.size;
+                        n.flags.0 = (n.flags.0 & !immutable) | (c.flags.0 & immutable);
+                    }
                     n.local.gone_since = Timestamp(0);
                     if n.is_latest() {
                         n.local.noncurrent_since = Timestamp(0);
@@ -558,6 +580,20 @@ fn lists_versions(file_schema: &str) -> bool {
     file_schema
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .any(|name| name.replace('_', "").eq_ignore_ascii_case("versionid"))
+}
+
+/// Anomalies listed by name in a plan (all are counted).
+const MAX_LISTED_ANOMALIES: usize = 1000;
+
+fn describe_content(r: &VersionRecord) -> String {
+    if r.is_delete_marker() {
+        return "a delete marker".to_string();
+    }
+    format!(
+        "{} bytes, ETag {}",
+        r.size,
+        r.etag.map_or("-".to_string(), |e| e.to_string())
+    )
 }
 
 impl PlanOutput {
