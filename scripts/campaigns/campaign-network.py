@@ -162,7 +162,9 @@ def main():
                                        env=env, capture_output=True, text=True)
                     repairs.append(r.returncode)
                     check_placed(f"fsck --repair attempt {attempt + 1}")
-                    if r.returncode not in (1, 2):
+                    # 0 repaired everything, 2 some versions wait for a later run, 1 problems
+                    # remain (a fault broke the repair): all may happen here.
+                    if r.returncode not in (0, 1, 2):
                         problems.append(f"fsck --repair exit {r.returncode}: {r.stderr.strip()[-300:]}")
                         break
                     if snapshot(backup) == want:
