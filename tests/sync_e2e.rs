@@ -672,8 +672,32 @@ fn second_writer_is_refused() {
     let out = sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(1);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert!(
+        stderr.contains("pid ") && stderr.contains(" since "),
+        "{stderr}"
+    );
     assert_eq!(snapshot(&backup), before);
+    // status sees the holder without taking the lock.
+    let status = |json: bool| {
+        let mut c = cli();
+        c.arg("status").arg(&backup);
+        if json {
+            c.arg("--json");
+        }
+        String::from_utf8(c.assert().success().get_output().stdout.clone()).unwrap()
+    };
+    assert!(status(false).contains("running      a writer holds the backup"));
+    let doc: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert!(
+        doc["running"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("pid ")),
+        "{doc}"
+    );
     drop(lock);
+    let doc: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert!(doc["running"].is_null(), "{doc}");
+    assert!(!status(false).contains("running"));
     sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(0);
 }
 

@@ -262,6 +262,31 @@ impl Backup {
     }
 }
 
+impl Backup {
+    /// Who holds the writer's lock now (`pid N on HOST since T`), without taking it: a
+    /// probe that took the lock, even for a moment, could make a starting sync refuse. The
+    /// kernel's table of flock locks (/proc/locks) is read instead; it sees this host's
+    /// holders (on a cluster filesystem, a holder on another host may not appear).
+    pub fn lock_holder(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.state_dir().join("lock");
+        let meta = std::fs::metadata(&path).ok()?;
+        let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+        let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        let held = locks.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 6 && f[1] == "FLOCK" && f[3] == "WRITE" && f[5] == id
+        });
+        held.then(|| {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+    }
+}
+
 /// Held while a process writes a backup; released when dropped (or when the process dies).
 pub struct Lock {
     _file: File,

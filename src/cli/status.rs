@@ -26,6 +26,7 @@ pub struct StatusArgs {
 pub fn run(args: &StatusArgs) -> Result<()> {
     let backup = Backup::open_existing(&args.backup)?;
     let state = backup.read_state()?;
+    let running = backup.lock_holder();
     let mut pending = Vec::new();
     if let Some(run) = backup.pending_run(&state)? {
         let s = &run.summary;
@@ -48,6 +49,8 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             "needs_key": last.map_or(0, |a| a.totals.needs_key),
             "bytes_held": last.map_or(0, |a| a.totals.bytes_held),
             "pending_runs": pending,
+            // A sync (or prune, fsck --repair, rollback) holds the lock now: its holder.
+            "running": running,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -103,13 +106,25 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             )?;
         }
     }
+    if let Some(holder) = &running {
+        writeln!(out, "running      a writer holds the backup ({holder})")?;
+    }
     for p in &pending {
-        writeln!(
-            out,
-            "interrupted  run of {} ({} journal entries): run `s3invbackup sync` to resume it",
-            p["date"].as_str().unwrap_or("?"),
-            p["journal_entries"]
-        )?;
+        if running.is_some() {
+            writeln!(
+                out,
+                "in progress  run of {} ({} journal entries so far)",
+                p["date"].as_str().unwrap_or("?"),
+                p["journal_entries"]
+            )?;
+        } else {
+            writeln!(
+                out,
+                "interrupted  run of {} ({} journal entries): run `s3invbackup sync` to resume it",
+                p["date"].as_str().unwrap_or("?"),
+                p["journal_entries"]
+            )?;
+        }
     }
     out.flush()?;
     Ok(())
