@@ -83,7 +83,8 @@ pub struct PlanSummary {
     pub mkdirs: u64,
     /// Versions that vanished from the inventory in this date (kept, marked gone).
     pub newly_gone: u64,
-    /// Versions still missing (failed earlier and no longer listed: cannot be retried).
+    /// Versions still missing and no longer listed (cannot be retried): deleted from the
+    /// bucket before the backup got them (now "vanished"), or held once and lost.
     pub missing_gone: u64,
     pub shadowed: u64,
     pub dirty_dirs: u64,

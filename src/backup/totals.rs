@@ -27,6 +27,10 @@ pub struct Totals {
     /// Of those, encrypted with a customer-provided key (SSE-C): never fetchable here.
     #[serde(default)]
     pub needs_key: u64,
+    /// Deleted from the bucket before the backup got them (not counted as not held: there
+    /// is nothing left to hold).
+    #[serde(default)]
+    pub vanished: u64,
 }
 
 impl Totals {
@@ -43,6 +47,7 @@ impl Totals {
                 self.not_held += 1;
                 self.needs_key += 1;
             }
+            LocalState::Vanished => self.vanished += 1,
             _ => {}
         }
     }

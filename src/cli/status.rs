@@ -47,6 +47,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             "retryable": last.map_or(0, |a| a.totals.retryable),
             "archived": last.map_or(0, |a| a.totals.archived),
             "needs_key": last.map_or(0, |a| a.totals.needs_key),
+            "vanished": last.map_or(0, |a| a.totals.vanished),
             "bytes_held": last.map_or(0, |a| a.totals.bytes_held),
             "pending_runs": pending,
             // A sync (or prune, fsck --repair, rollback) holds the lock now: its holder.
@@ -98,6 +99,13 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             "not held     {} version(s) missing or archived ({} still listed: the next sync retries them)",
             a.totals.not_held, a.totals.retryable
         )?;
+        if a.totals.vanished > 0 {
+            writeln!(
+                out,
+                "vanished     {} version(s) deleted from the bucket before they could be backed up",
+                a.totals.vanished
+            )?;
+        }
         if a.totals.archived + a.totals.needs_key > 0 {
             writeln!(
                 out,

@@ -130,9 +130,16 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
         bytes.push(b'\n');
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
+    // 2: the backup does not hold everything listed, or a fetch of this run failed (even
+    // if that version has since left the bucket: this run is where it was lost).
+    let failed_here = report
+        .dates
+        .iter()
+        .filter_map(|d| d.outcome.as_ref())
+        .any(|o| !o.failures.is_empty());
     Ok(if report.interrupted {
         Outcome::Interrupted
-    } else if report.failures > 0 {
+    } else if report.failures > 0 || failed_here {
         Outcome::Partial
     } else {
         Outcome::Done
@@ -214,6 +221,12 @@ fn print_summary(report: &SyncReport) {
         }
         for b in p.bad_keys.iter().take(20) {
             eprintln!("  skipped key {:?}: {}", b.key, b.reason);
+        }
+        if p.missing_gone > 0 {
+            eprintln!(
+                "  {} version(s) that could not be fetched are no longer listed: deleted from the bucket before they were backed up (not retried)",
+                p.missing_gone
+            );
         }
         if p.anomaly_count > 0 {
             eprintln!(

@@ -130,6 +130,9 @@ pub enum LocalState {
     Pruned = 5,
     /// SSE-C: only the customer's key opens it; reported every run, never retried.
     NeedsKey = 6,
+    /// Deleted from the bucket before it could be backed up (listed, its fetch failed, and
+    /// a later inventory no longer lists it): reported once, never retried.
+    Vanished = 7,
 }
 
 impl LocalState {
@@ -142,6 +145,7 @@ impl LocalState {
             4 => LocalState::Skipped,
             5 => LocalState::Pruned,
             6 => LocalState::NeedsKey,
+            7 => LocalState::Vanished,
             _ => return None,
         })
     }
@@ -155,6 +159,7 @@ impl LocalState {
             LocalState::Skipped => "skipped",
             LocalState::Pruned => "pruned",
             LocalState::NeedsKey => "needs-key",
+            LocalState::Vanished => "vanished",
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::backup::run_dir::{AnomalyEntry, BadKeyEntry, PlanSummary, RunDir, Ste
 use crate::index::merge::{MergeJoin, SortedRecords};
 use crate::index::{IndexReader, IndexWriter};
 use crate::model::etag::ETag;
-use crate::model::record::{Flags, Local, LocalState, VersionRecord};
+use crate::model::record::{Check, Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 use crate::model::version_id;
 
@@ -384,6 +384,12 @@ impl Planner<'_> {
                     }
                     if n.local.state == LocalState::Missing {
                         summary.missing_gone += 1;
+                        // Never placed by a fetch (nothing verified it): it left the bucket
+                        // before the backup got it. One the backup held and then lost
+                        // (fsck marked it missing) stays missing: that is a loss to report.
+                        if n.local.check == Check::Unknown {
+                            n.local.state = LocalState::Vanished;
+                        }
                     }
                     i += 1;
                 }
