@@ -799,3 +799,71 @@ fn an_inventory_that_rewrites_a_held_version_is_an_anomaly() {
         .assert()
         .code(0);
 }
+
+/// Prune, then undelete: a pruned old version that becomes current again (its delete marker
+/// removed) is fetched back into the mirror; the other pruned versions stay pruned.
+#[test]
+fn a_pruned_version_that_becomes_current_again_is_fetched_back() {
+    let base = base("bad-inputs-prune-undelete");
+    let w = world(&base, "prune-undelete");
+    // Day 2 deletes dir/b.txt (its version becomes old), day 3 removes the delete marker.
+    let out = sync(&w.inventory, &w.backup, &["--end-date", &w.dates[1]]);
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{out:?}");
+    assert!(!w.backup.join("dir/b.txt").exists());
+    cli()
+        .arg("prune")
+        .arg(&w.backup)
+        .args(["--noncurrent-older-than", "1d"])
+        .assert()
+        .code(0);
+    let old_b = std::fs::read_dir(w.backup.join("dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("b.txt.old."))
+        .count();
+    assert_eq!(old_b, 0, "prune left dir/b.txt's old version");
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{out:?}");
+    assert_eq!(
+        std::fs::read(w.backup.join("dir/b.txt")).unwrap(),
+        b"b version 1",
+        "the undeleted version is back in the mirror"
+    );
+    cli().arg("fsck").arg(&w.backup).assert().code(0);
+
+    // A catalog where a current version is pruned (an earlier build left undeletes so):
+    // fsck reports its file missing, and --repair downloads it.
+    let backup = s3invbackup::Backup::open_existing(&w.backup).unwrap();
+    let catalog = backup.catalog_path();
+    let tmp = catalog.with_extension("edit");
+    s3invbackup::backup::catalog::rewrite(&catalog, &tmp, |rec| {
+        if rec.key == "dir/b.txt" && rec.is_latest() {
+            rec.local.state = s3invbackup::model::record::LocalState::Pruned;
+        }
+    })
+    .unwrap();
+    std::fs::rename(&tmp, &catalog).unwrap();
+    std::fs::remove_file(w.backup.join("dir/b.txt")).unwrap();
+    let out = cli()
+        .args(["fsck", "--json"])
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("missing") && stdout.contains("dir/b.txt"),
+        "{stdout}"
+    );
+    let out = cli()
+        .args(["fsck", "--repair", "--inventory"])
+        .arg(&w.inventory)
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        std::fs::read(w.backup.join("dir/b.txt")).unwrap(),
+        b"b version 1"
+    );
+}

@@ -56,6 +56,17 @@ pub fn file_path(stem: &NameStem, rec: &VersionRecord) -> Option<String> {
     ))
 }
 
+/// Where the tree must hold a file for `rec`: its file if held, and also the current path
+/// of a latest version that was pruned (an old version become current again, which an
+/// earlier build did not fetch back): fsck reports that file missing, and repair marks the
+/// version missing so that it is downloaded.
+pub fn expected_path(stem: &NameStem, rec: &VersionRecord) -> Option<String> {
+    file_path(stem, rec).or_else(|| {
+        (rec.local.state == LocalState::Pruned && rec.is_latest() && has_content(rec))
+            .then(|| version_path(stem, rec, true, 0))
+    })
+}
+
 /// The path of `rec` as the current file (`current`) or as an old version, with the
 /// directories whose bit is set in `displaced` renamed to `<dir>.old.<stem>`.
 pub fn version_path(stem: &NameStem, rec: &VersionRecord, current: bool, displaced: u64) -> String {

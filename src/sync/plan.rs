@@ -367,6 +367,12 @@ impl Planner<'_> {
                     {
                         needs_fetch = true;
                     }
+                    // Pruned as an old version, and now current again (its delete marker
+                    // removed): the mirror must hold the key's latest version, so it is
+                    // fetched back. (Pruning never touches current files.)
+                    if n.local.state == LocalState::Pruned && n.is_latest() && has_content(&n) {
+                        needs_fetch = true;
+                    }
                     i += 1;
                     j += 1;
                 }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::Problem;
 use crate::backup::Backup;
-use crate::backup::catalog::{self, file_path};
+use crate::backup::catalog;
 use crate::backup::versions_json::Renderer;
 use crate::model::etag::ETag;
 use crate::model::record::Local;
@@ -54,7 +54,7 @@ pub(super) fn expected(backup: &Backup) -> Result<Expected> {
     let mut stream = reader.stream();
     while let Some(rec) = stream.next_record()? {
         renderer.add(rec, &mut collect)?;
-        if let Some(path) = file_path(&backup.stem, rec) {
+        if let Some(path) = catalog::expected_path(&backup.stem, rec) {
             held.push(Held {
                 path,
                 key: rec.key.clone(),

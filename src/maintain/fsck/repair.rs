@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use super::Problem;
 use crate::backup::Backup;
-use crate::backup::catalog::{self, file_path};
+use crate::backup::catalog;
 use crate::backup::durable::sync_filesystem;
 use crate::backup::versions_json::write_versions_file;
 use crate::model::record::LocalState;
@@ -85,7 +85,7 @@ pub(super) fn repair(
 fn mark_missing(backup: &Backup, paths: &HashSet<String>) -> Result<()> {
     let tmp = backup.state_dir().join("catalog.fsck.s3inv");
     let totals = catalog::rewrite(&backup.catalog_path(), &tmp, |rec| {
-        if file_path(&backup.stem, rec).is_some_and(|p| paths.contains(&p)) {
+        if catalog::expected_path(&backup.stem, rec).is_some_and(|p| paths.contains(&p)) {
             rec.local.state = LocalState::Missing;
         }
     })?;
