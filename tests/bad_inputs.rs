@@ -320,6 +320,23 @@ fn cases() -> Vec<Case> {
             recover_flags: &[],
         },
         Case {
+            name: "a folder marker with bytes (a key ending in '/', size 5)",
+            damage: |w| {
+                add_row(w, &w.dates[1], "new/on-day-2.txt", |f| {
+                    f[1] = "new/folder-with-bytes/".into();
+                    f[5] = "5".into();
+                })
+            },
+            flags: &[],
+            outcome: Outcome::Refused(&[
+                "cannot be stored as paths",
+                "new/folder-with-bytes/",
+                "folder marker",
+            ]),
+            recover: None,
+            recover_flags: &[],
+        },
+        Case {
             name: "key with a component longer than NAME_MAX",
             damage: |w| {
                 add_row(w, &w.dates[1], "new/on-day-2.txt", |f| {

@@ -217,9 +217,23 @@ impl Planner<'_> {
                 .iter()
                 .any(|c| c.local.state != LocalState::Skipped);
             let skipped_before = !known && !group.a().is_empty();
+            // A folder marker (`dir/`) that has bytes cannot be a directory and a file at
+            // once: a bad key, never silently dropped.
+            let folder_with_bytes = catalog::is_folder_marker(key)
+                && group
+                    .b()
+                    .iter()
+                    .any(|r| !r.is_delete_marker() && r.size > 0);
+            let verdict = self.rules.check(key).map_err(|e| e.to_string()).and_then(|()| {
+                if folder_with_bytes {
+                    Err("a folder marker (a key ending in '/') with bytes: it cannot be stored as both a directory and a file".to_string())
+                } else {
+                    Ok(())
+                }
+            });
             if !group.b().is_empty()
                 && !known
-                && let Err(reason) = self.rules.check(key)
+                && let Err(reason) = verdict
             {
                 out.summary.bad_keys.push(BadKeyEntry {
                     key: key.to_string(),
