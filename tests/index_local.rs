@@ -448,6 +448,43 @@ fn incomplete_date_is_not_used() {
     b.fails_with(&["no complete inventory for 2024-11-06"]);
 }
 
+/// A folder shaped like a date that is not one is listed by `dates` as invalid (text and
+/// JSON), skipped by the rest, and panics nothing.
+#[test]
+fn impossible_date_folders_are_listed_as_invalid() {
+    let b = Bad::new();
+    for name in [
+        "2024-13-01T01-00Z",
+        "2024-11-06T24-00Z",
+        "2023-02-29T01-00Z",
+    ] {
+        std::fs::create_dir(b.root().join(name)).unwrap();
+    }
+    let out = cli().arg("dates").arg(b.root()).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "2024-13-01T01-00Z",
+        "2024-11-06T24-00Z",
+        "2023-02-29T01-00Z",
+    ] {
+        assert!(stdout.contains(&format!("{name}  invalid")), "{stdout}");
+    }
+    assert!(stdout.contains(&format!("{DATE}  complete")), "{stdout}");
+    let json = cli()
+        .args(["dates", "--json"])
+        .arg(b.root())
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().filter(|l| l["complete"] == false).count(), 3);
+    // The valid date is still used.
+    build(&b.root(), &b.dir.path().join("x.idx"), &[]).success();
+}
+
 #[test]
 fn corrupted_index_block() {
     let b = Bad::new();

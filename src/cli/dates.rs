@@ -19,7 +19,7 @@ pub struct DatesArgs {
 
 pub fn run(args: &DatesArgs, s3: &S3Args) -> Result<()> {
     let inventory = s3.open_inventory(&args.inventory)?;
-    let dates = inventory.dates()?;
+    let (dates, invalid) = inventory.dates_with_invalid()?;
     let mut out = output(None)?;
     for d in &dates {
         let state = match (d.has_manifest, d.has_checksum) {
@@ -33,6 +33,15 @@ pub fn run(args: &DatesArgs, s3: &S3Args) -> Result<()> {
             writeln!(out, "{line}")?;
         } else {
             writeln!(out, "{}  {state}", d.date)?;
+        }
+    }
+    for name in &invalid {
+        let state = "invalid (shaped like a date, but not one: skipped)";
+        if args.json {
+            let line = serde_json::json!({"date": name, "complete": false, "state": state});
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{name}  {state}")?;
         }
     }
     out.flush()?;

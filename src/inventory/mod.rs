@@ -105,6 +105,24 @@ impl Inventory {
 
     /// Every date folder, oldest first, complete or not.
     pub fn dates(&self) -> Result<Vec<DateEntry>> {
+        Ok(self.scan()?.0)
+    }
+
+    /// The date folders, and the folders shaped like a date that are not one (month 13,
+    /// hour 24, Feb 29 of a common year: skipped by every command, listed by `dates`).
+    pub fn dates_with_invalid(&self) -> Result<(Vec<DateEntry>, Vec<String>)> {
+        self.scan()
+    }
+
+    fn scan(&self) -> Result<(Vec<DateEntry>, Vec<String>)> {
+        let mut invalid = Vec::new();
+        let mut date_folder = |name: &str, under: &dyn std::fmt::Debug| {
+            let date = date_folder(name, under);
+            if date.is_none() && InventoryDate::has_shape(name) {
+                invalid.push(name.to_string());
+            }
+            date
+        };
         let mut found: BTreeMap<InventoryDate, DateEntry> = BTreeMap::new();
         let mut note = |date: InventoryDate, file: Option<&str>| {
             let e = found.entry(date.clone()).or_insert(DateEntry {
@@ -164,7 +182,8 @@ impl Inventory {
                 }
             }
         }
-        Ok(found.into_values().collect())
+        invalid.sort();
+        Ok((found.into_values().collect(), invalid))
     }
 
     /// The complete dates, oldest first.
