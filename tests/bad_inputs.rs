@@ -884,3 +884,53 @@ fn a_pruned_version_that_becomes_current_again_is_fetched_back() {
         b"b version 1"
     );
 }
+
+/// A directory of the tree replaced by a symbolic link (moved to another disk, or planted):
+/// sync stops before writing through it, naming the link and the fix; fsck reports it and
+/// --repair changes nothing through it; once it is a real directory again, sync finishes.
+#[test]
+fn a_symlinked_directory_is_never_written_through() {
+    let base = base("bad-inputs-symlink");
+    let w = world(&base, "symlink");
+    let elsewhere = w.backup.parent().unwrap().join("moved-dir");
+    std::fs::rename(w.backup.join("dir"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, w.backup.join("dir")).unwrap();
+    let outside_before = full_snapshot(&elsewhere);
+    let out = sync(&w.inventory, &w.backup, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is a symbolic link") && stderr.contains("/dir"),
+        "{stderr}"
+    );
+    assert_eq!(full_snapshot(&elsewhere), outside_before);
+    let fsck = cli()
+        .args(["fsck", "--json"])
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&fsck.stdout).into_owned();
+    assert_eq!(fsck.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        doc["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["problem"] == "symlink" && p["path"] == "dir"),
+        "{stdout}"
+    );
+    let repair = cli()
+        .args(["fsck", "--repair", "--no-fetch"])
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    assert_eq!(repair.status.code(), Some(1), "{repair:?}");
+    assert_eq!(full_snapshot(&elsewhere), outside_before);
+    // Made a real directory again: the interrupted run finishes to the reference tree.
+    std::fs::remove_file(w.backup.join("dir")).unwrap();
+    std::fs::rename(&elsewhere, w.backup.join("dir")).unwrap();
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert_eq!(out.status.code(), Some(base.reference_code), "{out:?}");
+    assert_eq!(user_tree(&w.backup), base.reference);
+}

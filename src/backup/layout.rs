@@ -151,6 +151,33 @@ fn fit(name: &str, suffix: &str) -> String {
     format!("{}~{}{suffix}", &name[..keep], short_hash(name))
 }
 
+/// No directory on the way to `rel` (its own last component aside) is a symbolic link:
+/// nothing is created, renamed or written through one. (An absent directory is fine: the
+/// tool makes it, as a real one.)
+pub fn no_symlink_on_the_way(root: &std::path::Path, rel: &str) -> Result<(), String> {
+    let mut end = 0;
+    while let Some(i) = rel[end..].find('/') {
+        end += i;
+        let path = root.join(&rel[..end]);
+        end += 1;
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{} is a symbolic link (to {target}): a backup never writes through one. Make it a real directory again (e.g. remove the link and move {target} to {}), or keep the whole backup where the link points",
+                    path.display(),
+                    path.display()
+                ));
+            }
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// A path the tool is about to create or move into: relative, inside the root, no `.`
 /// or `..` component, no empty one. Every tree mutation passes through here (the apply
 /// step, rollback, repair), so a name built from inventory data can never escape.

@@ -165,6 +165,12 @@ fn versions_json_entry(out: &mut Vec<u8>, name: &str, rec: &VersionRecord) -> Re
 /// Writes (or, with `None`, removes) one directory's versions JSON. Not synced one by one:
 /// the commit syncs the filesystem once, and the file is rebuildable from the catalog.
 pub fn write_versions_file(backup: &Backup, dir: &str, text: Option<&[u8]>) -> Result<()> {
+    let file = if dir.is_empty() {
+        backup.stem.versions_file()
+    } else {
+        format!("{dir}/{}", backup.stem.versions_file())
+    };
+    crate::backup::layout::no_symlink_on_the_way(&backup.root, &file).map_err(|e| anyhow!(e))?;
     let dir_path = backup.root.join(dir);
     let path = dir_path.join(backup.stem.versions_file());
     let Some(bytes) = text else {

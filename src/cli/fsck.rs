@@ -125,9 +125,10 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
     // With --repair: 0 when everything found was repaired, 2 when some of it waits for
     // the next sync (versions marked missing, not downloaded here), 1 when problems remain
     // (a repair that fails is an error, exit 1).
+    let unrepairable = report.problems.iter().any(|p| !p.repairable());
     Ok(if report.problems.is_empty() {
         Outcome::Done
-    } else if args.repair && report.repaired {
+    } else if args.repair && report.repaired && !unrepairable {
         if args.no_fetch && retryable > 0 {
             eprintln!(
                 "{retryable} version(s) are marked missing: the next sync (or fsck --repair without --no-fetch) downloads them"

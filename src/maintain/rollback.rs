@@ -46,6 +46,20 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
         );
     }
     let root = &backup.root;
+    // All or nothing: a symbolic link on the way of any step stops the rollback before it
+    // moves anything (it would write through the link).
+    for entry in &entries {
+        let paths: Vec<String> = match entry {
+            Entry::Rename { from, to } => vec![from.clone(), to.clone()],
+            Entry::Place { dest, .. } => vec![dest.clone()],
+            Entry::Displace { dir, to, .. } => vec![dir.clone(), to.clone()],
+            Entry::Mkdir { dir } => vec![format!("{dir}/")],
+            Entry::Versions | Entry::Commit => vec![],
+        };
+        for p in paths {
+            crate::backup::layout::no_symlink_on_the_way(root, &p).map_err(anyhow::Error::msg)?;
+        }
+    }
     let mut report = RollbackReport {
         date: summary.date.clone(),
         ..RollbackReport::default()

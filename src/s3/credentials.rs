@@ -55,12 +55,7 @@ impl CredentialSource {
         profile: Option<&str>,
         region_hint: Option<&str>,
     ) -> Result<CredentialSource> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("credentials")
-            .enable_all()
-            .build()
-            .map_err(|e| anyhow!("starting the credentials runtime: {e}"))?;
+        let runtime = start_runtime()?;
         let provider = runtime.block_on(async {
             let mut builder = DefaultCredentialsChain::builder();
             if let Some(p) = profile {
@@ -197,6 +192,37 @@ impl CredentialSource {
                 .unwrap_or_default()
         );
         Ok(creds)
+    }
+}
+
+/// The runtime, or an error: tokio panics (instead of returning an error) when its signal
+/// driver cannot get a socket, as with a descriptor limit of 8; that must be exit 1 with
+/// the cause, not a crash. The panic hook is silenced for the moment it takes (this runs at
+/// start-up, before any other thread of ours).
+fn start_runtime() -> Result<tokio::runtime::Runtime> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("credentials")
+            .enable_all()
+            .build()
+    });
+    std::panic::set_hook(hook);
+    match built {
+        Ok(Ok(rt)) => Ok(rt),
+        Ok(Err(e)) => Err(anyhow!("starting the credentials runtime: {e}")),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(anyhow!(
+                "starting the credentials runtime: {why} (too few open files? raise `ulimit -n`)"
+            ))
+        }
     }
 }
 

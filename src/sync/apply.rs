@@ -124,6 +124,8 @@ struct Run<'a> {
     moved_before: HashSet<(String, String)>,
     /// Staging shards are made as downloads need them (a small run needs few).
     shards_made: [bool; 256],
+    /// Directories of the tree seen to be real directories (not symbolic links) this run.
+    real_dirs: HashSet<String>,
     in_flight: HashMap<PathBuf, InFlight>,
     outcome: RunOutcome,
     /// The first error: no further step is read and no further download placed.
@@ -159,6 +161,7 @@ impl<'a> Run<'a> {
             journal: Journal::open(&run_dir.journal_path())?,
             moved_before,
             shards_made: [false; 256],
+            real_dirs: HashSet::new(),
             in_flight: HashMap::new(),
             outcome: RunOutcome {
                 date: date.to_string(),
@@ -219,6 +222,8 @@ impl<'a> Run<'a> {
     fn rename(&mut self, from: String, to: String) -> Result<()> {
         inside(&from)?;
         inside(&to)?;
+        self.no_links(&from)?;
+        self.no_links(&to)?;
         let (src, dst) = (self.root.join(&from), self.root.join(&to));
         if exists(&dst) && self.moved_before.contains(&(from.clone(), to.clone())) {
             return Ok(());
@@ -248,6 +253,8 @@ impl<'a> Run<'a> {
     fn displace(&mut self, dir: String, to: String) -> Result<()> {
         inside(&dir)?;
         inside(&to)?;
+        self.no_links(&dir)?;
+        self.no_links(&to)?;
         let src = self.root.join(&dir);
         if src.is_dir() {
             let dst = self.root.join(&to);
@@ -261,6 +268,7 @@ impl<'a> Run<'a> {
 
     fn mkdir(&mut self, dir: String) -> Result<()> {
         inside(&dir)?;
+        self.no_links(&format!("{dir}/"))?;
         let path = self.root.join(&dir);
         if !path.is_dir() {
             self.journal.append(&Entry::Mkdir { dir })?;
@@ -313,6 +321,27 @@ impl<'a> Run<'a> {
         }))
     }
 
+    /// No directory on the way to `rel` (a path in the tree; its own last component aside)
+    /// is a symbolic link: a run never creates, renames or writes through one. An operator
+    /// who moved a directory elsewhere and left a link, or a planted link, stops the run
+    /// (resumable) with the fix. Each directory is looked at once per run.
+    fn no_links(&mut self, rel: &str) -> Result<()> {
+        let Some((parent, _)) = rel.rsplit_once('/') else {
+            return Ok(());
+        };
+        if self.real_dirs.contains(parent) {
+            return Ok(());
+        }
+        crate::backup::layout::no_symlink_on_the_way(self.root, rel)
+            .map_err(|e| anyhow::anyhow!("{e}; then run sync again"))?;
+        // Only a parent that exists now is known to be real (an absent one is made by
+        // this run, and looked at again next time).
+        if self.root.join(parent).is_dir() {
+            self.real_dirs.insert(parent.to_string());
+        }
+        Ok(())
+    }
+
     fn make_shard(&mut self, staging: &Path) -> Result<()> {
         let shard = staging.parent().expect("sharded");
         let name = shard.file_name().unwrap_or_default().to_string_lossy();
@@ -328,6 +357,7 @@ impl<'a> Run<'a> {
     /// Moves a verified download from staging into the tree, journaled first.
     fn place(&mut self, staging: &Path, dest: &str, check: Option<PlacedCheck>) -> Result<()> {
         inside(dest)?;
+        self.no_links(dest)?;
         let staging_rel = staging
             .strip_prefix(&self.state_dir)
             .unwrap_or(staging)

@@ -119,7 +119,13 @@ pub(super) fn tree(backup: &Backup, expected: &Expected) -> Result<Vec<Problem>>
                 format!("{dir}/{name}")
             };
             let kind = entry.file_type()?;
-            if kind.is_dir() {
+            if kind.is_symlink() {
+                // Never followed: what it points to is outside what fsck vouches for.
+                let target = std::fs::read_link(entry.path())
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                problems.push(Problem::Symlink { path: rel, target });
+            } else if kind.is_dir() {
                 if rel != state_dir {
                     stack.push(rel);
                 }

@@ -59,6 +59,8 @@ pub enum Problem {
         date: String,
         journal_entries: usize,
     },
+    /// A symbolic link in the tree: no command follows, removes or writes through one.
+    Symlink { path: String, target: String },
 }
 
 impl Problem {
@@ -78,6 +80,29 @@ impl Problem {
             Problem::UnfinishedRun { .. } => {
                 "roll it back (or run `s3invbackup sync` to finish it instead)"
             }
+            Problem::Symlink { .. } => {
+                "none: replace the link by the directory it points to (remove the link, move the target there), or keep the whole backup where it points"
+            }
+        }
+    }
+
+    /// `--repair` can fix it.
+    pub fn repairable(&self) -> bool {
+        !matches!(self, Problem::Symlink { .. })
+    }
+
+    /// The file or directory it is about, relative to the root.
+    fn path(&self) -> Option<&str> {
+        match self {
+            Problem::Missing { path, .. }
+            | Problem::WrongSize { path, .. }
+            | Problem::WrongMtime { path, .. }
+            | Problem::Corrupt { path, .. }
+            | Problem::Stray { path }
+            | Problem::Misplaced { path, .. }
+            | Problem::Symlink { path, .. } => Some(path),
+            Problem::VersionsJson { dir, .. } => Some(dir),
+            Problem::UnfinishedRun { .. } => None,
         }
     }
 }
@@ -133,10 +158,21 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
     check::find_misplaced(backup, &expected.held, &mut report.problems);
     report.problems.sort_by_key(|p| format!("{p:?}"));
 
+    // Nothing under a symbolic link is repaired: a repair there would write through it.
+    let links: Vec<String> = report
+        .problems
+        .iter()
+        .filter(|p| matches!(p, Problem::Symlink { .. }))
+        .filter_map(|p| p.path().map(|l| format!("{l}/")))
+        .collect();
     let to_repair: Vec<Problem> = report
         .problems
         .iter()
-        .filter(|p| !matches!(p, Problem::UnfinishedRun { .. }))
+        .filter(|p| !matches!(p, Problem::UnfinishedRun { .. }) && p.repairable())
+        .filter(|p| {
+            p.path()
+                .is_none_or(|path| !links.iter().any(|l| format!("{path}/").starts_with(l)))
+        })
         .cloned()
         .collect();
     if opts.repair && !to_repair.is_empty() {

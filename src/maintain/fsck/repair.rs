@@ -51,6 +51,8 @@ pub(super) fn repair(
                     .with_context(|| format!("setting the mtime of {path}"))?;
             }
             Problem::Stray { path } => to_quarantine(path)?,
+            // Never repaired (fsck::repairable): listed for the operator.
+            Problem::Symlink { .. } => {}
             Problem::Misplaced { path, belongs } => {
                 let (from, to) = (backup.root.join(path), backup.root.join(belongs));
                 if let Some(parent) = to.parent() {
