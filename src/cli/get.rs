@@ -48,12 +48,16 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let staging = tempfile::Builder::new()
-        .prefix(".s3invbackup-get-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?
-        .into_temp_path();
-    let _cleanup = super::signals::stop_token().cleanup(&staging);
+    let (staging, _cleanup) = super::signals::stop_token().create_registered(
+        || {
+            Ok(tempfile::Builder::new()
+                .prefix(".s3invbackup-get-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("creating a temporary file in {}", dir.display()))?
+                .into_temp_path())
+        },
+        |t| t.to_path_buf(),
+    )?;
     let opts = super::limits::fetch_options(args.jobs, args.part_size);
     let (request, verified) = fetch_one(
         &client,

@@ -123,14 +123,18 @@ fn build_once(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp_out = tempfile::Builder::new()
-        .prefix(".s3invbackup-index-")
-        // Not tempfile's default 0600: an index is as readable as any file the user writes
-        // (the umask still applies).
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(&out_dir)
-        .with_context(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    let _cleanup_out = opts.stop.cleanup(tmp_out.path());
+    let (tmp_out, _cleanup_out) = opts.stop.create_registered(
+        || {
+            tempfile::Builder::new()
+                .prefix(".s3invbackup-index-")
+                // Not tempfile's default 0600: an index is as readable as any file the user
+                // writes (the umask still applies).
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .tempfile_in(&out_dir)
+                .with_context(|| format!("creating a temporary file in {}", out_dir.display()))
+        },
+        |t| t.path().to_path_buf(),
+    )?;
     let threads = opts.threads.max(1);
     let compressed_bytes: u64 = dm.data_files.iter().map(|f| f.size).sum();
     let counters = Arc::new(Counters::default());
@@ -207,11 +211,15 @@ fn sort_externally(
     opts: &IndexOptions,
     summary: &mut IndexSummary,
 ) -> Result<()> {
-    let tmp_dir = tempfile::Builder::new()
-        .prefix(".s3invbackup-sort-")
-        .tempdir_in(tmp_base)
-        .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))?;
-    let _cleanup_sort = opts.stop.cleanup(tmp_dir.path());
+    let (tmp_dir, _cleanup_sort) = opts.stop.create_registered(
+        || {
+            tempfile::Builder::new()
+                .prefix(".s3invbackup-sort-")
+                .tempdir_in(tmp_base)
+                .with_context(|| format!("creating a sort directory in {}", tmp_base.display()))
+        },
+        |t| t.path().to_path_buf(),
+    )?;
     let (runs, mut buffers, spill_duplicates) = fill_and_spill(input, tmp_dir.path())?;
     summary.runs = runs.len();
     buffers.par_iter_mut().for_each(SortBuffer::sort);
