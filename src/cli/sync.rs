@@ -130,13 +130,13 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
         bytes.push(b'\n');
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
-    // 2: the backup does not hold everything listed, or a fetch of this run failed (even
-    // if that version has since left the bucket: this run is where it was lost).
-    let failed_here = report
-        .dates
-        .iter()
-        .filter_map(|d| d.outcome.as_ref())
-        .any(|o| !o.failures.is_empty());
+    // 2: the backup does not hold everything listed, or a fetch of this run failed, or a
+    // date of this run found versions gone from the bucket before they were backed up (a
+    // resumed run reports its date's plan, so an interrupted run's loss is still said).
+    let failed_here = !report.dry_run
+        && report.dates.iter().any(|d| {
+            d.plan.missing_gone > 0 || d.outcome.as_ref().is_some_and(|o| !o.failures.is_empty())
+        });
     Ok(if report.interrupted {
         Outcome::Interrupted
     } else if report.failures > 0 || failed_here {
