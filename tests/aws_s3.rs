@@ -10,28 +10,10 @@ use support::aws::{Aws, KEY_ID, SECRET, run};
 
 /// Uploads `spec` (put_objects.py's format) into `bucket` through moto, inside.
 fn seed(aws: &Aws, bucket: &str, spec: serde_json::Value) -> Vec<serde_json::Value> {
-    use std::io::Write;
-    let out_dir = aws.dir.path().join("objects").join(bucket);
     let mut c = aws.script("put_objects.py");
     c.args(["--endpoint", &aws.moto, "--bucket", bucket, "--out"])
-        .arg(&out_dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "put_objects.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .arg(aws.dir.path().join("objects").join(bucket));
+    support::run_put_objects(c, &spec)
 }
 
 /// Runs fixtures.py against the harness's moto (`args` after `--endpoint`).

@@ -654,14 +654,7 @@ fn archived_and_sse_c_rows_are_recorded_without_a_request() {
         "{stderr}"
     );
     assert!(stderr.contains("sync --try-archived"), "{stderr}");
-    let status = |w: &World| -> serde_json::Value {
-        let out = cli()
-            .args(["status", "--json"])
-            .arg(&w.backup)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let status = |w: &World| status_json(&w.backup);
     let s = status(&w);
     assert_eq!(s["archived"], 1, "{s}");
     if base.reference_code == 0 {
@@ -735,15 +728,7 @@ fn null_versions_with_one_etag_are_each_kept() {
     // Later syncs go on (they stopped on the collision before): up to date, exit 0 unless
     // versions still listed are not held.
     let out = sync(&w.inventory, &w.backup, &[]);
-    let status: serde_json::Value = serde_json::from_slice(
-        &cli()
-            .args(["status", "--json"])
-            .arg(&w.backup)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let status = status_json(&w.backup);
     let want = if status["not_held"] == 0 { 0 } else { 2 };
     assert_eq!(out.status.code(), Some(want), "{out:?} {status}");
 }
@@ -933,4 +918,14 @@ fn a_symlinked_directory_is_never_written_through() {
     let out = sync(&w.inventory, &w.backup, &[]);
     assert_eq!(out.status.code(), Some(base.reference_code), "{out:?}");
     assert_eq!(user_tree(&w.backup), base.reference);
+}
+
+/// `status --json` of a backup.
+fn status_json(backup: &Path) -> serde_json::Value {
+    let out = cli()
+        .args(["status", "--json"])
+        .arg(backup)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -50,6 +50,8 @@ pub struct S3Client {
     region: Option<String>,
     credentials: CredentialSource,
     requester_pays: bool,
+    /// Regions this client has resolved, by bucket.
+    known_regions: std::sync::RwLock<std::collections::HashMap<String, String>>,
 }
 
 /// One GET.
@@ -149,6 +151,7 @@ impl S3Client {
             region,
             credentials,
             requester_pays: config.requester_pays,
+            known_regions: Default::default(),
         })
     }
 
@@ -307,11 +310,35 @@ impl S3Client {
         }
     }
 
-    /// The bucket's region: `--region`, else the cached answer, else asked.
+    /// The bucket's region: `--region`, else this client's answer (a read lock, no
+    /// allocation: this runs for every request), else the process's, else asked.
     fn region_of(&self, bucket: &str) -> Result<String> {
         if let Some(r) = &self.region {
             return Ok(r.clone());
         }
+        if let Some(r) = self
+            .known_regions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bucket)
+        {
+            return Ok(r.clone());
+        }
+        let r = self.resolve_region(bucket)?;
+        self.learn_region(bucket, &r);
+        Ok(r)
+    }
+
+    /// Records a bucket's region for this client and the process.
+    fn learn_region(&self, bucket: &str, r: &str) {
+        region::remember(&self.endpoints.describe(), bucket, r);
+        self.known_regions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(bucket.to_string(), r.to_string());
+    }
+
+    fn resolve_region(&self, bucket: &str) -> Result<String> {
         let endpoint = self.endpoints.describe();
         if let Some(r) = region::cached(&endpoint, bucket) {
             return Ok(r);
@@ -483,7 +510,7 @@ impl S3Client {
                             "s3://{}/ is in {new}, not {region}: signing for {new}",
                             r.bucket
                         );
-                        region::remember(&self.endpoints.describe(), r.bucket, new);
+                        self.learn_region(r.bucket, new);
                         redirected = true;
                         attempt -= 1;
                         continue;

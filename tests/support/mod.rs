@@ -244,13 +244,10 @@ pub struct Uploaded {
     pub file: PathBuf,
 }
 
-/// Uploads `spec` (see scripts/harness/put_objects.py) into a new bucket `bucket`.
-pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Uploaded> {
+/// Runs put_objects.py (`cmd`, its arguments given) with `spec` on stdin; its JSON answer.
+pub fn run_put_objects(mut cmd: Command, spec: &serde_json::Value) -> Vec<serde_json::Value> {
     use std::io::Write as _;
-    let srv = server();
-    let mut child = script_against_server("put_objects.py", srv)
-        .args(["--bucket", bucket, "--out"])
-        .arg(out)
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -268,7 +265,15 @@ pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Upl
         "put_objects.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Uploads `spec` (see scripts/harness/put_objects.py) into a new bucket `bucket`.
+pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Uploaded> {
+    let srv = server();
+    let mut cmd = script_against_server("put_objects.py", srv);
+    cmd.args(["--bucket", bucket, "--out"]).arg(out);
+    let list = run_put_objects(cmd, &spec);
     list.into_iter()
         .map(|v| Uploaded {
             key: v["key"].as_str().unwrap().into(),
