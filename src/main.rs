@@ -4,7 +4,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cli::Outcome;
 use s3invbackup::error::Refusal;
@@ -20,6 +20,9 @@ struct Cli {
     /// More log output (-v: info, -vv: debug); RUST_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log lines as text, or as one JSON object per line (for log pipelines)
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +38,7 @@ enum Command {
     /// Fetch and verify one object version
     Get(cli::get::GetArgs),
     /// Bring a backup up to date with an inventory (incremental, versioned, resumable)
+    #[command(override_usage = "s3invbackup sync [OPTIONS] [INVENTORY] <BACKUP>")]
     Sync(cli::sync::SyncArgs),
     /// What a backup holds: applied dates, failures, an interrupted run
     Status(cli::status::StatusArgs),
@@ -48,10 +52,22 @@ enum Command {
     Rollback(cli::rollback::RollbackArgs),
     /// DELETES backed-up data: old versions, noncurrent or gone longer than a duration
     Prune(cli::prune::PruneArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(cli::kit::CompletionsArgs),
+    /// Print the man page (roff), e.g. `s3invbackup man > s3invbackup.1`; --dir: every page
+    Man(cli::kit::ManArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are answers, not errors; a usage error is EX_USAGE (64),
+            // never clap's 2, which here means "done, some versions still to fetch".
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { USAGE } else { 0 });
+        }
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -66,11 +82,18 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level}{quiet_sdk}")));
-    tracing_subscriber::fmt()
+    // Colour only for a person at a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(false).init();
+    } else {
+        logs.with_ansi(ansi).init();
+    }
 
     let result = match &cli.command {
         Command::Dates(a) => cli::dates::run(a, &cli.s3).map(|()| Outcome::Done),
@@ -78,12 +101,14 @@ fn main() -> ExitCode {
         Command::Dump(a) => cli::dump::run(a).map(|()| Outcome::Done),
         Command::Get(a) => cli::get::run(a, &cli.s3).map(|()| Outcome::Done),
         Command::Sync(a) => cli::sync::run(a, &cli.s3),
-        Command::Status(a) => cli::status::run(a).map(|()| Outcome::Done),
+        Command::Status(a) => cli::status::run(a),
         Command::Fsck(a) => cli::fsck::run(a, &cli.s3),
         Command::Locate(a) => cli::locate::run(a).map(|()| Outcome::Done),
         Command::Restore(a) => cli::restore::run(a),
         Command::Rollback(a) => cli::rollback::run(a).map(|()| Outcome::Done),
         Command::Prune(a) => cli::prune::run(a).map(|()| Outcome::Done),
+        Command::Completions(a) => cli::kit::completions(a, Cli::command()).map(|()| Outcome::Done),
+        Command::Man(a) => cli::kit::man(a, Cli::command()).map(|()| Outcome::Done),
         Command::Diff(a) => cli::diff::run(a, &cli.s3).map(|changed| {
             if changed && a.exit_code {
                 Outcome::Changes
@@ -98,7 +123,7 @@ fn main() -> ExitCode {
         Ok(outcome) => ExitCode::from(exit_status(outcome)),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("s3invbackup: error: {e:#}");
+            s3invbackup::say!("s3invbackup: error: {e:#}");
             ExitCode::from(error_status(&e, diff_exit_code))
         }
     }
@@ -110,8 +135,13 @@ fn main() -> ExitCode {
 /// |---|---|
 /// | 0 | done |
 /// | 1 | an error or a refusal (the backup is unchanged or resumable); `fsck`: problems found; `diff --exit-code`: there are changes |
-/// | 2 | done, but some versions could not be fetched or are not held (listed; the next sync retries them); `diff --exit-code`: an error; a usage error (clap's own exit) |
+/// | 2 | done, but some versions could not be fetched (listed; the next sync retries them); `diff --exit-code`: an error; `status --check`: failures wait for a retry |
+/// | 64 | usage error (EX_USAGE): a bad flag or argument; nothing was done |
 /// | 130 | interrupted (resumable) |
+///
+/// A closed standard output or error (`… | head`) ends a command quietly, never a panic.
+const USAGE: u8 = 64;
+
 fn exit_status(outcome: Outcome) -> u8 {
     match outcome {
         Outcome::Done => 0,

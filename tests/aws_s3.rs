@@ -492,9 +492,9 @@ fn verification_is_recorded_and_fsck_repeats_it_offline() {
     let (_, stdout, _) = tool(&["locate", b, "big/multipart.bin"]);
     assert!(stdout.contains("verified: multipart ETag"), "{stdout}");
     // Offline: every file checked by what its fetch used (nothing by size only).
-    let (o, _, stderr) = tool(&["fsck", "--verify-content", b]);
+    let (o, stdout, stderr) = tool(&["fsck", "--verify-content", b]);
     assert!(o.status.success(), "{stderr}");
-    assert!(stderr.contains(" 0 checkable by size only"), "{stderr}");
+    assert!(stdout.contains(" 0 checkable by size only"), "{stdout}");
     // A flipped byte in the SSE-KMS file is found by its recorded checksum.
     let file = backup.join("deep/a/b/c/d/e/f/g.txt");
     let mut bytes = std::fs::read(&file).unwrap();

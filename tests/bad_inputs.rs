@@ -445,13 +445,35 @@ fn bad_inputs_are_refused_and_lose_nothing() {
                     }
                 }
                 // The date's index may stay in .<stem>/indexes/ (a cache, reused by the
-                // next run if the manifest is the same); nothing else may change.
+                // next run if the manifest is the same), and the run history gains the
+                // refused run (checked below); nothing else may change.
                 let cached = format!(".{STEM}/indexes/");
+                let history = format!(".{STEM}/runs.jsonl");
                 let after = full_snapshot(&w.backup);
+                if let Some(last) = std::fs::read_to_string(w.backup.join(&history))
+                    .ok()
+                    .and_then(|t| t.lines().last().map(str::to_string))
+                {
+                    let run: serde_json::Value = serde_json::from_str(&last).unwrap();
+                    if run["result"] != "failed" || !run["error"].is_string() {
+                        failures.push(format!("{}: history says {last}", case.name));
+                    }
+                } else if damaged_backup.iter().any(|e| e.0 == format!(".{STEM}/")) {
+                    failures.push(format!(
+                        "{}: the refused run is not in the history",
+                        case.name
+                    ));
+                }
                 let changed: Vec<_> = after
                     .iter()
-                    .filter(|e| !damaged_backup.contains(e) && !e.0.starts_with(&cached))
-                    .chain(damaged_backup.iter().filter(|e| !after.contains(e)))
+                    .filter(|e| {
+                        !damaged_backup.contains(e) && !e.0.starts_with(&cached) && e.0 != history
+                    })
+                    .chain(
+                        damaged_backup
+                            .iter()
+                            .filter(|e| !after.contains(e) && e.0 != history),
+                    )
                     .map(|e| &e.0)
                     .collect();
                 if !changed.is_empty() {

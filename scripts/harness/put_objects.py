@@ -5,12 +5,14 @@
 
 spec.json is a list of {"key", "size", "parts": [part sizes] (multipart), "no_checksum": true
 (no additional checksum), "storage_class": "GLACIER", "null": true
-(written before versioning is enabled), "seed"}. Content is deterministic pseudo-random bytes
-(a repeated 1 MiB pattern for big objects). Each object's bytes are also written to DIR/<n>
-so tests can compare. Prints a JSON list: {"key", "version_id", "etag", "size",
-"last_modified" (epoch seconds), "file"}.
+(written before versioning is enabled), "no_file": true, "seed"}. Content is deterministic
+pseudo-random bytes (a repeated 1 MiB pattern for big objects). Each object's bytes are also
+written to DIR/<n> so tests can compare, unless "no_file" (big objects: the disk of a CI machine
+is small). Prints a JSON list: {"key", "version_id", "etag", "size", "last_modified" (epoch
+seconds), "md5" (of the bytes sent, by hashlib), "file"}.
 """
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -64,15 +66,17 @@ def main():
         results.append({"key": o["key"], "version_id": head.get("VersionId", "null") or "null",
                         "etag": head["ETag"].strip('"'), "size": head["ContentLength"],
                         "last_modified": head["LastModified"].timestamp(),
-                        "checksum": checksum, "checksum_composite": composite,
+                        "checksum": checksum, "checksum_composite": composite, "md5": o["md5"],
                         "file": os.path.join(args.out, str(n))})
     print(json.dumps(results))
 
 
 def put(s3, args, o, n):
     body = content(o["size"], o.get("seed", n))
-    with open(os.path.join(args.out, str(n)), "wb") as f:
-        f.write(body)
+    o["md5"] = hashlib.md5(body).hexdigest()
+    if not o.get("no_file"):
+        with open(os.path.join(args.out, str(n)), "wb") as f:
+            f.write(body)
     if o.get("parts"):
         mp = s3.create_multipart_upload(Bucket=args.bucket, Key=o["key"])
         parts, at = [], 0

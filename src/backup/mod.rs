@@ -23,6 +23,7 @@ pub mod durable;
 pub mod journal;
 pub mod layout;
 pub mod run_dir;
+pub mod runs;
 pub mod totals;
 pub mod versions_json;
 

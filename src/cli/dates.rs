@@ -46,7 +46,7 @@ pub fn run(args: &DatesArgs, s3: &S3Args) -> Result<()> {
     }
     out.flush()?;
     if dates.is_empty() {
-        eprintln!("no inventory dates found in {}", inventory.describe(""));
+        s3invbackup::say!("no inventory dates found in {}", inventory.describe(""));
     }
     Ok(())
 }

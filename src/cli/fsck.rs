@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::maintain::fsck::{FsckOptions, fsck};
+use s3invbackup::maintain::fsck::{FsckOptions, FsckReport, Problem, fsck};
 use s3invbackup::sys::progress::human_bytes;
 
 use s3invbackup::sync::fetch::FetchOptions;
@@ -44,7 +44,7 @@ pub struct FsckArgs {
     /// With --repair: download threads
     #[arg(long, default_value_t = 32)]
     pub jobs: usize,
-    /// One JSON document instead of text
+    /// One JSON document instead of the table (every problem with all its fields)
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -62,41 +62,14 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
         },
     )?;
     if let Some(date) = &report.rolled_back {
-        eprintln!("rolled back the unfinished run of {date}");
+        s3invbackup::say!("rolled back the unfinished run of {date}");
     }
     let mut out = output(None)?;
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        for p in &report.problems {
-            writeln!(out, "{}", serde_json::to_string(p)?)?;
-            writeln!(
-                out,
-                "  {} {}",
-                if report.repaired {
-                    "repaired:"
-                } else {
-                    "--repair would:"
-                },
-                p.repair()
-            )?;
-        }
-        eprintln!(
-            "{} files checked{}; {} problem(s){}",
-            report.files_checked,
-            if args.verify_content {
-                format!(
-                    ", {} read, {} checkable by size only",
-                    human_bytes(report.bytes_verified),
-                    report.unverifiable
-                )
-            } else {
-                String::new()
-            },
-            report.problems.len(),
-            if report.repaired { ", repaired" } else { "" }
-        );
+        print_table(&mut out, &report, args)?;
     }
     out.flush()?;
     let retryable = backup
@@ -105,7 +78,7 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
         .last()
         .map_or(0, |a| a.totals.retryable);
     if args.repair && !args.no_fetch && retryable > 0 {
-        eprintln!("downloading {retryable} version(s) the backup should hold again");
+        s3invbackup::say!("downloading {retryable} version(s) the backup should hold again");
         let refetched = refetch(
             &backup,
             args.inventory.as_deref(),
@@ -115,7 +88,7 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
             super::signals::stop_token(),
         )?;
         if refetched.failures > 0 {
-            eprintln!(
+            s3invbackup::say!(
                 "{} version(s) could not be downloaded; the next sync retries them",
                 refetched.failures
             );
@@ -130,7 +103,7 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
         Outcome::Done
     } else if args.repair && report.repaired && !unrepairable {
         if args.no_fetch && retryable > 0 {
-            eprintln!(
+            s3invbackup::say!(
                 "{retryable} version(s) are marked missing: the next sync (or fsck --repair without --no-fetch) downloads them"
             );
             Outcome::Partial
@@ -140,6 +113,71 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
     } else {
         Outcome::Problems
     })
+}
+
+/// One row per problem (path, what was found), then one line per kind of problem saying
+/// what --repair does (or did) about it: the fix is the same for every row of a kind.
+fn print_table(out: &mut dyn Write, report: &FsckReport, args: &FsckArgs) -> Result<()> {
+    let width = report
+        .problems
+        .iter()
+        .map(|p| p.path().map_or(0, str::len))
+        .max()
+        .unwrap_or(0)
+        .clamp(4, 60);
+    if !report.problems.is_empty() {
+        writeln!(out, "{:<14} {:<width$} found", "problem", "path")?;
+    }
+    for p in &report.problems {
+        writeln!(
+            out,
+            "{:<14} {:<width$} {}",
+            p.kind(),
+            p.path().unwrap_or("-"),
+            p.detail()
+        )?;
+    }
+    if report.unfinished_run_paths > 0 {
+        writeln!(
+            out,
+            "{:<14} {:<width$} {} path(s) the unfinished run touches (not listed: finishing or rolling back the run resolves them)",
+            "(folded)", "...", report.unfinished_run_paths
+        )?;
+    }
+    let mut kinds: Vec<&Problem> = Vec::new();
+    for p in &report.problems {
+        if !kinds.iter().any(|k| k.kind() == p.kind()) {
+            kinds.push(p);
+        }
+    }
+    if !kinds.is_empty() {
+        writeln!(out)?;
+    }
+    for k in kinds {
+        let verb = if report.repaired {
+            "repaired"
+        } else {
+            "--repair would"
+        };
+        writeln!(out, "{:<14} {verb}: {}", k.kind(), k.repair())?;
+    }
+    writeln!(
+        out,
+        "{} files checked{}; {} problem(s){}",
+        report.files_checked,
+        if args.verify_content {
+            format!(
+                ", {} read, {} checkable by size only",
+                human_bytes(report.bytes_verified),
+                report.unverifiable
+            )
+        } else {
+            String::new()
+        },
+        report.problems.len(),
+        if report.repaired { ", repaired" } else { "" }
+    )?;
+    Ok(())
 }
 
 use std::io::Write;

@@ -88,7 +88,7 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
             "size only (the ETag of an SSE-KMS object says nothing about its bytes, and S3 sent no checksum)".to_string()
         }
     };
-    eprintln!(
+    s3invbackup::say!(
         "{} -> {}: {} ({} bytes), verified: {how}",
         args.url,
         args.output.display(),

@@ -47,12 +47,12 @@ pub fn run(args: &IndexArgs, s3: &S3Args) -> Result<()> {
     }
     let s = build_index(&inventory, &date, &args.output, &opts)?;
     let secs = s.elapsed.as_secs_f64();
-    eprintln!(
+    s3invbackup::say!(
         "indexed {} into {}",
         inventory.describe(date.as_str()),
         args.output.display()
     );
-    eprintln!(
+    s3invbackup::say!(
         "  rows {}  keys {}  versions {}  delete markers {}  bytes {} ({})",
         s.stats.records,
         s.stats.keys,
@@ -61,7 +61,7 @@ pub fn run(args: &IndexArgs, s3: &S3Args) -> Result<()> {
         s.stats.total_bytes,
         human_bytes(s.stats.total_bytes)
     );
-    eprintln!(
+    s3invbackup::say!(
         "  current objects {} ({})  data files {} ({})  {}  {:.1}s, {:.0} rows/s",
         s.stats.current_objects,
         human_bytes(s.stats.current_bytes),
@@ -76,7 +76,7 @@ pub fn run(args: &IndexArgs, s3: &S3Args) -> Result<()> {
         s.stats.records as f64 / secs.max(1e-9)
     );
     if s.duplicates > 0 {
-        eprintln!("  warning: {} duplicate rows dropped", s.duplicates);
+        s3invbackup::say!("  warning: {} duplicate rows dropped", s.duplicates);
     }
     Ok(())
 }

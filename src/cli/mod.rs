@@ -7,6 +7,7 @@ pub mod dump;
 pub mod fsck;
 pub mod get;
 pub mod index;
+pub mod kit;
 pub mod limits;
 pub mod locate;
 pub mod prune;
@@ -134,4 +135,31 @@ pub fn output(path: Option<&PathBuf>) -> Result<Box<dyn Write>> {
         )),
         None => Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout().lock())),
     })
+}
+
+/// Refuses, before any work, an output path the run could not write at its end: its
+/// directory must exist and take a new file (one is made and removed).
+pub fn check_output_path(path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("{} is a directory, not a file to write", path.display());
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".s3invbackup-probe")
+        .tempfile_in(dir)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "{} cannot be written (checked before the run): its directory {}",
+                path.display(),
+                if dir.is_dir() {
+                    "is not writable"
+                } else {
+                    "does not exist"
+                }
+            )
+        })
 }

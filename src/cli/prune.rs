@@ -48,7 +48,7 @@ pub fn run(args: &PruneArgs) -> Result<()> {
         writeln!(out, "{f}")?;
     }
     out.flush()?;
-    eprintln!(
+    s3invbackup::say!(
         "{} {} files, {}",
         if args.dry_run {
             "would delete"

@@ -54,7 +54,7 @@ pub fn run(args: &RestoreArgs) -> Result<Outcome> {
         progress: args.progress.options(),
     };
     let report = restore(&backup, &args.dest, &opts)?;
-    eprintln!(
+    s3invbackup::say!(
         "restored {} files ({}) and {} folder markers as of {} into {}; {} keys were deleted then",
         report.files,
         human_bytes(report.bytes),
@@ -64,12 +64,14 @@ pub fn run(args: &RestoreArgs) -> Result<Outcome> {
         report.deleted
     );
     for k in &report.shadowed {
-        eprintln!("  left out: {k} (a file and a directory at once; the directory wins)");
+        s3invbackup::say!("  left out: {k} (a file and a directory at once; the directory wins)");
     }
     for n in report.not_held.iter().take(20) {
-        eprintln!(
+        s3invbackup::say!(
             "  not held: {} (version {}, {})",
-            n.key, n.version_id, n.state
+            n.key,
+            n.version_id,
+            n.state
         );
     }
     if let Some(path) = &args.report {

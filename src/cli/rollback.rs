@@ -21,17 +21,20 @@ pub struct RollbackArgs {
 pub fn run(args: &RollbackArgs) -> Result<()> {
     let backup = Backup::open_existing(&args.backup)?;
     match rollback(&backup)? {
-        None => eprintln!(
+        None => s3invbackup::say!(
             "{}: no unfinished run; nothing to undo",
             backup.root.display()
         ),
         Some(r) => {
-            eprintln!(
+            s3invbackup::say!(
                 "rolled back the run of {}: {} files moved back, {} downloads removed, {} directories restored",
-                r.date, r.moved_back, r.removed, r.directories_restored
+                r.date,
+                r.moved_back,
+                r.removed,
+                r.directories_restored
             );
             for d in &r.left_merged {
-                eprintln!("  left in place (merged into an existing one): {d}");
+                s3invbackup::say!("  left in place (merged into an existing one): {d}");
             }
         }
     }

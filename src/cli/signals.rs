@@ -30,7 +30,7 @@ pub fn stop_token() -> Stop {
                         std::fs::remove_file(&p)
                     };
                 }
-                eprintln!("s3invbackup: interrupted; temporary files removed");
+                s3invbackup::say!("s3invbackup: interrupted; temporary files removed");
                 std::process::exit(130);
             });
             if let Err(e) = result {
@@ -52,7 +52,7 @@ fn exit_now(stop: &Stop, recent: &Mutex<Vec<Instant>>) -> bool {
     if times.len() >= 3 {
         return true;
     }
-    eprintln!(
+    s3invbackup::say!(
         "s3invbackup: stopping after the downloads in flight (interrupt twice more within 5 s to stop now)"
     );
     false

@@ -7,9 +7,12 @@ use clap::Args;
 use serde_json::json;
 
 use s3invbackup::backup::Backup;
+use s3invbackup::maintain::health::{self, Severity};
+use s3invbackup::maintain::prune::parse_duration;
+use s3invbackup::model::timestamp::Timestamp;
 use s3invbackup::sys::progress::human_bytes;
 
-use super::output;
+use super::{Outcome, output};
 
 /// The backup's source, name stem and path filter, every applied date with its counts, the
 /// versions not held (missing, archived: retried by the next sync) and any interrupted run
@@ -21,10 +24,61 @@ pub struct StatusArgs {
     /// One JSON document (for monitoring)
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 with a one-line reason if the backup needs attention (the last sync failed, a
+    /// run is interrupted, the newest applied date is older than --max-age), 2 if versions
+    /// only wait for the next sync's retry, else 0
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: the newest applied date may be this old (e.g. 36h, 2d)
+    #[arg(long, value_parser = parse_duration, requires = "check")]
+    pub max_age: Option<std::time::Duration>,
+    /// How many of the latest runs to show
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
 }
 
-pub fn run(args: &StatusArgs) -> Result<()> {
+pub fn run(args: &StatusArgs) -> Result<Outcome> {
     let backup = Backup::open_existing(&args.backup)?;
+    if args.check {
+        return check(&backup, args);
+    }
+    show(&backup, args)?;
+    Ok(Outcome::Done)
+}
+
+/// One line: OK, or every finding (worst first); the exit status is the worst's.
+fn check(backup: &Backup, args: &StatusArgs) -> Result<Outcome> {
+    let found = health::check(backup, args.max_age, Timestamp::now())?;
+    let mut out = output(None)?;
+    if found.is_empty() {
+        let state = backup.read_state()?;
+        let last = state.last_applied().unwrap_or("none");
+        let running = backup
+            .lock_holder()
+            .map_or(String::new(), |h| format!("; a sync is running ({h})"));
+        writeln!(
+            out,
+            "OK: {} is up to date with {last}{running}",
+            backup.root.display()
+        )?;
+        out.flush()?;
+        return Ok(Outcome::Done);
+    }
+    for f in &found {
+        let tag = match f.severity {
+            Severity::Alert => "CRITICAL",
+            Severity::Retry => "WARNING",
+        };
+        writeln!(out, "{tag}: {}: {}", backup.root.display(), f.reason)?;
+    }
+    out.flush()?;
+    Ok(match found[0].severity {
+        Severity::Alert => Outcome::Problems,
+        Severity::Retry => Outcome::Partial,
+    })
+}
+
+fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
     let state = backup.read_state()?;
     let running = backup.lock_holder();
     let mut pending = Vec::new();
@@ -36,6 +90,8 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         );
     }
     let last = state.applied.last();
+    let all_runs = backup.read_runs()?;
+    let runs = &all_runs[all_runs.len().saturating_sub(args.runs)..];
     let mut out = output(None)?;
     if args.json {
         let doc = json!({
@@ -52,6 +108,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             "pending_runs": pending,
             // A sync (or prune, fsck --repair, rollback) holds the lock now: its holder.
             "running": running,
+            "runs": runs,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -114,6 +171,38 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             )?;
         }
     }
+    if !runs.is_empty() {
+        writeln!(
+            out,
+            "runs         the last {} of {}",
+            runs.len(),
+            all_runs.len()
+        )?;
+        writeln!(
+            out,
+            "  {:<24} {:<14} {:<11} {:>5} {:>10} {:>12} {:>7} {:>9}",
+            "started", "command", "result", "dates", "fetched", "bytes", "failed", "took"
+        )?;
+        for r in runs {
+            let result = r.result.map_or("?", |r| r.as_str());
+            let command = if r.retry { "sync (retry)" } else { &r.command };
+            writeln!(
+                out,
+                "  {:<24} {:<14} {:<11} {:>5} {:>10} {:>12} {:>7} {:>9}",
+                r.started,
+                command,
+                result,
+                r.dates.len(),
+                r.fetched,
+                human_bytes(r.fetched_bytes),
+                r.failed,
+                health::human_duration(std::time::Duration::from_secs_f64(r.duration_secs))
+            )?;
+            if let Some(e) = &r.error {
+                writeln!(out, "    error: {}", e.lines().next().unwrap_or(""))?;
+            }
+        }
+    }
     if let Some(holder) = &running {
         writeln!(out, "running      a writer holds the backup ({holder})")?;
     }
@@ -121,9 +210,12 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         if running.is_some() {
             writeln!(
                 out,
-                "in progress  run of {} ({} journal entries so far)",
+                "in progress  run of {}: {} of {} steps done ({} fetches, {} moves planned)",
                 p["date"].as_str().unwrap_or("?"),
-                p["journal_entries"]
+                p["journal_entries"],
+                p["fetches"].as_u64().unwrap_or(0) + p["renames"].as_u64().unwrap_or(0),
+                p["fetches"],
+                p["renames"]
             )?;
         } else {
             writeln!(

@@ -9,7 +9,12 @@ use std::io::Write;
 
 use s3invbackup::backup::Backup;
 use s3invbackup::backup::run_dir::Step;
+use s3invbackup::backup::runs::{RunRecord, RunResult};
+use s3invbackup::error::Refusal;
+use s3invbackup::inventory::InventoryDate;
+use s3invbackup::model::timestamp::Timestamp;
 use s3invbackup::model::version_id;
+use s3invbackup::sync::metrics::Metrics;
 use s3invbackup::sync::plan::OnBadKey;
 use s3invbackup::sync::{SyncOptions, SyncReport, dry_run, interrupted_run, sync};
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
@@ -27,10 +32,11 @@ use super::{Outcome, ProgressArgs, S3Args};
 /// 130 interrupted (resumable).
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// s3://bucket/prefix/ (the folder holding the dated folders) or a local copy
-    pub inventory: String,
-    /// The backup directory (created if absent; must then be empty)
-    pub backup: PathBuf,
+    /// [INVENTORY] BACKUP: the inventory, s3://bucket/prefix/ (the folder holding the dated
+    /// folders) or a local copy, then the backup directory (created if absent; must then be
+    /// empty). An existing backup alone uses the inventory recorded when it was created
+    #[arg(required = true, num_args = 1..=2, value_names = ["INVENTORY", "BACKUP"])]
+    pub locations: Vec<String>,
     /// First date for a new backup (YYYY-MM-DD or YYYY-MM-DDTHH-MMZ) [default: the latest]
     #[arg(long)]
     pub start_date: Option<String>,
@@ -67,9 +73,13 @@ pub struct SyncArgs {
     /// Print what would be downloaded and moved; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Write the run's report (JSON) here
+    /// Write the run's report (JSON) here (checked before the run starts)
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Write Prometheus metrics here at the end of every run, failed ones too (for
+    /// node_exporter's textfile collector; replaced atomically)
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub progress: ProgressArgs,
 }
@@ -81,11 +91,121 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("bad mode {s:?}: expected octal, e.g. 644"))
 }
 
+impl SyncArgs {
+    /// The backup directory (the last location given).
+    pub fn backup(&self) -> PathBuf {
+        PathBuf::from(self.locations.last().expect("clap requires one"))
+    }
+
+    /// The inventory given, or the one the existing backup recorded at creation.
+    fn inventory(&self) -> Result<String> {
+        if let [inventory, _] = self.locations.as_slice() {
+            return Ok(inventory.clone());
+        }
+        let backup = self.backup();
+        match Backup::open(&backup)? {
+            Some(b) => Ok(b.config.inventory),
+            None => anyhow::bail!(
+                "{} is not a backup yet: a new backup needs its inventory, \
+                 `s3invbackup sync s3://BUCKET/PREFIX/ {}`",
+                backup.display(),
+                backup.display()
+            ),
+        }
+    }
+}
+
 pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
+    let started = Timestamp::now();
+    let backup_dir = args.backup();
+    // A report or metrics path that cannot be written is found now, not after the night.
+    for path in [&args.report, &args.metrics_file].into_iter().flatten() {
+        super::check_output_path(path)?;
+    }
+    let result = args
+        .inventory()
+        .and_then(|inventory| run_sync(args, s3, inventory));
+    // A run refused because another holds the lock never started: the holder's run is the
+    // one to record (a "failed" row here would alarm while that run is fine).
+    let locked = result.as_ref().err().is_some_and(|e| {
+        e.chain()
+            .any(|c| matches!(c.downcast_ref::<Refusal>(), Some(Refusal::Locked { .. })))
+    });
+    if !args.dry_run && !locked {
+        record_run(args, &backup_dir, started, &result)?;
+    }
+    let (report, outcome) = result?;
+    if let Some(path) = &args.report {
+        let mut bytes = serde_json::to_vec_pretty(&report)?;
+        bytes.push(b'\n');
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(outcome)
+}
+
+/// Appends the run to the backup's history and writes the metrics file, whatever the
+/// run's end: a failed night is exactly what monitoring must see.
+fn record_run(
+    args: &SyncArgs,
+    backup_dir: &std::path::Path,
+    started: Timestamp,
+    result: &Result<(SyncReport, Outcome)>,
+) -> Result<()> {
+    let ended = Timestamp::now();
+    let mut run = RunRecord {
+        command: "sync".into(),
+        started: started.to_string(),
+        ended: ended.to_string(),
+        duration_secs: (ended.as_millis() - started.as_millis()) as f64 / 1000.0,
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..RunRecord::default()
+    };
+    match result {
+        Ok((report, outcome)) => {
+            run.result = Some(match outcome {
+                Outcome::Interrupted => RunResult::Interrupted,
+                Outcome::Partial => RunResult::Partial,
+                _ => RunResult::Done,
+            });
+            run.dates = report.dates.iter().map(|d| d.plan.date.clone()).collect();
+            run.retry = report.retried;
+            (run.fetched, run.fetched_bytes, run.renamed, run.failed) = report.fetched();
+            run.newest_inventory = report.newest_inventory.clone();
+        }
+        Err(e) => {
+            run.result = Some(RunResult::Failed);
+            run.error = Some(format!("{e:#}"));
+        }
+    }
+    let backup = Backup::open(backup_dir).ok().flatten();
+    if let Some(b) = &backup
+        && let Err(e) = b.append_run(&run)
+    {
+        tracing::warn!("could not record the run in the backup's history: {e:#}");
+    }
+    if let Some(path) = &args.metrics_file {
+        let state = backup.as_ref().and_then(|b| b.read_state().ok());
+        let last = state.as_ref().and_then(|s| s.applied.last());
+        Metrics {
+            backup: &backup_dir.display().to_string(),
+            run: &run,
+            report: result.as_ref().ok().map(|(r, _)| r),
+            totals: last.map(|a| a.totals),
+            last_applied: last
+                .and_then(|a| InventoryDate::parse(&a.date))
+                .map(|d| d.timestamp().as_millis() / 1000),
+            ended: ended.as_millis() / 1000,
+        }
+        .write(path)?;
+    }
+    Ok(())
+}
+
+fn run_sync(args: &SyncArgs, s3: &S3Args, inventory: String) -> Result<(SyncReport, Outcome)> {
     let stop = super::signals::stop_token();
     let opts = SyncOptions {
-        inventory: args.inventory.clone(),
-        backup: args.backup.clone(),
+        inventory,
+        backup: args.backup(),
         start_date: args.start_date.clone(),
         end_date: args.end_date.clone(),
         path_filter: args.path_filter.clone(),
@@ -111,7 +231,7 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
     };
     let report = result.map_err(|e| {
         // Said once, where the operator looks: what state the failure left behind.
-        let pending = Backup::open(&args.backup)
+        let pending = Backup::open(&args.backup())
             .ok()
             .flatten()
             .and_then(|b| interrupted_run(&b).ok().flatten());
@@ -119,17 +239,12 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
             Some(date) => e.context(format!(
                 "the run of {date} stopped part-way (the backup is consistent: run sync again \
                  to finish it, or `s3invbackup rollback {}` to undo it)",
-                args.backup.display()
+                args.backup().display()
             )),
             None => e,
         }
     })?;
     print_summary(&report);
-    if let Some(path) = &args.report {
-        let mut bytes = serde_json::to_vec_pretty(&report)?;
-        bytes.push(b'\n');
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
     // 2: the backup does not hold everything listed, or a fetch of this run failed, or a
     // date of this run found versions gone from the bucket before they were backed up (a
     // resumed run reports its date's plan, so an interrupted run's loss is still said).
@@ -137,13 +252,16 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
         && report.dates.iter().any(|d| {
             d.plan.missing_gone > 0 || d.outcome.as_ref().is_some_and(|o| !o.failures.is_empty())
         });
-    Ok(if report.interrupted {
+    let outcome = if report.interrupted {
         Outcome::Interrupted
-    } else if report.failures > 0 || failed_here {
+    } else if failed_here || report.retryable.saturating_sub(report.archived) > 0 {
+        // Only what a later sync can still get makes a run partial: archived and SSE-C
+        // versions wait on the operator (status and the metrics say so), not on a retry.
         Outcome::Partial
     } else {
         Outcome::Done
-    })
+    };
+    Ok((report, outcome))
 }
 
 /// One line per step of a dry run.
@@ -169,13 +287,19 @@ fn print_step(out: &mut impl Write, step: &Step) -> Result<()> {
 
 fn print_summary(report: &SyncReport) {
     if report.dates.is_empty() && !report.interrupted {
-        eprintln!("{}: up to date (no new inventory date)", report.backup);
+        s3invbackup::say!("{}: up to date (no new inventory date)", report.backup);
         print_not_held(report);
         return;
     }
-    eprintln!(
+    s3invbackup::say!(
         "{:<19} {:>10} {:>12} {:>9} {:>8} {:>8} {:>9}",
-        "date", "fetched", "bytes", "renamed", "failed", "skipped", "gone"
+        "date",
+        "fetched",
+        "bytes",
+        "renamed",
+        "failed",
+        "skipped",
+        "gone"
     );
     for d in &report.dates {
         let p = &d.plan;
@@ -188,7 +312,7 @@ fn print_summary(report: &SyncReport) {
             ),
             None => (p.fetches, p.fetch_bytes, p.renames, 0),
         };
-        eprintln!(
+        s3invbackup::say!(
             "{:<19} {:>10} {:>12} {:>9} {:>8} {:>8} {:>9}{}",
             p.date,
             fetched,
@@ -205,7 +329,7 @@ fn print_summary(report: &SyncReport) {
         );
         if let Some(o) = &d.outcome {
             for f in o.failures.iter().take(20) {
-                eprintln!(
+                s3invbackup::say!(
                     "  failed: {} (version {}): {}",
                     f.key,
                     version_id::to_s3(&f.version_id),
@@ -213,36 +337,39 @@ fn print_summary(report: &SyncReport) {
                 );
             }
             if o.failures.len() > 20 {
-                eprintln!(
+                s3invbackup::say!(
                     "  ... and {} more failures (see --report)",
                     o.failures.len() - 20
                 );
             }
         }
         for b in p.bad_keys.iter().take(20) {
-            eprintln!("  skipped key {:?}: {}", b.key, b.reason);
+            s3invbackup::say!("  skipped key {:?}: {}", b.key, b.reason);
         }
         if p.missing_gone > 0 {
-            eprintln!(
+            s3invbackup::say!(
                 "  {} version(s) that could not be fetched are no longer listed: deleted from the bucket before they were backed up (not retried)",
                 p.missing_gone
             );
         }
         if p.anomaly_count > 0 {
-            eprintln!(
+            s3invbackup::say!(
                 "  ANOMALY: {} version(s) already held are listed with another size or ETag (S3 never changes a version: a damaged or forged inventory?); the held files are kept as they were",
                 p.anomaly_count
             );
             for a in p.anomalies.iter().take(20) {
-                eprintln!(
+                s3invbackup::say!(
                     "    {} (version {}): holds {}; the inventory says {}",
-                    a.key, a.version_id, a.held, a.listed
+                    a.key,
+                    a.version_id,
+                    a.held,
+                    a.listed
                 );
             }
         }
     }
     if report.interrupted {
-        eprintln!("interrupted: run sync again to resume");
+        s3invbackup::say!("interrupted: run sync again to resume");
     } else {
         print_not_held(report);
     }
@@ -257,18 +384,18 @@ fn print_not_held(report: &SyncReport) {
             .saturating_sub(report.archived)
             .min(missing);
         if missing > 0 {
-            eprintln!(
+            s3invbackup::say!(
                 "{missing} version(s) could not be fetched ({retried} still listed: the next sync retries them; the others are gone from the bucket)"
             );
         }
         if report.archived > 0 {
-            eprintln!(
+            s3invbackup::say!(
                 "{} version(s) are in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive): restore them in S3, then run sync --try-archived",
                 report.archived
             );
         }
         if report.needs_key > 0 {
-            eprintln!(
+            s3invbackup::say!(
                 "{} version(s) are encrypted with a customer-provided key (SSE-C): they cannot be backed up without it",
                 report.needs_key
             );

@@ -30,7 +30,7 @@ use crate::inventory::{
     is_mismatch,
 };
 use crate::model::record::VersionRecord;
-use crate::sys::progress::{Counters, Progress, Reporter};
+use crate::sys::progress::{Counters, Phase, Progress, Reporter};
 use crate::sys::stop::Stop;
 
 #[derive(Debug, Clone)]
@@ -152,9 +152,7 @@ fn build_once(
     let report = |label: &str, counters: &Arc<Counters>| {
         let files = dm.data_files.len() as u64;
         Reporter::start(
-            label,
-            files,
-            compressed_bytes,
+            Phase::new(format!("{label} {date}"), "files", files, compressed_bytes),
             Arc::clone(counters),
             &opts.progress,
         )

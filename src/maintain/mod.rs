@@ -7,6 +7,7 @@
 //! catalog is only ever replaced whole by a rename.
 
 pub mod fsck;
+pub mod health;
 pub mod history;
 pub mod prune;
 pub mod restore;

@@ -17,7 +17,7 @@ use crate::backup::catalog::{self, file_path, is_folder_marker};
 use crate::maintain::history::{is_held, version_at};
 use crate::model::record::VersionRecord;
 use crate::model::timestamp::Timestamp;
-use crate::sys::progress::{Counters, Progress, Reporter};
+use crate::sys::progress::{Counters, Phase, Progress, Reporter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
@@ -58,7 +58,11 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
     check_destination(backup, dest)?;
     let reader = catalog::open(&backup.catalog_path())?;
     let counters = Arc::new(Counters::default());
-    let _reporter = Reporter::start("restore", 0, 0, Arc::clone(&counters), &opts.progress);
+    let _reporter = Reporter::start(
+        Phase::new("restore", "files", 0, 0),
+        Arc::clone(&counters),
+        &opts.progress,
+    );
     let mut report = RestoreReport {
         at: opts.at.to_string(),
         ..RestoreReport::default()

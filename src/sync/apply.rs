@@ -28,7 +28,7 @@ use crate::sync::fetch::{
     FetchCounters, FetchError, FetchOptions, FetchRequest, FetchResult, fetch_all,
 };
 use crate::sync::plan;
-use crate::sys::progress::{Counters, Progress, Reporter};
+use crate::sys::progress::{Counters, Phase, Progress, Reporter};
 use crate::sys::stop::Stop;
 
 /// A version that could not be fetched in this run.
@@ -72,20 +72,31 @@ impl Executor<'_> {
     pub fn execute(&self, run_dir: &RunDir, summary: &PlanSummary) -> Result<RunOutcome> {
         let counters = Arc::new(Counters::default());
         let _reporter = Reporter::start(
-            &format!("sync {}", summary.date),
-            summary.fetches,
-            summary.fetch_bytes,
+            Phase::new(
+                format!("fetch {}", summary.date),
+                "objects",
+                summary.fetches,
+                summary.fetch_bytes,
+            ),
             Arc::clone(&counters),
             &self.progress,
         );
         // The step reader and the fetcher's result callback both run on this thread and
         // take turns with the run's state: one RefCell, never borrowed across a call.
-        let run = RefCell::new(Run::start(self, run_dir, &summary.date, counters)?);
+        let run = RefCell::new(Run::start(
+            self,
+            run_dir,
+            &summary.date,
+            Arc::clone(&counters),
+        )?);
         let requests = run_dir
             .read_steps()?
             .map_while(|step| run.borrow_mut().next_request(step))
             .flatten();
-        let fetch_counters = FetchCounters::default();
+        let fetch_counters = FetchCounters {
+            display: Some(Arc::clone(&counters)),
+            ..FetchCounters::default()
+        };
         let fetched = {
             let _graceful = self.stop.graceful();
             fetch_all(self.client, requests, &self.fetch, &fetch_counters, |r| {
@@ -288,6 +299,7 @@ impl<'a> Run<'a> {
     ) -> Result<Option<FetchRequest>> {
         if is_verified_copy(&self.root.join(&t.dest), t.size, t.last_modified) {
             self.counters.files_done.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes.fetch_add(t.size, Ordering::Relaxed);
             return Ok(None);
         }
         let staging =
@@ -298,6 +310,7 @@ impl<'a> Run<'a> {
             self.place(&staging, &t.dest, None)?;
             self.outcome.reused_from_staging += 1;
             self.counters.files_done.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes.fetch_add(t.size, Ordering::Relaxed);
             return Ok(None);
         }
         self.make_shard(&staging)?;

@@ -29,11 +29,26 @@ pub(super) fn warn_incomplete(
                 e.date
             );
         } else {
-            tracing::info!(
-                "inventory date {} is not complete yet (no {missing}): not applied",
+            // S3 writes manifest.checksum last; a date without it is still being delivered
+            // (or its delivery failed): the operator should know the backup is a day behind.
+            tracing::warn!(
+                "the newest inventory date {} is not complete yet (no {missing}): not applied",
                 e.date
             );
         }
+    }
+}
+
+/// A daily inventory's newest date is from yesterday or today: older, and the inventory
+/// configuration may be broken (deleted, or its destination unwritable).
+pub(super) fn warn_stale(newest: &InventoryDate, age_ms: i64) {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    if age_ms > 2 * DAY_MS {
+        tracing::warn!(
+            "the newest complete inventory date, {newest}, is {} days old: is the bucket's \
+             inventory configuration still delivering?",
+            age_ms / DAY_MS
+        );
     }
 }
 

@@ -215,6 +215,9 @@ pub struct FetchCounters {
     pub requests: AtomicU64,
     pub resumes: AtomicU64,
     pub retried_corrupt: AtomicU64,
+    /// The progress display's counters: bytes as they arrive (a 10 GiB file moves the
+    /// line while it downloads) and failures.
+    pub display: Option<std::sync::Arc<crate::sys::progress::Counters>>,
 }
 
 /// The result of one request.
@@ -405,7 +408,12 @@ impl Worker<'_> {
     ) {
         match &outcome {
             Ok(_) => self.counters.objects_done.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.counters.failures.fetch_add(1, Ordering::Relaxed),
+            Err(_) => {
+                if let Some(d) = &self.counters.display {
+                    d.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                self.counters.failures.fetch_add(1, Ordering::Relaxed)
+            }
         };
         let _ = self.results_tx.send(FetchResult {
             request,
@@ -638,6 +646,9 @@ impl Worker<'_> {
                         }
                         done += n as u64;
                         self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Some(d) = &self.counters.display {
+                            d.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => break Some(e),

@@ -12,6 +12,7 @@ mod commit;
 mod dates;
 mod dry_run;
 pub mod fetch;
+pub mod metrics;
 pub mod plan;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,35 @@ pub struct SyncReport {
     /// Of the missing and archived, those the bucket still lists (retried).
     pub retryable: u64,
     pub interrupted: bool,
+    /// The run only retried versions earlier runs could not fetch (no new date).
+    pub retried: bool,
+    /// The newest complete inventory date, and a newer one not complete yet.
+    pub newest_inventory: Option<String>,
+    pub newest_incomplete: Option<String>,
+    /// How old the newest complete date is, when the run started (seconds).
+    pub inventory_age_secs: Option<i64>,
+    /// RFC 3339, UTC; the tool's version.
+    pub started: String,
+    pub ended: String,
+    pub duration_secs: f64,
+    pub version: String,
+}
+
+impl SyncReport {
+    /// Versions this run fetched (and bytes), moved, and fetches of it that failed.
+    pub fn fetched(&self) -> (u64, u64, u64, u64) {
+        self.dates.iter().filter_map(|d| d.outcome.as_ref()).fold(
+            (0, 0, 0, 0),
+            |(n, b, r, f), o| {
+                (
+                    n + o.downloaded + o.reused_from_staging,
+                    b + o.downloaded_bytes,
+                    r + o.renamed,
+                    f + o.failures.len() as u64,
+                )
+            },
+        )
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -135,11 +165,14 @@ struct Prepared {
 }
 
 fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
+    let started = crate::model::timestamp::Timestamp::now();
     let inventory = Inventory::open(&opts.inventory, &opts.s3)?;
-    let report = SyncReport {
+    let mut report = SyncReport {
         backup: opts.backup.display().to_string(),
         inventory: opts.inventory.clone(),
         dry_run,
+        started: started.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
         ..SyncReport::default()
     };
     let existing = Backup::open(&opts.backup)?;
@@ -152,6 +185,16 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
     if complete.is_empty() {
         bail!("{}: no complete inventory date", opts.inventory);
     }
+    let newest = complete.last().expect("not empty");
+    report.newest_inventory = Some(newest.to_string());
+    report.newest_incomplete = entries
+        .iter()
+        .filter(|e| !e.is_complete() && e.date.as_str() > newest.as_str())
+        .map(|e| e.date.to_string())
+        .next_back();
+    let age_ms = started.as_millis() - newest.timestamp().as_millis();
+    report.inventory_age_secs = Some(age_ms / 1000);
+    dates::warn_stale(newest, age_ms);
     let state = match &existing {
         Some(b) => b.read_state()?,
         None => State::default(),
@@ -187,6 +230,7 @@ pub fn dry_run(
         p.report,
         on_step,
     )
+    .map(finished)
 }
 
 pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
@@ -225,7 +269,17 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
     report.archived = totals.archived;
     report.needs_key = totals.needs_key;
     report.retryable = totals.retryable;
-    Ok(report)
+    Ok(finished(report))
+}
+
+/// Stamps the end of a run on its report.
+fn finished(mut report: SyncReport) -> SyncReport {
+    let ended = crate::model::timestamp::Timestamp::now();
+    let started = crate::model::timestamp::Timestamp::parse(report.started.as_bytes());
+    report.duration_secs =
+        started.map_or(0.0, |s| (ended.as_millis() - s.as_millis()) as f64 / 1000.0);
+    report.ended = ended.to_string();
+    report
 }
 
 /// The date of a run that stopped part-way and that the next sync resumes, if any.
@@ -352,6 +406,7 @@ fn apply_dates(
         && state.applied.last().is_some_and(|a| a.totals.retryable > 0)
     {
         tracing::warn!("retrying versions that earlier runs could not fetch ({last})");
+        report.retried = true;
         plan_and_run(&ctx, &last, &mut state, report, true)?;
     }
     Ok(())

@@ -8,3 +8,14 @@
 pub mod failpoint;
 pub mod progress;
 pub mod stop;
+
+/// A line on standard error that never panics: `eprintln!` panics when stderr is a closed
+/// pipe (`sync … 2>&1 | head -1`), and a message to a reader who has gone is not a reason
+/// to stop a run half-way.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}

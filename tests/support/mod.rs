@@ -240,7 +240,9 @@ pub struct Uploaded {
     /// whether it is a composite one.
     pub checksum: Option<String>,
     pub checksum_composite: bool,
-    /// The bytes, as uploaded.
+    /// The MD5 of the bytes uploaded (hex), as Python's hashlib computed it.
+    pub md5: String,
+    /// The bytes, as uploaded (absent when the spec said "no_file").
     pub file: PathBuf,
 }
 
@@ -283,6 +285,7 @@ pub fn put_objects(bucket: &str, spec: serde_json::Value, out: &Path) -> Vec<Upl
             last_modified: v["last_modified"].as_f64().unwrap(),
             checksum: v["checksum"].as_str().map(str::to_string),
             checksum_composite: v["checksum_composite"].as_bool().unwrap_or(false),
+            md5: v["md5"].as_str().unwrap().into(),
             file: PathBuf::from(v["file"].as_str().unwrap()),
         })
         .collect()

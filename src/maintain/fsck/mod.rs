@@ -86,13 +86,67 @@ impl Problem {
         }
     }
 
+    /// Its name in a table: `missing`, `wrong-size`, … (the JSON's `problem`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Problem::Missing { .. } => "missing",
+            Problem::WrongSize { .. } => "wrong-size",
+            Problem::WrongMtime { .. } => "wrong-mtime",
+            Problem::Corrupt { .. } => "corrupt",
+            Problem::Stray { .. } => "stray",
+            Problem::Misplaced { .. } => "misplaced",
+            Problem::VersionsJson { .. } => "versions-json",
+            Problem::UnfinishedRun { .. } => "unfinished-run",
+            Problem::Symlink { .. } => "symlink",
+        }
+    }
+
+    /// What was found, beyond the path.
+    pub fn detail(&self) -> String {
+        match self {
+            Problem::Missing { version_id, .. } => {
+                format!("version {}", crate::model::version_id::to_s3(version_id))
+            }
+            Problem::WrongSize {
+                expected, actual, ..
+            } => format!("{actual} bytes, expected {expected}"),
+            Problem::WrongMtime {
+                expected, actual, ..
+            } => format!("mtime {actual}, expected {expected}"),
+            Problem::Corrupt { reason, .. } | Problem::VersionsJson { reason, .. } => {
+                reason.clone()
+            }
+            Problem::Stray { .. } => "not in the catalog".to_string(),
+            Problem::Misplaced { belongs, .. } => format!("belongs at {belongs}"),
+            Problem::UnfinishedRun {
+                date,
+                journal_entries,
+            } => format!("the run of {date} ({journal_entries} journal entries)"),
+            Problem::Symlink { target, .. } => format!("-> {target}"),
+        }
+    }
+
+    /// What an unfinished run's own changes look like (and resuming or rolling it back
+    /// resolves); a link or corrupt bytes are never that.
+    fn folds_under_a_run(&self) -> bool {
+        matches!(
+            self,
+            Problem::Missing { .. }
+                | Problem::WrongSize { .. }
+                | Problem::WrongMtime { .. }
+                | Problem::Stray { .. }
+                | Problem::Misplaced { .. }
+                | Problem::VersionsJson { .. }
+        )
+    }
+
     /// `--repair` can fix it.
     pub fn repairable(&self) -> bool {
         !matches!(self, Problem::Symlink { .. })
     }
 
     /// The file or directory it is about, relative to the root.
-    fn path(&self) -> Option<&str> {
+    pub fn path(&self) -> Option<&str> {
         match self {
             Problem::Missing { path, .. }
             | Problem::WrongSize { path, .. }
@@ -118,6 +172,10 @@ pub struct FsckReport {
     pub repaired: bool,
     /// The date of the unfinished run `--repair` rolled back first.
     pub rolled_back: Option<String>,
+    /// Problems at paths the unfinished run touches (its placed files look like strays,
+    /// its moved ones like missing files): counted here, not listed, since resuming or
+    /// rolling back the run is their one fix.
+    pub unfinished_run_paths: u64,
 }
 
 pub struct FsckOptions {
@@ -128,7 +186,22 @@ pub struct FsckOptions {
 
 pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
     let mut report = FsckReport::default();
+    // A running sync changes the tree under the walk: every file it places would look like
+    // a stray. (--repair takes the lock itself, and so refuses the same way.)
+    if !opts.repair
+        && let Some(holder) = backup.lock_holder()
+    {
+        return Err(crate::error::Refusal::Locked {
+            backup: backup.root.clone(),
+            holder,
+        }
+        .into());
+    }
+    let mut touched = None;
     if let Some(run) = backup.pending_run(&backup.read_state()?)? {
+        if !opts.repair {
+            touched = Some(touched_paths(&run.dir)?);
+        }
         report.problems.push(Problem::UnfinishedRun {
             journal_entries: run.dir.read_journal()?.len(),
             date: run.summary.date,
@@ -157,6 +230,13 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
     report.problems.extend(check::tree(backup, &expected)?);
     check::find_misplaced(backup, &expected.held, &mut report.problems);
     report.problems.sort_by_key(|p| format!("{p:?}"));
+    if let Some(touched) = &touched {
+        let before = report.problems.len();
+        report.problems.retain(|p| {
+            !p.folds_under_a_run() || p.path().is_none_or(|path| !touched.contains(path))
+        });
+        report.unfinished_run_paths = (before - report.problems.len()) as u64;
+    }
 
     // Nothing under a symbolic link is repaired: a repair there would write through it.
     let links: Vec<String> = report
@@ -180,6 +260,35 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         report.repaired = true;
     }
     Ok(report)
+}
+
+/// Every path an unfinished run's steps name, and their directories (whose versions JSON
+/// the run rewrites).
+fn touched_paths(run: &crate::backup::run_dir::RunDir) -> Result<HashSet<String>> {
+    use crate::backup::run_dir::Step;
+    let mut touched = HashSet::new();
+    let mut add = |path: &str| {
+        let mut p = path.trim_end_matches('/');
+        touched.insert(p.to_string());
+        while let Some((dir, _)) = p.rsplit_once('/') {
+            if !touched.insert(dir.to_string()) {
+                break;
+            }
+            p = dir;
+        }
+        touched.insert(String::new());
+    };
+    for step in run.read_steps()? {
+        match step? {
+            Step::Rename { from, to } | Step::Displace { dir: from, to } => {
+                add(&from);
+                add(&to);
+            }
+            Step::Mkdir { dir } => add(&dir),
+            Step::Fetch { dest, .. } => add(&dest),
+        }
+    }
+    Ok(touched)
 }
 
 /// Where fsck --repair puts what it moves out of the tree.

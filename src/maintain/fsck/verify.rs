@@ -66,9 +66,12 @@ pub(super) fn verify_all(
         .collect();
     let counters = std::sync::Arc::new(crate::sys::progress::Counters::default());
     let _reporter = crate::sys::progress::Reporter::start(
-        "fsck --verify-content",
-        todo.len() as u64,
-        todo.iter().map(|h| h.size).sum(),
+        crate::sys::progress::Phase::new(
+            "fsck --verify-content",
+            "files",
+            todo.len() as u64,
+            todo.iter().map(|h| h.size).sum(),
+        ),
         std::sync::Arc::clone(&counters),
         &opts.progress,
     );
