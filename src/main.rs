@@ -88,7 +88,10 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        // Its report of a failed write is an eprintln!, which panics when stderr is a closed
+        // pipe: a log line nobody can read is dropped instead.
+        .log_internal_errors(false);
     if cli.log_format == "json" {
         logs.json().with_current_span(false).init();
     } else {

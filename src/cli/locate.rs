@@ -79,27 +79,70 @@ pub fn run(args: &LocateArgs) -> Result<()> {
         out.flush()?;
         return Ok(());
     }
-    for v in &versions {
-        let d = describe(&backup, v);
-        if args.json {
-            serde_json::to_writer(&mut out, &d)?;
+    if args.json {
+        for v in &versions {
+            serde_json::to_writer(&mut out, &describe(&backup, v))?;
             writeln!(out)?;
-        } else {
+        }
+    } else {
+        let header = [
+            "version",
+            "last modified",
+            "size",
+            "etag",
+            "status",
+            "local",
+            "path",
+        ]
+        .map(String::from);
+        let rows: Vec<[String; 7]> = versions
+            .iter()
+            .map(|v| {
+                let d = describe(&backup, v);
+                [
+                    d.version_id.to_string(),
+                    d.last_modified.to_string(),
+                    d.size.to_string(),
+                    d.etag.as_deref().unwrap_or("-").to_string(),
+                    d.status.to_string(),
+                    format!(
+                        "{}{}",
+                        d.local,
+                        d.verified
+                            .map(|v| format!(", verified: {v}"))
+                            .unwrap_or_default()
+                    ),
+                    d.path
+                        .map(|p| backup.root.join(p).display().to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        // Every column as wide as its widest cell; sizes right-aligned, the path last and
+        // unpadded (it is what a script cuts off with awk).
+        let mut width = [0usize; 7];
+        for row in std::iter::once(&header).chain(&rows) {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
             writeln!(
                 out,
-                "{}  {}  {:>12}  {}  {} ({}{})  {}",
-                d.version_id,
-                d.last_modified,
-                d.size,
-                d.etag.as_deref().unwrap_or("-"),
-                d.status,
-                d.local,
-                d.verified
-                    .map(|v| format!(", verified: {v}"))
-                    .unwrap_or_default(),
-                d.path
-                    .map(|p| backup.root.join(p).display().to_string())
-                    .unwrap_or_else(|| "-".into())
+                "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {:<w4$}  {:<w5$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                row[6],
+                w0 = width[0],
+                w1 = width[1],
+                w2 = width[2],
+                w3 = width[3],
+                w4 = width[4],
+                w5 = width[5],
             )?;
         }
     }

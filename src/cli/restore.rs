@@ -30,8 +30,9 @@ pub struct RestoreArgs {
     pub prefix: Option<String>,
     /// Where to materialize it
     pub dest: PathBuf,
-    /// hard (links: fast, same filesystem) or copy
-    #[arg(long, default_value = "hard", value_parser = ["hard", "copy"])]
+    /// auto (hard links on the backup's filesystem, copies elsewhere), hard (links only:
+    /// refused on another filesystem) or copy
+    #[arg(long, default_value = "auto", value_parser = ["auto", "hard", "copy"])]
     pub link: String,
     /// Write the report (JSON) here
     #[arg(long)]
@@ -46,17 +47,36 @@ pub fn run(args: &RestoreArgs) -> Result<Outcome> {
     let opts = RestoreOptions {
         at: parse_time(&args.at)?,
         prefix: args.prefix.clone(),
-        link: if args.link == "copy" {
-            Link::Copy
-        } else {
-            Link::Hard
+        link: match args.link.as_str() {
+            "copy" => Link::Copy,
+            "hard" => Link::Hard,
+            _ => Link::Auto,
         },
         progress: args.progress.options(),
     };
+    if let Some(path) = &args.report {
+        super::check_output_path(path)?;
+    }
     let report = restore(&backup, &args.dest, &opts)?;
+    if report.files + report.directories == 0 {
+        let first = backup.read_state()?.applied.first().map(|a| a.date.clone());
+        tracing::warn!(
+            "nothing to restore: no key{} existed at {} in this backup (its first date is {})",
+            args.prefix
+                .as_deref()
+                .map_or(String::new(), |p| format!(" under {p:?}")),
+            report.at,
+            first.as_deref().unwrap_or("none")
+        );
+    }
     s3invbackup::say!(
-        "restored {} files ({}) and {} folder markers as of {} into {}; {} keys were deleted then",
+        "restored {} files ({}, {}) and {} folder markers as of {} into {}; {} keys were deleted then",
         report.files,
+        if report.link == "hard" {
+            "hard links"
+        } else {
+            "copies"
+        },
         human_bytes(report.bytes),
         report.directories,
         report.at,

@@ -10,7 +10,7 @@ use s3invbackup::backup::Backup;
 use s3invbackup::maintain::health::{self, Severity};
 use s3invbackup::maintain::prune::parse_duration;
 use s3invbackup::model::timestamp::Timestamp;
-use s3invbackup::sys::progress::human_bytes;
+use s3invbackup::sys::progress::{human_bytes, human_secs};
 
 use super::{Outcome, output};
 
@@ -196,7 +196,7 @@ fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
                 r.fetched,
                 human_bytes(r.fetched_bytes),
                 r.failed,
-                health::human_duration(std::time::Duration::from_secs_f64(r.duration_secs))
+                human_secs(r.duration_secs)
             )?;
             if let Some(e) = &r.error {
                 writeln!(out, "    error: {}", e.lines().next().unwrap_or(""))?;

@@ -21,6 +21,8 @@ use crate::sys::progress::{Counters, Phase, Progress, Reporter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
+    /// Hard links where DEST is on the backup's filesystem, copies elsewhere.
+    Auto,
     Hard,
     Copy,
 }
@@ -28,6 +30,8 @@ pub enum Link {
 #[derive(Debug, Default, Serialize)]
 pub struct RestoreReport {
     pub at: String,
+    /// `hard` or `copy`: what the files are (auto resolves to one before the first).
+    pub link: &'static str,
     pub files: u64,
     pub bytes: u64,
     pub directories: u64,
@@ -55,7 +59,13 @@ pub struct RestoreOptions {
 }
 
 pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<RestoreReport> {
-    check_destination(backup, dest)?;
+    let link = check_destination(backup, dest, opts.link)?;
+    let opts = &RestoreOptions {
+        at: opts.at,
+        prefix: opts.prefix.clone(),
+        link,
+        progress: opts.progress,
+    };
     let reader = catalog::open(&backup.catalog_path())?;
     let counters = Arc::new(Counters::default());
     let _reporter = Reporter::start(
@@ -65,6 +75,7 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
     );
     let mut report = RestoreReport {
         at: opts.at.to_string(),
+        link: if link == Link::Hard { "hard" } else { "copy" },
         ..RestoreReport::default()
     };
     let mut stream = match &opts.prefix {
@@ -102,7 +113,10 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
 
 /// DEST must be new or empty, and outside the backup (links into the tree would become
 /// files the backup does not know).
-fn check_destination(backup: &Backup, dest: &Path) -> Result<()> {
+/// Refuses a destination inside the backup or not empty, and resolves `link`: hard links
+/// cannot cross filesystems, which is found here (by device numbers) rather than as EXDEV
+/// at the first file, with a half-made directory left behind.
+fn check_destination(backup: &Backup, dest: &Path, link: Link) -> Result<Link> {
     // Where DEST is (or will be), through its nearest existing ancestor: checked before
     // anything is created.
     let mut existing = dest.to_path_buf();
@@ -128,6 +142,29 @@ fn check_destination(backup: &Backup, dest: &Path) -> Result<()> {
             backup.root.display()
         );
     }
+    let same_fs = {
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        dev(&existing).is_some() && dev(&existing) == dev(&root)
+    };
+    let link = match link {
+        Link::Auto if same_fs => Link::Hard,
+        Link::Auto => {
+            tracing::warn!(
+                "{} is on another filesystem than the backup: copying the files (hard links \
+                 cannot cross filesystems)",
+                dest.display()
+            );
+            Link::Copy
+        }
+        Link::Hard if !same_fs => bail!(
+            "{} is on another filesystem than the backup {}: hard links cannot cross \
+             filesystems; use --link copy (or a destination beside the backup)",
+            dest.display(),
+            backup.root.display()
+        ),
+        other => other,
+    };
     if dest.exists() {
         if std::fs::read_dir(dest)
             .with_context(|| format!("reading {}", dest.display()))?
@@ -142,7 +179,7 @@ fn check_destination(backup: &Backup, dest: &Path) -> Result<()> {
     } else {
         std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     }
-    Ok(())
+    Ok(link)
 }
 
 /// Creates `dir` under `dest`. A file in the way is one this restore made for a key that
@@ -213,7 +250,7 @@ fn restore_key(
         *made_dir = parent.to_path_buf();
     }
     match opts.link {
-        Link::Hard => std::fs::hard_link(&source, &target)
+        Link::Hard | Link::Auto => std::fs::hard_link(&source, &target)
             .with_context(|| format!("linking {} to {}", source.display(), target.display()))?,
         Link::Copy => {
             std::fs::copy(&source, &target)
