@@ -60,6 +60,7 @@ while read -r line <&"${GEN[0]}"; do
   day=$((day + 1))
   date=$(echo "$line" | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["date"])')
   moments[$day]=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  sleep 1   # the next day's objects get a later second than this day's moment
   echo; echo "=== day $day (inventory $date; the objects' clock: ${moments[$day]})"
   echo "    in the bucket: ${story[$day]}"
   if [ $day = 1 ]; then
