@@ -40,8 +40,10 @@ enum Command {
     /// Bring a backup up to date with an inventory (incremental, versioned, resumable)
     #[command(override_usage = "s3invbackup sync [OPTIONS] [INVENTORY] <BACKUP>")]
     Sync(cli::sync::SyncArgs),
-    /// What a backup holds: applied dates, failures, an interrupted run
+    /// What a backup holds: applied dates, failures, the last runs, an interrupted run
     Status(cli::status::StatusArgs),
+    /// What an applied date changed in the bucket, from the backup alone
+    Changes(cli::changes::ChangesArgs),
     /// Prove a backup's tree matches its catalog (no network); --repair fixes it
     Fsck(cli::fsck::FsckArgs),
     /// Every version a backup holds of a key, and where (or the one at a time)
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Get(a) => cli::get::run(a, &cli.s3).map(|()| Outcome::Done),
         Command::Sync(a) => cli::sync::run(a, &cli.s3),
         Command::Status(a) => cli::status::run(a),
+        Command::Changes(a) => cli::changes::run(a).map(|()| Outcome::Done),
         Command::Fsck(a) => cli::fsck::run(a, &cli.s3),
         Command::Locate(a) => cli::locate::run(a).map(|()| Outcome::Done),
         Command::Restore(a) => cli::restore::run(a),

@@ -749,3 +749,81 @@ fn completions_man_pages_and_examples_are_valid() {
         assert!(fields.len() > 6 && fields[6].starts_with('/'), "{line}");
     }
 }
+
+#[test]
+fn each_dates_changes_are_the_diff_of_its_inventories() {
+    use_server();
+    let fx = fixture("op-changes", &["--files", "2"]);
+    let dates = fx.dates();
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    // One date per run, as nights go.
+    for d in &dates {
+        let out = sync(
+            &fx.local,
+            &backup,
+            &["--start-date", &dates[0], "--end-date", d],
+        );
+        assert!(
+            matches!(out.status.code(), Some(0 | 2)),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let changes = |extra: &[&str]| {
+        cli()
+            .arg("changes")
+            .arg(&backup)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = changes(&["--date", &dates[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("first date"),
+        "{}",
+        text(&out.stderr)
+    );
+    for pair in dates.windows(2) {
+        // The oracle: the diff engine over the two dates' own indexes, built afresh from
+        // the inventory (the backup keeps neither).
+        let diff = cli()
+            .arg("diff")
+            .arg(format!("{}@{}", fx.local.display(), pair[0]))
+            .arg(format!("{}@{}", fx.local.display(), pair[1]))
+            .args(["--format", "jsonl", "--progress", "none", "--cache-dir"])
+            .arg(tmp.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(diff.status.success(), "{}", text(&diff.stderr));
+        let recorded = changes(&["--date", &pair[1], "--format", "jsonl"]);
+        assert!(recorded.status.success(), "{}", text(&recorded.stderr));
+        let expected = text(&diff.stdout);
+        assert!(!expected.is_empty(), "{} changed nothing?", pair[1]);
+        assert_eq!(text(&recorded.stdout), expected, "changes of {}", pair[1]);
+    }
+    // Day 2 of the fixture deletes dir/b.txt and overwrites a.txt.
+    let out = changes(&[
+        "--date",
+        &dates[1][..10],
+        "--kind",
+        "added-delete-marker",
+        "--format",
+        "csv",
+    ]);
+    let csv = text(&out.stdout);
+    assert!(csv.starts_with("change,key,version_id,"), "{csv}");
+    assert!(csv.contains("added-delete-marker,dir/b.txt,"), "{csv}");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let out = changes(&[]);
+    let summary = text(&out.stdout);
+    assert!(
+        summary.contains(&format!("changes of {}", dates[2])),
+        "{summary}"
+    );
+    assert!(summary.contains("now-current"), "{summary}");
+    let out = changes(&["--date", "1999-01-01"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not an applied date"));
+}

@@ -204,6 +204,12 @@ impl Backup {
     pub fn indexes_dir(&self) -> PathBuf {
         self.state_dir().join("indexes")
     }
+    /// What an applied date changed in the bucket (`changes`), one file per date.
+    pub fn changes_path(&self, date: &str) -> PathBuf {
+        self.state_dir()
+            .join("changes")
+            .join(format!("{date}.jsonl.zst"))
+    }
 
     pub fn read_state(&self) -> Result<State> {
         let path = self.state_path();

@@ -38,6 +38,7 @@ const DIRTY: &str = "dirty.jsonl";
 const PLANNED_CATALOG: &str = "catalog.s3inv";
 const FINAL_CATALOG: &str = "catalog.final.s3inv";
 const JOURNAL: &str = "journal.jsonl";
+const CHANGES: &str = "changes.jsonl.zst";
 const STAGING: &str = "staging";
 
 /// One change to the tree. Paths are relative to the backup root.
@@ -99,6 +100,10 @@ pub struct PlanSummary {
     pub anomalies: Vec<AnomalyEntry>,
     #[serde(default)]
     pub anomaly_count: u64,
+    /// Versions per change kind (`added`, `now-noncurrent`, ...) between the last applied
+    /// date and this one; empty for a backup's first date (everything is new).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub changes: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -159,6 +164,11 @@ impl RunDir {
     }
     pub fn journal_path(&self) -> PathBuf {
         self.path.join(JOURNAL)
+    }
+    /// What the date changed in the bucket, as the planner saw it (moved into
+    /// `.<stem>/changes/` when the run commits).
+    pub fn changes_path(&self) -> PathBuf {
+        self.path.join(CHANGES)
     }
 
     /// The plan's summary, if the run was planned.

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde::Serialize;
 
-use s3invbackup::diff::changes::{Change, ChangeKind};
+use s3invbackup::diff::changes::ChangeKind;
+use s3invbackup::diff::row::ChangeRow;
 use s3invbackup::diff::{DiffOptions, DiffTotals, diff};
 use s3invbackup::index::IndexReader;
 use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};
@@ -56,48 +56,6 @@ pub struct DiffArgs {
     pub progress: ProgressArgs,
 }
 
-/// One change as printed; field names are stable (scripts rely on them). `old_*` fields are
-/// A's values where both sides list the version.
-#[derive(Serialize)]
-struct Row<'a> {
-    change: &'static str,
-    key: &'a str,
-    version_id: &'a str,
-    is_latest: bool,
-    is_delete_marker: bool,
-    size: u64,
-    last_modified: String,
-    etag: String,
-    storage_class: &'static str,
-    old_size: Option<u64>,
-    old_last_modified: Option<String>,
-    old_etag: Option<String>,
-    old_storage_class: Option<&'static str>,
-}
-
-impl<'a> Row<'a> {
-    fn new(c: &Change<'a>) -> Row<'a> {
-        let v = c.version;
-        Row {
-            change: c.kind.name(),
-            key: &v.key,
-            version_id: v.version_id_or_null(),
-            is_latest: v.is_latest(),
-            is_delete_marker: v.is_delete_marker(),
-            size: v.size,
-            last_modified: v.last_modified.to_string(),
-            etag: v.etag.map(|e| e.to_string()).unwrap_or_default(),
-            storage_class: v.storage_class.name(),
-            old_size: c.old.map(|o| o.size),
-            old_last_modified: c.old.map(|o| o.last_modified.to_string()),
-            old_etag: c
-                .old
-                .map(|o| o.etag.map(|e| e.to_string()).unwrap_or_default()),
-            old_storage_class: c.old.map(|o| o.storage_class.name()),
-        }
-    }
-}
-
 /// Returns whether there were changes.
 pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
@@ -124,13 +82,18 @@ pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
     let mut out = output(args.output.as_ref())?;
     let totals = match args.format.as_str() {
         "jsonl" => diff(&a, &b, &diff_opts, |c| {
-            serde_json::to_writer(&mut out, &Row::new(c))?;
+            serde_json::to_writer(&mut out, &ChangeRow::new(c))?;
             out.write_all(b"\n")?;
             Ok(())
         })?,
         "csv" => {
             let mut csv = csv::Writer::from_writer(&mut out);
-            let totals = diff(&a, &b, &diff_opts, |c| Ok(csv.serialize(Row::new(c))?))?;
+            let totals = diff(
+                &a,
+                &b,
+                &diff_opts,
+                |c| Ok(csv.serialize(ChangeRow::new(c))?),
+            )?;
             csv.flush()?;
             totals
         }

@@ -1,6 +1,7 @@
 //! One module per subcommand: parse arguments, call the library, print. The shared pieces
 //! (S3 options, output, progress flags) live here so every command takes them the same way.
 
+pub mod changes;
 pub mod dates;
 pub mod diff;
 pub mod dump;

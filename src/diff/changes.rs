@@ -62,8 +62,17 @@ const SCAN_LIMIT: usize = 32;
 
 /// Calls `emit` for every change of one key: B's versions in index order, then A's
 /// versions that B no longer lists.
-pub fn classify<'a>(group: &'a KeyGroup, mut emit: impl FnMut(Change<'a>)) {
-    let (a, b) = (group.a(), group.b());
+pub fn classify<'a>(group: &'a KeyGroup, emit: impl FnMut(Change<'a>)) {
+    classify_versions(group.a(), group.b(), emit);
+}
+
+/// [`classify`] of one key's versions as A and B list them (the sync planner's A is the
+/// catalog's versions that the last applied date listed).
+pub fn classify_versions<'a>(
+    a: &'a [VersionRecord],
+    b: &'a [VersionRecord],
+    mut emit: impl FnMut(Change<'a>),
+) {
     let mut matched = Matched::new(a.len());
     let index: Option<HashMap<&str, usize>> = (a.len() > SCAN_LIMIT).then(|| {
         a.iter()

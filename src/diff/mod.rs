@@ -5,6 +5,7 @@
 //! agree on.
 
 pub mod changes;
+pub mod row;
 
 use std::collections::HashMap;
 

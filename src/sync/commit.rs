@@ -87,6 +87,7 @@ pub(super) fn finish_run(
     });
     backup.write_state(state)?;
     failpoint::hit("state-written");
+    keep_changes(backup, &dir, &summary.date)?;
     std::fs::remove_dir_all(dir.path())
         .with_context(|| format!("removing finished run {}", dir.path().display()))?;
     // Whatever is left in staging belongs to no run now (failed or abandoned downloads).
@@ -101,6 +102,21 @@ pub(super) fn finish_run(
         outcome: Some(outcome),
     });
     Ok(true)
+}
+
+/// Keeps the run's change list as `.<stem>/changes/<date>.jsonl.zst`. A retry of the
+/// last date re-plans it against itself (no change): the first night's list stays.
+fn keep_changes(backup: &Backup, dir: &crate::backup::run_dir::RunDir, date: &str) -> Result<()> {
+    let from = dir.changes_path();
+    let to = backup.changes_path(date);
+    if !from.exists() || to.exists() {
+        return Ok(());
+    }
+    let parent = to.parent().expect("in the changes directory");
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    std::fs::rename(&from, &to)
+        .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    crate::backup::durable::sync_dir(parent)
 }
 
 /// Marks failures in the new catalog, rewrites the versions JSON of the run's directories,

@@ -470,8 +470,12 @@ fn plan_and_run(
         return Err(bad_keys_error(date, &summary));
     }
     failpoint::hit("planned");
+    let mut summary = summary;
     if retry {
         state.applied.pop();
+        // The date against its own index changes nothing: its first run's list is the one.
+        std::fs::remove_file(run_dir.changes_path()).ok();
+        summary.changes.clear();
     }
     let run = PendingRun {
         dir: run_dir,

@@ -28,6 +28,7 @@ use crate::backup::catalog::{
 use crate::backup::durable;
 use crate::backup::layout::{KeyRules, NameStem};
 use crate::backup::run_dir::{AnomalyEntry, BadKeyEntry, PlanSummary, RunDir, Step};
+use crate::diff::row::ChangeRow;
 use crate::index::merge::{MergeJoin, SortedRecords};
 use crate::index::{IndexReader, IndexWriter};
 use crate::model::etag::ETag;
@@ -187,6 +188,10 @@ impl Planner<'_> {
     ) -> Result<Result<PlanSummary, HashSet<String>>> {
         let mut conflicts = HashSet::new();
         let mut out = PlanOutput::create(run_dir, self.source_bucket, self.date)?;
+        // A backup's first date has nothing to compare with: no change list.
+        if catalog_index.stats().records > 0 {
+            out.changes = Some(ChangeLog::create(&run_dir.changes_path())?);
+        }
         out.versioned = lists_versions(&inventory_index.meta().file_schema);
         out.summary.shadowed = shadowed.len() as u64;
         let inventory = Filtered {
@@ -246,6 +251,16 @@ impl Planner<'_> {
             }
             let bad = (self.on_bad_key == OnBadKey::Skip || skipped_before)
                 && out.summary.bad_keys.last().is_some_and(|b| b.key == key);
+            if let Some(log) = &mut out.changes {
+                // What the last applied date listed of the key, against what this one lists.
+                let listed_before: Vec<VersionRecord> = group
+                    .a()
+                    .iter()
+                    .filter(|c| c.local.gone_since.0 == 0)
+                    .cloned()
+                    .collect();
+                log.write(&listed_before, group.b(), &mut out.summary.changes)?;
+            }
             if is_live(group.b()) {
                 for f in files.active() {
                     if is_under(key, &f.key) {
@@ -588,6 +603,58 @@ fn is_unchanged(held: &[VersionRecord], listed: &[VersionRecord]) -> bool {
         })
 }
 
+/// The date's changes as `diff --format jsonl` lines, zstd-compressed: what `changes`
+/// prints from the backup alone, with no inventory left to diff.
+struct ChangeLog {
+    path: std::path::PathBuf,
+    out: zstd::Encoder<'static, BufWriter<File>>,
+}
+
+impl ChangeLog {
+    fn create(path: &Path) -> Result<ChangeLog> {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ChangeLog {
+            path: path.to_path_buf(),
+            out: zstd::Encoder::new(BufWriter::with_capacity(1 << 16, file), 3)?,
+        })
+    }
+
+    fn write(
+        &mut self,
+        before: &[VersionRecord],
+        now: &[VersionRecord],
+        counts: &mut std::collections::BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let mut failed = None;
+        crate::diff::changes::classify_versions(before, now, |c| {
+            *counts.entry(c.kind.name().to_string()).or_default() += 1;
+            if failed.is_none()
+                && let Err(e) = serde_json::to_writer(&mut self.out, &ChangeRow::new(&c))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| Ok(self.out.write_all(b"\n")?))
+            {
+                failed = Some(e);
+            }
+        });
+        match failed {
+            Some(e) => Err(e).with_context(|| format!("writing {}", self.path.display())),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        let path = self.path;
+        self.out
+            .finish()
+            .map_err(anyhow::Error::from)
+            .and_then(|mut w| {
+                w.flush()?;
+                Ok(w.get_ref().sync_all()?)
+            })
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// The files a plan is written to.
 struct PlanOutput {
     run_dir: RunDir,
@@ -598,6 +665,7 @@ struct PlanOutput {
     /// The inventory has a VersionId column: fetches name their version. A
     /// current-versions-only inventory's rows say "the latest", not the `null` version.
     versioned: bool,
+    changes: Option<ChangeLog>,
 }
 
 /// Whether an inventory's schema (CSV column names, or a columnar format's field names)
@@ -641,6 +709,7 @@ impl PlanOutput {
                 ..PlanSummary::default()
             },
             versioned: true,
+            changes: None,
         })
     }
 
@@ -667,6 +736,9 @@ impl PlanOutput {
 
     fn finish(mut self, on_bad_key: OnBadKey) -> Result<PlanSummary> {
         self.catalog.finish()?;
+        if let Some(log) = self.changes.take() {
+            log.finish()?;
+        }
         let steps_path = self.run_dir.steps_path();
         self.steps
             .flush()
