@@ -827,3 +827,46 @@ fn each_dates_changes_are_the_diff_of_its_inventories() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not an applied date"));
 }
+
+#[test]
+fn half_set_credentials_are_an_error_not_an_anonymous_run() {
+    for (vars, needle) in [
+        (
+            &[("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEONLYID")][..],
+            "AWS_SECRET_ACCESS_KEY is not",
+        ),
+        (
+            &[("AWS_SECRET_ACCESS_KEY", "only-the-secret-value")],
+            "AWS_ACCESS_KEY_ID is not",
+        ),
+        (
+            &[("AWS_SESSION_TOKEN", "only-a-token-value")],
+            "temporary credentials need all three",
+        ),
+    ] {
+        let mut c = Command::new(bin());
+        c.args([
+            "dates",
+            "s3://bucket/inventory/",
+            "--endpoint-url",
+            "http://127.0.0.1:1",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", "/nonexistent");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{vars:?}: {said}");
+        assert!(said.contains(needle), "{vars:?}: {said}");
+        assert!(!said.contains("anonymous"), "{said}");
+        assert!(
+            !said.contains(vars[0].1),
+            "a credential was printed: {said}"
+        );
+    }
+}

@@ -55,6 +55,7 @@ impl CredentialSource {
         profile: Option<&str>,
         region_hint: Option<&str>,
     ) -> Result<CredentialSource> {
+        half_set_keys()?;
         let runtime = start_runtime()?;
         let provider = runtime.block_on(async {
             let mut builder = DefaultCredentialsChain::builder();
@@ -199,6 +200,32 @@ impl CredentialSource {
 /// driver cannot get a socket, as with a descriptor limit of 8; that must be exit 1 with
 /// the cause, not a crash. The panic hook is silenced for the moment it takes (this runs at
 /// start-up, before any other thread of ours).
+/// Keys in the environment are all or nothing: with only one of the pair, aws-config skips
+/// the environment and the run would silently go on as another identity (a profile, the
+/// instance's role) or anonymously. Named, never valued: nothing secret is printed.
+fn half_set_keys() -> Result<()> {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let (id, secret) = (set("AWS_ACCESS_KEY_ID"), set("AWS_SECRET_ACCESS_KEY"));
+    if id != secret {
+        let (given, missing) = if id {
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        } else {
+            ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+        };
+        anyhow::bail!(
+            "{given} is set but {missing} is not: set both, or neither (to use a profile, \
+             web identity or instance metadata instead)"
+        );
+    }
+    if set("AWS_SESSION_TOKEN") && !id {
+        anyhow::bail!(
+            "AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: \
+             temporary credentials need all three"
+        );
+    }
+    Ok(())
+}
+
 fn start_runtime() -> Result<tokio::runtime::Runtime> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));

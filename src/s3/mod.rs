@@ -577,11 +577,11 @@ impl S3Client {
     }
 }
 
-/// A reqwest error without its URL, with its causes (the cause is what tells "connection
-/// refused" from "certificate unknown").
+/// A reqwest error as one short line: what failed, where (host and port, never the URL:
+/// the request is named by the caller), and the innermost cause, which is what tells
+/// "connection refused" from "certificate unknown" (the layers between, "client error
+/// (Connect)", "tcp connect error", only made the line long and pushed the cause to its end).
 fn error_text(e: &reqwest::Error) -> String {
-    let mut text = String::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -591,16 +591,24 @@ fn error_text(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    text.push_str(kind);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !s_text.contains("http") || !s_text.contains("://") {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
+    let to = e
+        .url()
+        .and_then(|u| {
+            let host = u.host_str()?;
+            Some(match u.port_or_known_default() {
+                Some(p) => format!(" to {host}:{p}"),
+                None => format!(" to {host}"),
+            })
+        })
+        .unwrap_or_default();
+    let mut root: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(next) = root.and_then(|s| s.source()) {
+        root = Some(next);
     }
-    text
+    match root.map(|r| r.to_string()).filter(|r| !r.contains("://")) {
+        Some(cause) => format!("{kind}{to}: {cause}"),
+        None => format!("{kind}{to}"),
+    }
 }
 
 fn s3_error(r: &Request, response: Response) -> S3Error {
