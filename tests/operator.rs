@@ -870,3 +870,80 @@ fn half_set_credentials_are_an_error_not_an_anonymous_run() {
         );
     }
 }
+
+#[test]
+fn a_repair_is_a_run_of_its_own_and_leaves_the_nights_row() {
+    use_server();
+    let fx = fixture("op-repair", &["--files", "2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let out = sync(&fx.local, &backup, &[]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "{}",
+        text(&out.stderr)
+    );
+    let state = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(backup.join(format!(".{STEM}/state.json"))).unwrap())
+            .unwrap()
+    };
+    let night = state()["applied"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    std::fs::remove_file(backup.join("a.txt")).unwrap();
+    let out = cli()
+        .args(["fsck", "--repair", "--progress", "none"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(backup.join("a.txt").exists(), "not downloaded again");
+    let after = state()["applied"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    for field in [
+        "date",
+        "applied_at",
+        "downloaded",
+        "downloaded_bytes",
+        "renamed",
+        "failed",
+    ] {
+        assert_eq!(
+            after[field], night[field],
+            "the night's {field} was rewritten by the repair"
+        );
+    }
+    let history = runs(&backup);
+    let last = history.last().unwrap();
+    assert_eq!(last["command"], "fsck --repair");
+    assert!(
+        matches!(last["result"].as_str(), Some("done" | "partial")),
+        "{last}"
+    );
+    assert_eq!(history.iter().filter(|r| r["command"] == "sync").count(), 1);
+    // rollback with nothing to undo is not a run; prune --dry-run is not either.
+    cli().arg("rollback").arg(&backup).assert().success();
+    cli()
+        .args(["prune", "--noncurrent-older-than", "1d", "--dry-run"])
+        .arg(&backup)
+        .assert()
+        .success();
+    assert_eq!(runs(&backup).len(), history.len());
+    cli()
+        .args(["prune", "--noncurrent-older-than", "1d"])
+        .arg(&backup)
+        .assert()
+        .success();
+    assert_eq!(runs(&backup).last().unwrap()["command"], "prune");
+}

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use s3invbackup::backup::Backup;
+use s3invbackup::backup::runs::RunResult;
 use s3invbackup::maintain::fsck::{FsckOptions, FsckReport, Problem, fsck};
 use s3invbackup::sys::progress::human_bytes;
 
@@ -53,6 +54,24 @@ pub struct FsckArgs {
 
 pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
     let backup = Backup::open_existing(&args.backup)?;
+    if !args.repair {
+        return check_and_repair(&backup, args, s3);
+    }
+    super::recorded(&backup, "fsck --repair", || {
+        let outcome = check_and_repair(&backup, args, s3)?;
+        let result = match outcome {
+            Outcome::Done => RunResult::Done,
+            Outcome::Interrupted => RunResult::Interrupted,
+            Outcome::Partial => RunResult::Partial,
+            // Problems --repair could not fix: the run did not do its job.
+            _ => RunResult::Failed,
+        };
+        Ok((outcome, result))
+    })
+}
+
+fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
+    let backup = backup;
     let report = fsck(
         &backup,
         &FsckOptions {

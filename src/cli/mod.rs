@@ -164,3 +164,45 @@ pub fn check_output_path(path: &std::path::Path) -> Result<()> {
             )
         })
 }
+
+/// Runs `f`, a command that writes the backup, and appends it to the backup's run history
+/// (`.<stem>/runs.jsonl`) however it ends, so that a repair or a prune has its own row
+/// beside the nights. A refusal because another process holds the lock is not a run.
+pub fn recorded<T>(
+    backup: &s3invbackup::backup::Backup,
+    command: &str,
+    f: impl FnOnce() -> Result<(T, s3invbackup::backup::runs::RunResult)>,
+) -> Result<T> {
+    use s3invbackup::backup::runs::{RunRecord, RunResult};
+    use s3invbackup::model::timestamp::Timestamp;
+    let started = Timestamp::now();
+    let result = f();
+    let locked = result.as_ref().err().is_some_and(|e| {
+        e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<s3invbackup::error::Refusal>(),
+                Some(s3invbackup::error::Refusal::Locked { .. })
+            )
+        })
+    });
+    if !locked {
+        let ended = Timestamp::now();
+        let record = RunRecord {
+            command: command.to_string(),
+            started: started.to_string(),
+            ended: ended.to_string(),
+            duration_secs: (ended.as_millis() - started.as_millis()) as f64 / 1000.0,
+            version: env!("CARGO_PKG_VERSION").into(),
+            result: Some(match &result {
+                Ok((_, r)) => *r,
+                Err(_) => RunResult::Failed,
+            }),
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+            ..RunRecord::default()
+        };
+        if let Err(e) = backup.append_run(&record) {
+            tracing::warn!("could not record the run in the backup's history: {e:#}");
+        }
+    }
+    result.map(|(t, _)| t)
+}

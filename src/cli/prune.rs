@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use s3invbackup::backup::Backup;
+use s3invbackup::backup::runs::RunResult;
 use s3invbackup::maintain::prune::{PruneOptions, parse_duration, prune};
 use s3invbackup::model::timestamp::Timestamp;
 use s3invbackup::sys::progress::human_bytes;
@@ -34,15 +35,19 @@ pub struct PruneArgs {
 
 pub fn run(args: &PruneArgs) -> Result<()> {
     let backup = Backup::open_existing(&args.backup)?;
-    let report = prune(
-        &backup,
-        &PruneOptions {
-            noncurrent_older_than: args.noncurrent_older_than,
-            gone_older_than: args.gone_older_than,
-            dry_run: args.dry_run,
-            now: Timestamp::now(),
-        },
-    )?;
+    let options = PruneOptions {
+        noncurrent_older_than: args.noncurrent_older_than,
+        gone_older_than: args.gone_older_than,
+        dry_run: args.dry_run,
+        now: Timestamp::now(),
+    };
+    let report = if args.dry_run {
+        prune(&backup, &options)?
+    } else {
+        super::recorded(&backup, "prune", || {
+            Ok((prune(&backup, &options)?, RunResult::Done))
+        })?
+    };
     let mut out = output(None)?;
     for f in &report.files {
         writeln!(out, "{f}")?;

@@ -20,7 +20,17 @@ pub struct RollbackArgs {
 
 pub fn run(args: &RollbackArgs) -> Result<()> {
     let backup = Backup::open_existing(&args.backup)?;
-    match rollback(&backup)? {
+    let undone = match backup.pending_run(&backup.read_state()?)? {
+        // Nothing to undo changes nothing: not a run.
+        None => None,
+        Some(_) => super::recorded(&backup, "rollback", || {
+            Ok((
+                rollback(&backup)?,
+                s3invbackup::backup::runs::RunResult::Done,
+            ))
+        })?,
+    };
+    match undone {
         None => s3invbackup::say!(
             "{}: no unfinished run; nothing to undo",
             backup.root.display()

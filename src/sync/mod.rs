@@ -471,8 +471,9 @@ fn plan_and_run(
     }
     failpoint::hit("planned");
     let mut summary = summary;
+    let mut night = None;
     if retry {
-        state.applied.pop();
+        night = state.applied.pop();
         // The date against its own index changes nothing: its first run's list is the one.
         std::fs::remove_file(run_dir.changes_path()).ok();
         summary.changes.clear();
@@ -482,6 +483,19 @@ fn plan_and_run(
         summary,
     };
     let done = commit::finish_run(backup, ctx.executor, run, state, report)?;
+    // A retry's row is still the night's: what the night did, with what the catalog holds
+    // now (the retry itself is a row of the run history).
+    if done
+        && let Some(night) = night
+        && let Some(row) = state.applied.last_mut()
+        && row.date == night.date
+    {
+        *row = crate::backup::AppliedDate {
+            totals: row.totals,
+            ..night
+        };
+        backup.write_state(state)?;
+    }
     // Older dates' indexes are no longer needed: the catalog holds what they said.
     for old in std::fs::read_dir(backup.indexes_dir())?.flatten() {
         if old.path() != index_path {
