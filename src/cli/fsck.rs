@@ -71,9 +71,8 @@ pub fn run(args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
 }
 
 fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Outcome> {
-    let backup = backup;
     let report = fsck(
-        &backup,
+        backup,
         &FsckOptions {
             verify_content: args.verify_content,
             repair: args.repair,
@@ -99,7 +98,7 @@ fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Out
     if args.repair && !args.no_fetch && retryable > 0 {
         s3invbackup::say!("downloading {retryable} version(s) the backup should hold again");
         let refetched = refetch(
-            &backup,
+            backup,
             args.inventory.as_deref(),
             super::limits::fetch_options(args.jobs, FetchOptions::default().part_size),
             args.progress.options(),
