@@ -421,6 +421,14 @@ fn progress_and_logs_on_a_terminal_and_through_a_pipe() {
         .unwrap_or_else(|| panic!("no end-of-phase line: {err}"));
     assert!(done.contains(" objects") && done.contains("/s"), "{done}");
     assert!(!done.contains("0 rows"), "{done}");
+    // Every phase of the night ends with its line: the index, the plan (keys merged).
+    for phase in ["index", "plan"] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{phase} {}: done, ", dates[0]))),
+            "no end-of-{phase} line: {err}"
+        );
+    }
     // JSON logs: every log line is one object.
     let backup = tmp.path().join("json");
     let out = cli()

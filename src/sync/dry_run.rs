@@ -62,6 +62,7 @@ pub(super) fn dry_run(
             path_filter: path_filter.as_ref(),
             on_bad_key: opts.on_bad_key,
             try_archived: opts.try_archived,
+            progress: opts.progress,
         };
         let summary = planner.plan(
             &catalog::open(&catalog_path)?,

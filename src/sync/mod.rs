@@ -452,6 +452,7 @@ fn plan_and_run(
         path_filter: ctx.path_filter,
         on_bad_key: ctx.opts.on_bad_key,
         try_archived: ctx.opts.try_archived,
+        progress: ctx.opts.progress,
     };
     let summary = planner.plan(
         &catalog::open(&backup.catalog_path())?,

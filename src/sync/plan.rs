@@ -35,6 +35,9 @@ use crate::model::etag::ETag;
 use crate::model::record::{Check, Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 use crate::model::version_id;
+use crate::sys::progress::{Counters, Phase, Progress, Reporter};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// What to do with keys that cannot be stored as paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub struct Planner<'a> {
     /// GET versions whose storage class says they are archived (some may have been
     /// restored); otherwise they are recorded as archived without a request.
     pub try_archived: bool,
+    /// The plan's progress display (keys merged): at 10^9 keys the longest quiet phase.
+    pub progress: Progress,
 }
 
 /// A source that drops the keys a path filter excludes.
@@ -156,16 +161,40 @@ impl Planner<'_> {
         inventory_index: &IndexReader,
         run_dir: &RunDir,
     ) -> Result<PlanSummary> {
+        let counters = Arc::new(Counters::default());
+        let _reporter = Reporter::start(
+            Phase::new(
+                format!("plan {}", self.date),
+                "keys",
+                inventory_index.stats().keys,
+                0,
+            ),
+            Arc::clone(&counters),
+            &self.progress,
+        );
         // Conflicts are rare: plan assuming none, and if the walk finds some, plan again
         // knowing them (a second walk finds no new ones: the same rule, the same keys).
-        match self.plan_with(catalog_index, inventory_index, run_dir, &HashSet::new())? {
+        match self.plan_with(
+            catalog_index,
+            inventory_index,
+            run_dir,
+            &HashSet::new(),
+            &counters,
+        )? {
             Ok(summary) => Ok(summary),
             Err(shadowed) => {
                 tracing::info!(
                     "{} key(s) are both a file and a directory; planning again",
                     shadowed.len()
                 );
-                match self.plan_with(catalog_index, inventory_index, run_dir, &shadowed)? {
+                counters.files_done.store(0, Ordering::Relaxed);
+                match self.plan_with(
+                    catalog_index,
+                    inventory_index,
+                    run_dir,
+                    &shadowed,
+                    &counters,
+                )? {
                     Ok(summary) => Ok(summary),
                     Err(more) => anyhow::bail!(
                         "planning found new file/directory conflicts on its second walk ({} keys); \
@@ -185,6 +214,7 @@ impl Planner<'_> {
         inventory_index: &IndexReader,
         run_dir: &RunDir,
         shadowed: &HashSet<String>,
+        counters: &Counters,
     ) -> Result<Result<PlanSummary, HashSet<String>>> {
         let mut conflicts = HashSet::new();
         let mut out = PlanOutput::create(run_dir, self.source_bucket, self.date)?;
@@ -207,6 +237,7 @@ impl Planner<'_> {
             let key = group.key.as_str();
             files.advance(key);
             out.summary.keys += 1;
+            counters.files_done.fetch_add(1, Ordering::Relaxed);
             // The common case: the inventory lists exactly what the catalog holds. The
             // records are copied as they are; no step, no allocation.
             if is_unchanged(group.a(), group.b())
