@@ -268,10 +268,11 @@ impl Reporter {
                     next += interval;
                     let now = counters.snapshot(at);
                     window.push(now);
+                    let text = figures(&phase, &now, window.rates());
+                    let sep = if text.is_empty() { "" } else { ", " };
                     crate::say!(
-                        "{}: {}, {} elapsed",
+                        "{}: {text}{sep}{} elapsed",
                         phase.label,
-                        figures(&phase, &now, window.rates()),
                         human_secs(started.elapsed().as_secs_f64())
                     );
                 }
