@@ -951,3 +951,57 @@ fn status_json(backup: &Path) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn a_mirror_directory_removed_by_hand_is_repaired() {
+    let w = base("hand-removed");
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert_eq!(out.status.code(), Some(w.reference_code), "{out:?}");
+    let before = user_tree(&w.backup);
+    // The operator removes a whole directory of the mirror, versions JSON and all.
+    std::fs::remove_dir_all(w.backup.join("dir")).unwrap();
+    // (--inventory: this copy's; the one recorded at creation was a temporary directory.)
+    let out = cli()
+        .args(["fsck", "--repair", "--progress", "none", "--inventory"])
+        .arg(&w.inventory)
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{said}");
+    assert_eq!(user_tree(&w.backup), before, "{said}");
+    let out = cli()
+        .args(["fsck", "--verify-content"])
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The next sync is an ordinary one (no "run fsck --repair" loop).
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{out:?}");
+    assert_eq!(user_tree(&w.backup), before);
+    // Offline: the repair marks the versions missing (exit 2), the next sync fetches them.
+    std::fs::remove_dir_all(w.backup.join("dir")).unwrap();
+    let out = cli()
+        .args(["fsck", "--repair", "--no-fetch", "--progress", "none"])
+        .arg(&w.backup)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = sync(&w.inventory, &w.backup, &[]);
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{out:?}");
+    assert_eq!(user_tree(&w.backup), before);
+    let out = cli().arg("fsck").arg(&w.backup).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

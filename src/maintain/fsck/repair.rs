@@ -31,6 +31,11 @@ pub(super) fn repair(
             .with_context(|| format!("moving {} to {}", from.display(), to.display()))
     };
     let mut now_missing: HashSet<String> = HashSet::new();
+    // Rewritten last, from the catalog as the repair leaves it: a directory removed by hand
+    // (`rm -rf BACKUP/ds`) has a versions JSON problem *and* missing files, and its JSON must
+    // be rendered after those are marked missing (it then lists nothing and is not written
+    // into a directory that is not there).
+    let mut json_dirs: HashSet<String> = HashSet::new();
     for p in problems {
         match p {
             Problem::Missing { path, .. } => {
@@ -63,19 +68,24 @@ pub(super) fn repair(
                     .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
             }
             Problem::VersionsJson { dir, .. } => {
-                write_versions_file(backup, dir, expected_json.get(dir).map(Vec::as_slice))?;
+                json_dirs.insert(dir.clone());
             }
             Problem::UnfinishedRun { .. } => {}
         }
     }
-    if !now_missing.is_empty() {
+    if now_missing.is_empty() {
+        for dir in &json_dirs {
+            write_versions_file(backup, dir, expected_json.get(dir).map(Vec::as_slice))?;
+        }
+    } else {
         mark_missing(backup, &now_missing)?;
         // Their directories' JSON must no longer list them.
-        let dirs: HashSet<String> = now_missing
-            .iter()
-            .map(|p| catalog::parent_dir(p).to_string())
-            .collect();
-        let dirs: Vec<String> = dirs.into_iter().collect();
+        json_dirs.extend(
+            now_missing
+                .iter()
+                .map(|p| catalog::parent_dir(p).to_string()),
+        );
+        let dirs: Vec<String> = json_dirs.into_iter().collect();
         crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirs)?;
     }
     sync_filesystem(&backup.root)
