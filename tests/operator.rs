@@ -955,3 +955,67 @@ fn a_repair_is_a_run_of_its_own_and_leaves_the_nights_row() {
         .success();
     assert_eq!(runs(&backup).last().unwrap()["command"], "prune");
 }
+
+#[test]
+fn prune_and_restore_never_go_through_a_symbolic_link() {
+    use_server();
+    let fx = fixture("op-links", &["--scenario", "sync", "--files", "2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let out = sync(
+        &fx.local,
+        &backup,
+        &["--on-bad-key", "skip", "--start-date", &fx.dates()[0]],
+    );
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "{}",
+        text(&out.stderr)
+    );
+    // zarr/0 holds current and old versions; it moves to another disk and is linked back.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::rename(backup.join("zarr/0"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, backup.join("zarr/0")).unwrap();
+    let listing = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let outside = listing(&elsewhere);
+    assert!(outside.iter().any(|n| n.contains(".old.")), "{outside:?}");
+    let catalog = std::fs::read(backup.join(format!(".{STEM}/catalog.s3inv"))).unwrap();
+    let out = cli()
+        .args(["prune", "--noncurrent-older-than", "1d"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("zarr/0 is a symbolic link"), "{said}");
+    assert_eq!(
+        listing(&elsewhere),
+        outside,
+        "prune deleted through the link"
+    );
+    assert_eq!(
+        std::fs::read(backup.join(format!(".{STEM}/catalog.s3inv"))).unwrap(),
+        catalog,
+        "the refused prune changed the catalog"
+    );
+    let out = cli()
+        .args(["restore", "--at", "2100-01-01", "--progress", "none"])
+        .arg(&backup)
+        .arg(tmp.path().join("restored"))
+        .output()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("zarr/0 is a symbolic link"), "{said}");
+    assert!(
+        !tmp.path().join("restored/zarr/0").exists(),
+        "restored through the link"
+    );
+}

@@ -161,21 +161,57 @@ pub fn no_symlink_on_the_way(root: &std::path::Path, rel: &str) -> Result<(), St
         let path = root.join(&rel[..end]);
         end += 1;
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&path)
-                    .map(|t| t.display().to_string())
-                    .unwrap_or_default();
-                return Err(format!(
-                    "{} is a symbolic link (to {target}): a backup never writes through one. Make it a real directory again (e.g. remove the link and move {target} to {}), or keep the whole backup where the link points",
-                    path.display(),
-                    path.display()
-                ));
-            }
+            Ok(m) if m.file_type().is_symlink() => return Err(link_error(&path)),
             Ok(m) if m.is_dir() => {}
             _ => return Ok(()),
         }
     }
     Ok(())
+}
+
+fn link_error(path: &std::path::Path) -> String {
+    let target = std::fs::read_link(path)
+        .map(|t| t.display().to_string())
+        .unwrap_or_default();
+    format!(
+        "{} is a symbolic link (to {target}): a backup never writes or reads through one. Make it a real directory again (e.g. remove the link and move {target} to {}), or keep the whole backup where the link points",
+        path.display(),
+        path.display()
+    )
+}
+
+/// The directories of the tree already seen to be real (not symbolic links), so that a
+/// command touching millions of files (restore, prune) checks each directory once; the
+/// file itself is checked every time (one `lstat`).
+#[derive(Debug, Default)]
+pub struct RealDirs(std::collections::HashSet<String>);
+
+impl RealDirs {
+    /// Err (the link, and the fix) if `rel` or a directory on its way is a symbolic link.
+    pub fn check(&mut self, root: &std::path::Path, rel: &str) -> Result<(), String> {
+        let mut end = 0;
+        while let Some(i) = rel[end..].find('/') {
+            end += i;
+            let dir = &rel[..end];
+            end += 1;
+            if self.0.contains(dir) {
+                continue;
+            }
+            let path = root.join(dir);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => return Err(link_error(&path)),
+                Ok(m) if m.is_dir() => {
+                    self.0.insert(dir.to_string());
+                }
+                _ => return Ok(()),
+            }
+        }
+        let path = root.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => Err(link_error(&path)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A path the tool is about to create or move into: relative, inside the root, no `.`

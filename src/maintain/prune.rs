@@ -109,6 +109,13 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
             w.push(&rec)?;
         }
     }
+    // Nothing is deleted through a symbolic link (a directory moved to another disk and
+    // linked back, or planted): a file there is not the backup's to delete. Checked for
+    // every file before the catalog changes, so a refusal changes nothing.
+    let mut real = crate::backup::layout::RealDirs::default();
+    for path in &report.files {
+        real.check(&backup.root, path).map_err(anyhow::Error::msg)?;
+    }
     let Some(writer) = writer else {
         return Ok(report);
     };

@@ -84,6 +84,7 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
     };
     let mut group: Vec<VersionRecord> = Vec::new();
     let mut made_dir = PathBuf::new();
+    let mut real = crate::backup::layout::RealDirs::default();
     loop {
         let next = stream.next_record()?;
         if let Some(rec) = next
@@ -98,7 +99,15 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
                 .as_deref()
                 .is_none_or(|p| first.key.starts_with(p))
         {
-            restore_key(backup, dest, opts, &group, &mut report, &mut made_dir)?;
+            restore_key(
+                backup,
+                dest,
+                opts,
+                &group,
+                &mut report,
+                &mut made_dir,
+                &mut real,
+            )?;
             counters.files_done.store(report.files, Ordering::Relaxed);
             counters.bytes.store(report.bytes, Ordering::Relaxed);
         }
@@ -218,6 +227,7 @@ fn restore_key(
     versions: &[VersionRecord],
     report: &mut RestoreReport,
     made_dir: &mut PathBuf,
+    real: &mut crate::backup::layout::RealDirs,
 ) -> Result<()> {
     let Some(v) = version_at(versions, opts.at) else {
         return Ok(()); // not created yet
@@ -240,9 +250,10 @@ fn restore_key(
         });
         return Ok(());
     }
-    let source = backup
-        .root
-        .join(file_path(&backup.stem, v).expect("a held version has a file"));
+    let rel = file_path(&backup.stem, v).expect("a held version has a file");
+    // A file reached through a symbolic link is not the backup's: never handed out.
+    real.check(&backup.root, &rel).map_err(anyhow::Error::msg)?;
+    let source = backup.root.join(rel);
     if let Some(parent) = target.parent()
         && parent != made_dir.as_path()
     {
