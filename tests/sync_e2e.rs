@@ -1280,3 +1280,128 @@ fn a_relative_inventory_path_is_recorded_absolute() {
         "{repair:?}"
     );
 }
+
+/// Files (path, size, mtime, MD5) and directories of a tree.
+type TreeWithDirs = (Vec<(String, u64, i64, String)>, Vec<String>);
+
+/// Files (path, size, mtime, MD5) and directories of the tree, the state directory aside.
+fn tree_with_dirs(backup: &Path) -> TreeWithDirs {
+    let dirs = tree_snapshot(backup)
+        .into_iter()
+        .filter(|(p, ..)| backup.join(p).is_dir())
+        .map(|(p, ..)| p)
+        .collect();
+    (content_snapshot(backup), dirs)
+}
+
+/// Every journal point of every date's run of the sync scenario (file -> directory,
+/// directory -> file, undelete, overwrite, delete, expiration), killed there, is undone
+/// exactly: by `rollback` at even points, by `fsck --repair` (which rolls back first) at odd
+/// ones. The tree, directories included, must be the one the previous date left.
+#[test]
+fn every_journal_point_of_every_transition_rolls_back() {
+    use_server();
+    let fx = fixture("sync-every-point", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
+    let skip = ["--on-bad-key", "skip"];
+    let mut points = 0;
+    for k in 1..dates.len() {
+        // The backup as date k-1 left it.
+        let pre = tmp.path().join(format!("pre-{k}"));
+        sync(
+            &inventory,
+            &pre,
+            &[
+                &["--start-date", &dates[0], "--end-date", &dates[k - 1]][..],
+                &skip[..],
+            ]
+            .concat(),
+        );
+        let want = tree_with_dirs(&pre);
+        for n in 1.. {
+            let work = tmp.path().join(format!("work-{k}-{n}"));
+            let copied = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&pre)
+                .arg(&work)
+                .status()
+                .unwrap();
+            assert!(copied.success());
+            let out = cli()
+                .arg("sync")
+                .arg(&inventory)
+                .arg(&work)
+                .args(["--progress", "none", "--end-date", &dates[k]])
+                .args(skip)
+                .env("S3INVBACKUP_CRASH_AFTER", n.to_string())
+                .output()
+                .unwrap();
+            if out.status.code().is_some() {
+                // The run ended before its n-th entry: every point of this date was tried.
+                assert!(n > 1, "{}: no journal entry at all", dates[k]);
+                std::fs::remove_dir_all(&work).unwrap();
+                break;
+            }
+            let undo = if n % 2 == 0 {
+                cli().arg("rollback").arg(&work).output().unwrap()
+            } else {
+                cli()
+                    .args(["fsck", "--repair", "--no-fetch", "--progress", "none"])
+                    .arg(&work)
+                    .output()
+                    .unwrap()
+            };
+            let how = if n % 2 == 0 {
+                "rollback"
+            } else {
+                "fsck --repair"
+            };
+            if String::from_utf8_lossy(&undo.stderr).contains("already replaced the catalog") {
+                // Killed after its commit: nothing to undo, only to finish (by design). The
+                // next sync does, to the date's own tree.
+                let done = tmp.path().join(format!("done-{k}"));
+                sync(
+                    &inventory,
+                    &done,
+                    &[
+                        &["--start-date", &dates[0], "--end-date", &dates[k]][..],
+                        &skip[..],
+                    ]
+                    .concat(),
+                );
+                sync(
+                    &inventory,
+                    &work,
+                    &[&["--end-date", &dates[k]][..], &skip[..]].concat(),
+                );
+                assert_eq!(
+                    tree_with_dirs(&work),
+                    tree_with_dirs(&done),
+                    "resumed after the commit of {}",
+                    dates[k]
+                );
+                std::fs::remove_dir_all(&work).unwrap();
+                std::fs::remove_dir_all(&done).unwrap();
+                break;
+            }
+            assert!(
+                matches!(undo.status.code(), Some(0 | 2)),
+                "{how} after entry {n} of {}: {}{}",
+                dates[k],
+                String::from_utf8_lossy(&undo.stdout),
+                String::from_utf8_lossy(&undo.stderr)
+            );
+            assert_eq!(
+                tree_with_dirs(&work),
+                want,
+                "{how} after entry {n} of {}",
+                dates[k]
+            );
+            std::fs::remove_dir_all(&work).unwrap();
+            points += 1;
+        }
+    }
+    assert!(points > 20, "only {points} journal points tried");
+}

@@ -176,7 +176,16 @@ pub fn write_versions_file(backup: &Backup, dir: &str, text: Option<&[u8]>) -> R
     let Some(bytes) = text else {
         return match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // No JSON to remove where there is no directory: `dir` is a file again (a
+            // rollback of a file -> directory run, killed before the directory was made).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
         };
     };

@@ -68,6 +68,14 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
         match entry {
             Entry::Rename { from, to } => {
                 let (src, dst) = (root.join(to), root.join(from));
+                // A file that became a directory: the run moved the file to `.old.` and made
+                // the directory, whose files are undone by now (later entries are undone
+                // first). The directory left (holding at most its versions JSON) is the
+                // run's, and the file goes back in its place.
+                if exists(&src) && dst.is_dir() {
+                    let _ = std::fs::remove_file(dst.join(backup.stem.versions_file()));
+                    let _ = std::fs::remove_dir(&dst);
+                }
                 if exists(&src) && !exists(&dst) {
                     rename(&src, &dst)?;
                     report.moved_back += 1;
@@ -99,11 +107,61 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
     }
     let dirty = run_dir.read_dirty()?;
     crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirty)?;
+    remove_dirs_the_run_made(backup, &entries)?;
     sync_filesystem(root)?;
     std::fs::remove_dir_all(run_dir.path())
         .with_context(|| format!("removing {}", run_dir.path().display()))?;
     backup.clear_staging()?;
     Ok(Some(report))
+}
+
+/// The directories a run created for its downloads (`new/` for a first `new/file`) or for
+/// a folder marker's parents are not journaled one by one: they are the parents of what it
+/// placed, moved away or made that are
+/// empty once the run is undone, but for a folder marker's directory (`dir/` in the
+/// catalog), which is empty by nature. Deepest first; `remove_dir` never removes a
+/// directory with anything in it.
+fn remove_dirs_the_run_made(backup: &Backup, entries: &[Entry]) -> Result<()> {
+    let mut dirs: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for entry in entries {
+        let touched = match entry {
+            Entry::Place { dest, .. } => dest.as_str(),
+            Entry::Rename { to, .. } => to.as_str(),
+            // A folder marker's directory (`nested/deep/`) made with its parents.
+            Entry::Mkdir { dir } => dir.as_str(),
+            _ => continue,
+        };
+        let mut p = touched;
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            dirs.insert(parent.to_string());
+            p = parent;
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let catalog = crate::backup::catalog::open(&backup.catalog_path())?;
+    let mut by_depth: Vec<&String> = dirs.iter().collect();
+    by_depth.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for dir in by_depth {
+        let path = backup.root.join(dir);
+        let empty = std::fs::read_dir(&path).is_ok_and(|mut e| e.next().is_none());
+        if !empty {
+            continue;
+        }
+        let marker = format!("{dir}/");
+        let mut stream = catalog.stream_prefix(&marker);
+        let is_marker_dir = match stream.next_record()? {
+            Some(r) => {
+                r.key == marker && crate::backup::catalog::is_current(r) && !r.is_delete_marker()
+            }
+            None => false,
+        };
+        if !is_marker_dir {
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+    Ok(())
 }
 
 fn exists(p: &Path) -> bool {
