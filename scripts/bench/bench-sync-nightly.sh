@@ -9,7 +9,8 @@
 # Measured in the same run: `sync` applying date 2, against the sum of its two unavoidable
 # parts measured alone -- `s3invbackup index` of date 2 and `xargs -P 32 curl` of the changed
 # versions. Then the same sync under `strace -c -f` on a fresh seed: its syscall count must
-# grow with the changes, not with the catalog.
+# grow with the changes, not with the catalog. BASELINE=DIR also times another build's sync
+# (DIR/target/release/s3invbackup) on a fresh seed in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/bench/bench-common.sh
@@ -29,6 +30,12 @@ for every in 1000 100; do
   read -r _ cw _ _ _ < <(measure curl sh -c "xargs -P 32 -n 50 curl -s -o /dev/null < $work/urls-$every.txt")
   read -r _ sw su ss sr < <(measure sync $bin sync "$inv" "$work/b-$every" --jobs 32 --progress none)
   rm -rf "$work/b-$every"
+  if [ -n "${BASELINE:-}" ]; then
+    $seed "$inv" 2024-11-06 "$work/b-$every" "$work/keys-$every.txt" 2>/dev/null
+    read -r _ bw _ _ _ < <(measure baseline "$BASELINE/target/release/s3invbackup" sync "$inv" "$work/b-$every" --jobs 32 --progress none)
+    rm -rf "$work/b-$every"
+    echo "(b) 1 key in $every changed: baseline sync $bw s, this build $sw s (ratio $(python3 -c "print(f'{$sw/$bw:.2f}')"))"
+  fi
   $seed "$inv" 2024-11-06 "$work/b-$every" "$work/keys-$every.txt" 2>/dev/null
   strace -c -f -o "$work/strace-$every.txt" $bin sync "$inv" "$work/b-$every" --jobs 32 --progress none > /dev/null 2>&1 || true
   calls=$(awk '/total/{print $4}' "$work/strace-$every.txt")

@@ -305,7 +305,7 @@ CURRENT_ONLY_DROP = ("VersionId", "IsLatest", "IsDeleteMarker")
 
 def write_inventory(s3, writer, args, date, rows, rng):
     fields = [f.strip() for f in args.schema.split(",")]
-    if args.current_only:
+    if getattr(args, "current_only", False):
         # A current-versions-only inventory: the latest version of each key that is not
         # deleted, and no version columns.
         fields = [f for f in fields if f not in CURRENT_ONLY_DROP]
