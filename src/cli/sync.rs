@@ -327,6 +327,13 @@ fn print_summary(report: &SyncReport) {
                 ""
             }
         );
+        if !p.changes.is_empty() {
+            let kinds: Vec<String> = p.changes.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            s3invbackup::say!(
+                "  in the bucket: {} (`s3invbackup changes` lists them)",
+                kinds.join(", ")
+            );
+        }
         if let Some(o) = &d.outcome {
             for f in o.failures.iter().take(20) {
                 s3invbackup::say!(

@@ -112,6 +112,25 @@ impl Metrics<'_> {
                 })
                 .collect::<Vec<_>>(),
         );
+        let mut changes: BTreeMap<&str, u64> = crate::diff::changes::ChangeKind::ALL
+            .iter()
+            .map(|k| (k.name(), 0))
+            .collect();
+        for d in self.report.iter().flat_map(|r| &r.dates) {
+            for (k, n) in &d.plan.changes {
+                if let Some(c) = changes.get_mut(k.as_str()) {
+                    *c += n;
+                }
+            }
+        }
+        gauge(
+            "last_run_changes",
+            "Versions the dates of the last run changed in the bucket, by kind (as `changes` lists them).",
+            &changes
+                .iter()
+                .map(|(k, n)| (format!("kind=\"{k}\""), *n as f64))
+                .collect::<Vec<_>>(),
+        );
         if let Some(age) = self.report.and_then(|r| r.inventory_age_secs) {
             gauge(
                 "inventory_age_seconds",
