@@ -72,6 +72,24 @@ pub struct RunRecord {
     pub newest_inventory: Option<String>,
 }
 
+impl RunRecord {
+    /// A run of `command` between `started` and `ended`, by this version of the tool.
+    pub fn timed(
+        command: &str,
+        started: crate::model::timestamp::Timestamp,
+        ended: crate::model::timestamp::Timestamp,
+    ) -> RunRecord {
+        RunRecord {
+            command: command.to_string(),
+            started: started.to_string(),
+            ended: ended.to_string(),
+            duration_secs: (ended.as_millis() - started.as_millis()) as f64 / 1000.0,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..RunRecord::default()
+        }
+    }
+}
+
 impl Backup {
     pub fn runs_path(&self) -> PathBuf {
         self.state_dir().join("runs.jsonl")

@@ -177,32 +177,29 @@ pub fn recorded<T>(
     use s3invbackup::model::timestamp::Timestamp;
     let started = Timestamp::now();
     let result = f();
-    let locked = result.as_ref().err().is_some_and(|e| {
-        e.chain().any(|c| {
-            matches!(
-                c.downcast_ref::<s3invbackup::error::Refusal>(),
-                Some(s3invbackup::error::Refusal::Locked { .. })
-            )
-        })
-    });
-    if !locked {
-        let ended = Timestamp::now();
+    if !result.as_ref().err().is_some_and(is_lock_refusal) {
         let record = RunRecord {
-            command: command.to_string(),
-            started: started.to_string(),
-            ended: ended.to_string(),
-            duration_secs: (ended.as_millis() - started.as_millis()) as f64 / 1000.0,
-            version: env!("CARGO_PKG_VERSION").into(),
             result: Some(match &result {
                 Ok((_, r)) => *r,
                 Err(_) => RunResult::Failed,
             }),
             error: result.as_ref().err().map(|e| format!("{e:#}")),
-            ..RunRecord::default()
+            ..RunRecord::timed(command, started, Timestamp::now())
         };
         if let Err(e) = backup.append_run(&record) {
             tracing::warn!("could not record the run in the backup's history: {e:#}");
         }
     }
     result.map(|(t, _)| t)
+}
+
+/// The error is a refusal because another process holds the backup's lock: that run never
+/// started, and the holder's run is the one to record.
+pub fn is_lock_refusal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<s3invbackup::error::Refusal>(),
+            Some(s3invbackup::error::Refusal::Locked { .. })
+        )
+    })
 }

@@ -10,7 +10,6 @@ use std::io::Write;
 use s3invbackup::backup::Backup;
 use s3invbackup::backup::run_dir::Step;
 use s3invbackup::backup::runs::{RunRecord, RunResult};
-use s3invbackup::error::Refusal;
 use s3invbackup::inventory::InventoryDate;
 use s3invbackup::model::timestamp::Timestamp;
 use s3invbackup::model::version_id;
@@ -127,10 +126,7 @@ pub fn run(args: &SyncArgs, s3: &S3Args) -> Result<Outcome> {
         .and_then(|inventory| run_sync(args, s3, inventory));
     // A run refused because another holds the lock never started: the holder's run is the
     // one to record (a "failed" row here would alarm while that run is fine).
-    let locked = result.as_ref().err().is_some_and(|e| {
-        e.chain()
-            .any(|c| matches!(c.downcast_ref::<Refusal>(), Some(Refusal::Locked { .. })))
-    });
+    let locked = result.as_ref().err().is_some_and(super::is_lock_refusal);
     if !args.dry_run && !locked {
         record_run(args, &backup_dir, started, &result)?;
     }
@@ -152,14 +148,7 @@ fn record_run(
     result: &Result<(SyncReport, Outcome)>,
 ) -> Result<()> {
     let ended = Timestamp::now();
-    let mut run = RunRecord {
-        command: "sync".into(),
-        started: started.to_string(),
-        ended: ended.to_string(),
-        duration_secs: (ended.as_millis() - started.as_millis()) as f64 / 1000.0,
-        version: env!("CARGO_PKG_VERSION").into(),
-        ..RunRecord::default()
-    };
+    let mut run = RunRecord::timed("sync", started, ended);
     match result {
         Ok((report, outcome)) => {
             run.result = Some(match outcome {
