@@ -158,6 +158,33 @@ fn faults_mid_body_are_resumed_and_corruption_never_lands() {
             );
             assert_eq!(proxy.hits()["0"], 3, "the {fault} faults fired");
         }
+        // A link that stalls mid-body (no byte for 30 s): the read timeout drops it and
+        // the transfer resumes from its last byte, long before the stall would end.
+        proxy.set_rules(serde_json::json!([{"method": "GET", "path": "fetch-faults", "fault": "stall", "after": 100_000, "delay_ms": 30_000, "times": 2}]));
+        let out = dir.path().join(format!("{}-stall", o.key));
+        let started = std::time::Instant::now();
+        through_proxy()
+            .arg("get")
+            .arg(format!("s3://fetch-faults/{}", o.key))
+            .args(["--version-id", &o.version_id, "-o"])
+            .arg(&out)
+            .args(["--part-size", "1MiB", "--read-timeout", "1"])
+            .assert()
+            .success();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(25),
+            "{}: the stalled transfer was waited out ({:?}), not resumed",
+            o.key,
+            started.elapsed()
+        );
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&o.file).unwrap(),
+            "{} after stalls",
+            o.key
+        );
+        assert_eq!(proxy.hits()["0"], 2, "the stalls happened");
+
         proxy.set_rules(serde_json::json!([
             {"method": "GET", "path": "fetch-faults", "fault": "status", "status": 503, "code": "SlowDown", "times": 2},
             {"method": "GET", "path": "fetch-faults", "fault": "status", "status": 500, "code": "InternalError", "times": 2}

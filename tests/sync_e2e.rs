@@ -846,6 +846,127 @@ fn interrupted_runs_resume() {
     proxy.set_rules(serde_json::json!([]));
 }
 
+/// A bucket of `keys` small objects with its inventory (local copy), made by the benchmark's
+/// setup script: returns the inventory's path.
+fn many_small_objects(bucket: &str, keys: usize, out: &Path) -> String {
+    let srv = use_server();
+    let status = std::process::Command::new(support::venv().join("bin/python"))
+        .arg(support::repo().join("scripts/bench/bench_sync_setup.py"))
+        .args(["--endpoint", &srv.endpoint, "--bucket", bucket])
+        .args([
+            "--keys",
+            &keys.to_string(),
+            "--versions",
+            "1",
+            "--layout",
+            "spread",
+        ])
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out.join("inventory").to_string_lossy().into_owned()
+}
+
+/// Ctrl-C with over a thousand downloads in flight (each held 3 s by the proxy, as a slow
+/// link would) stops the run within seconds, and the run resumes to the same tree.
+#[test]
+fn interrupted_with_a_thousand_in_flight_stops_promptly_and_resumes() {
+    let proxy = support::proxy();
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = many_small_objects("sigint-many", 1500, &tmp.path().join("src"));
+    let reference = tmp.path().join("reference");
+    sync(&inventory, &reference, &[]).success();
+    let want = content_snapshot(&reference);
+    assert_eq!(
+        want.len(),
+        1500 + 2,
+        "1500 objects and two versions JSON files"
+    );
+    proxy.set_rules(serde_json::json!([
+        {"method": "GET", "path": "^/sigint-many/", "fault": "latency", "delay_ms": 3000}
+    ]));
+    let backup = tmp.path().join("backup");
+    let before = proxy.requests();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3invbackup"))
+        .arg("sync")
+        .arg(&inventory)
+        .arg(&backup)
+        .args(["--progress", "none", "--jobs", "1500"])
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .env("AWS_ACCESS_KEY_ID", support::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY)
+        .env("HOME", "/nonexistent")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while proxy.requests() - before < 1000 {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "never 1000 requests in flight"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let in_flight = proxy.requests() - before;
+    // SAFETY: kill(2) with a valid pid and signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let signalled = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: run sync again to resume"),
+        "{stderr}"
+    );
+    // The downloads in flight finish (3 s each), none is started after the signal.
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "{in_flight} in flight: stopping took {took:?}"
+    );
+    assert!(content_snapshot(&backup).len() < want.len());
+    proxy.set_rules(serde_json::json!([]));
+    sync(&inventory, &backup, &[]).success();
+    assert_eq!(content_snapshot(&backup), want, "resumed");
+}
+
+/// A server that throttles a third of all GETs: the run slows down (the throttling is
+/// counted and the concurrency backs off) but completes, every version verified.
+#[test]
+fn a_throttling_server_slows_the_run_down_but_it_completes() {
+    let proxy = support::proxy();
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = many_small_objects("slowdown-many", 600, &tmp.path().join("src"));
+    let reference = tmp.path().join("reference");
+    sync(&inventory, &reference, &[]).success();
+    proxy.set_rules(serde_json::json!([
+        {"method": "GET", "path": "^/slowdown-many/", "fault": "status", "status": 503, "code": "SlowDown", "probability": 0.33}
+    ]));
+    let backup = tmp.path().join("backup");
+    let report_path = tmp.path().join("report.json");
+    cli()
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .arg("sync")
+        .arg(&inventory)
+        .arg(&backup)
+        .args(["--progress", "none", "--report"])
+        .arg(&report_path)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("S3 throttled"));
+    proxy.set_rules(serde_json::json!([]));
+    assert_eq!(content_snapshot(&backup), content_snapshot(&reference));
+    let r = report(&report_path);
+    let c = &r["dates"][0]["outcome"]["concurrency"];
+    assert_eq!(c["mode"], "auto", "{c}");
+    assert!(c["throttled"].as_u64().unwrap() > 100, "{c}");
+    // Every window heard SlowDown: the limit only went down from where it started.
+    assert!(c["last"].as_u64().unwrap() < 32, "{c}");
+    assert!(c["reached"].as_u64().unwrap() <= 32, "{c}");
+}
+
 /// fsck finds each injected defect (missing, truncated, flipped byte with --verify-content,
 /// wrong mtime, strays, a stale and a superfluous versions JSON), --repair makes a fresh fsck
 /// clean without deleting anything (--no-fetch), and `fsck --repair` fetches the damaged

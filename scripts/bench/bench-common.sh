@@ -11,7 +11,8 @@ bench_start() {
            --access-key testkey --secret-key testsecret)
   pid=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
   endpoint=$(echo "$server" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
-  trap '"$venv/bin/python" scripts/harness/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
+  # A script's own clean-up, if it defines bench_on_exit, runs first.
+  trap 'if declare -F bench_on_exit > /dev/null; then bench_on_exit; fi; "$venv/bin/python" scripts/harness/s3server.py stop --pid '"$pid"'; rm -rf "$work"' EXIT
   export AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_ENDPOINT_URL="$endpoint"
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
 }

@@ -9,14 +9,15 @@ are chosen per request by rules, set with `POST /__proxy/rules` (a JSON list) an
 `GET /__proxy/stats`. A rule:
 
     {"method": "GET", "path": "regex", "query": "regex",     (all optional; match = search)
-     "fault": "reset" | "truncate" | "status" | "flip" | "latency",
+     "fault": "reset" | "truncate" | "stall" | "status" | "flip" | "latency",
      "probability": 1.0, "times": N,                          (at most N hits; default unlimited)
      "after": BYTES | "random",                               (reset/truncate/flip: body offset)
      "status": 503, "code": "SlowDown",                       (status)
      "delay_ms": 200}                                         (latency)
 
 reset: send headers and `after` body bytes, then close with RST. truncate: the same, but a
-clean close (the client sees a short body). flip: invert one byte at `after`. status: answer
+clean close (the client sees a short body). stall: the same, then nothing for `delay_ms`
+(the client's read timeout should fire first), then a close. flip: invert one byte at `after`. status: answer
 with an S3 XML error instead of forwarding. The first matching rule that fires wins; the
 random choices come from a seeded generator (--seed), so a run is repeatable.
 """
@@ -127,10 +128,12 @@ class Proxy(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        if rule and rule["fault"] in ("reset", "truncate") and len(data) > 0:
+        if rule and rule["fault"] in ("reset", "truncate", "stall") and len(data) > 0:
             cut = min(offset(rule, len(data) // 2, len(data)), len(data) - 1)
             self.wfile.write(data[:cut])
             self.wfile.flush()
+            if rule["fault"] == "stall":
+                time.sleep(rule.get("delay_ms", 10000) / 1000)
             if rule["fault"] == "reset":
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
@@ -153,6 +156,13 @@ def main():
     args = p.parse_args()
     RNG.seed(args.seed)
     Proxy.upstream = args.upstream
+    # A test may hold thousands of connections open through the proxy.
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The listen backlog: the default 5 drops connections when many arrive at once.
+    ThreadingHTTPServer.request_queue_size = 4096
+    ThreadingHTTPServer.daemon_threads = True
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Proxy)
     server.daemon_threads = True
     print(json.dumps({"pid": os.getpid(), "endpoint": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)

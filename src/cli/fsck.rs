@@ -8,6 +8,7 @@ use clap::Args;
 use s3invbackup::backup::Backup;
 use s3invbackup::backup::runs::RunResult;
 use s3invbackup::maintain::fsck::{FsckOptions, FsckReport, Problem, fsck};
+use s3invbackup::sync::concurrency::{self, Jobs};
 use s3invbackup::sys::progress::human_bytes;
 
 use s3invbackup::sync::fetch::FetchOptions;
@@ -42,9 +43,9 @@ pub struct FsckArgs {
     /// With --repair: read the inventory here instead of where the backup was created from
     #[arg(long)]
     pub inventory: Option<String>,
-    /// With --repair: download threads
-    #[arg(long, default_value_t = 32)]
-    pub jobs: usize,
+    /// With --repair: downloads in flight (`auto`, or a number; as for sync)
+    #[arg(long, default_value = "auto")]
+    pub jobs: Jobs,
     /// One JSON document instead of the table (every problem with all its fields)
     #[arg(long)]
     pub json: bool,
@@ -100,7 +101,11 @@ fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Out
         let refetched = refetch(
             backup,
             args.inventory.as_deref(),
-            super::limits::fetch_options(args.jobs, FetchOptions::default().part_size),
+            super::limits::fetch_options(
+                args.jobs,
+                concurrency::DEFAULT_MAX,
+                FetchOptions::default().part_size,
+            ),
             args.progress.options(),
             s3.config(),
             super::signals::stop_token(),

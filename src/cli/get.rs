@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
 use s3invbackup::s3::S3Client;
+use s3invbackup::sync::concurrency::Jobs;
 use s3invbackup::sync::fetch::{Verified, fetch_one};
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
@@ -24,8 +25,9 @@ pub struct GetArgs {
     /// Where to write it
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Parallel range GETs for a big object
-    #[arg(long, default_value_t = 8)]
+    /// Parallel range GETs for a big object (16 fill a 4 MiB TCP window's 80 MiB/s each at
+    /// 50 ms)
+    #[arg(long, default_value_t = 16)]
     pub jobs: usize,
     /// Split objects bigger than this into ranges (multipart objects: on their parts)
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
@@ -58,7 +60,8 @@ pub fn run(args: &GetArgs, s3: &S3Args) -> Result<()> {
         },
         |t| t.to_path_buf(),
     )?;
-    let opts = super::limits::fetch_options(args.jobs, args.part_size);
+    let opts =
+        super::limits::fetch_options(Jobs::Fixed(args.jobs.max(1)), args.jobs, args.part_size);
     let (request, verified) = fetch_one(
         &client,
         bucket,

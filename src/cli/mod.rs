@@ -65,6 +65,10 @@ pub struct S3Args {
     /// `requester`: pay for requests to a Requester Pays bucket
     #[arg(long, global = true, value_parser = ["requester"])]
     pub request_payer: Option<String>,
+    /// Seconds without an answer or a byte of the body before a connection counts as
+    /// stalled; the transfer is then resumed on a new connection
+    #[arg(long, global = true, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout: u64,
 }
 
 impl S3Args {
@@ -75,6 +79,7 @@ impl S3Args {
             anonymous: self.no_sign_request,
             profile: self.profile.clone(),
             requester_pays: self.request_payer.is_some(),
+            read_timeout: Some(std::time::Duration::from_secs(self.read_timeout)),
         }
     }
 

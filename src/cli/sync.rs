@@ -13,6 +13,7 @@ use s3invbackup::backup::runs::{RunRecord, RunResult};
 use s3invbackup::inventory::InventoryDate;
 use s3invbackup::model::timestamp::Timestamp;
 use s3invbackup::model::version_id;
+use s3invbackup::sync::concurrency::{self, Jobs};
 use s3invbackup::sync::metrics::Metrics;
 use s3invbackup::sync::plan::OnBadKey;
 use s3invbackup::sync::{SyncOptions, SyncReport, dry_run, interrupted_run, sync};
@@ -60,9 +61,13 @@ pub struct SyncArgs {
     /// recorded as archived without a request
     #[arg(long)]
     pub try_archived: bool,
-    /// Download threads
-    #[arg(long, default_value_t = 32)]
-    pub jobs: usize,
+    /// Downloads in flight: `auto` finds how many the link and S3 take (starting at 32,
+    /// growing while the run gets faster, backing off when S3 throttles), or a fixed number
+    #[arg(long, default_value = "auto")]
+    pub jobs: Jobs,
+    /// The most downloads in flight `--jobs auto` may reach
+    #[arg(long, default_value_t = concurrency::DEFAULT_MAX)]
+    pub max_jobs: usize,
     /// Objects bigger than this are fetched as parallel ranges
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
     pub part_size: u64,
@@ -206,7 +211,7 @@ fn run_sync(args: &SyncArgs, s3: &S3Args, inventory: String) -> Result<(SyncRepo
             OnBadKey::Stop
         },
         try_archived: args.try_archived,
-        fetch: super::limits::fetch_options(args.jobs, args.part_size),
+        fetch: super::limits::fetch_options(args.jobs, args.max_jobs, args.part_size),
         index: super::index_options(args.memory, &args.progress),
         progress: args.progress.options(),
         s3: s3.config(),
@@ -321,6 +326,26 @@ fn print_summary(report: &SyncReport) {
             s3invbackup::say!(
                 "  in the bucket: {} (`s3invbackup changes` lists them)",
                 kinds.join(", ")
+            );
+        }
+        if let Some(o) = &d.outcome
+            && o.concurrency.reached > 0
+            && o.downloaded > 0
+        {
+            let c = &o.concurrency;
+            let throttled = match c.throttled {
+                0 => String::new(),
+                n => format!("; S3 throttled {n} requests"),
+            };
+            s3invbackup::say!(
+                "  downloads in flight: up to {} ({}, {} at the end){throttled}",
+                c.reached,
+                if c.mode == "auto" {
+                    "--jobs auto"
+                } else {
+                    "--jobs"
+                },
+                c.last
             );
         }
         if let Some(o) = &d.outcome {

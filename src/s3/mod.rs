@@ -13,7 +13,7 @@ mod retry;
 mod sign;
 
 pub use error::S3Error;
-pub use retry::{Patience, backoff};
+pub use retry::{Patience, backoff, set_shared_pause, throttle_events};
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -41,6 +41,10 @@ pub struct S3Config {
     pub profile: Option<String>,
     /// Send `x-amz-request-payer: requester` (`--request-payer requester`).
     pub requester_pays: bool,
+    /// How long a request may wait for its answer, or a body for its next bytes, before
+    /// the connection counts as stalled: it is dropped and the transfer resumed from its
+    /// last byte (`--read-timeout`; `None`: 120 s).
+    pub read_timeout: Option<Duration>,
 }
 
 pub struct S3Client {
@@ -129,8 +133,13 @@ impl S3Client {
         };
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(20))
-            .timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(256)
+            // reqwest's blocking timeout bounds the wait for the headers and then each
+            // read of the body, not the whole transfer: a 5 GiB part may take an hour,
+            // a stalled link is noticed after this long without a byte.
+            .timeout(config.read_timeout.unwrap_or(Duration::from_secs(120)))
+            // At least as many as `--max-jobs` allows in flight: a connection returned to
+            // a full pool is closed, and the next request pays a new handshake.
+            .pool_max_idle_per_host(4096)
             .tcp_keepalive(Duration::from_secs(30))
             // A 301 from S3 names a region, not a place to follow to.
             .redirect(reqwest::redirect::Policy::none())
@@ -555,7 +564,7 @@ impl S3Client {
                     }
                     let wait = retry_after.unwrap_or_else(|| backoff(attempt));
                     if e.is_throttle() {
-                        THROTTLE.slow_down(wait);
+                        THROTTLE.slow_down(wait, retry_after.is_some());
                     }
                     tracing::warn!("{e}; retrying (attempt {attempt} of {attempts})");
                     std::thread::sleep(wait);

@@ -4,6 +4,7 @@
 //! it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Exponential backoff with full jitter, capped at 20 s.
@@ -52,9 +53,34 @@ pub(super) static THROTTLE: Throttle = Throttle {
     until: Mutex::new(None),
 };
 
+/// Throttling answers heard since the process started: the fetcher's concurrency control
+/// reads it as its strongest signal (`sync/concurrency.rs`).
+static THROTTLE_EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times S3 has throttled this process (503 SlowDown, 429).
+pub fn throttle_events() -> u64 {
+    THROTTLE_EVENTS.load(Ordering::Relaxed)
+}
+
+/// Whether a throttled request pauses every thread (see [`set_shared_pause`]).
+static SHARED_PAUSE: AtomicBool = AtomicBool::new(true);
+
+/// Off while `--jobs auto` controls the downloads: the controller then slows the pool down
+/// by having fewer requests in flight, and a pause of every thread at each SlowDown (5% of
+/// requests at 500/s: 25 pauses a second) would stop the run instead. A `Retry-After` is
+/// honoured by every thread either way.
+pub fn set_shared_pause(on: bool) {
+    SHARED_PAUSE.store(on, Ordering::SeqCst);
+}
+
 impl Throttle {
-    /// Pause every thread for `wait` (the later of any two pauses wins).
-    pub fn slow_down(&self, wait: Duration) {
+    /// Pause every thread for `wait` (the later of any two pauses wins); `asked`: S3 said
+    /// how long (`Retry-After`).
+    pub fn slow_down(&self, wait: Duration, asked: bool) {
+        THROTTLE_EVENTS.fetch_add(1, Ordering::Relaxed);
+        if !asked && !SHARED_PAUSE.load(Ordering::SeqCst) {
+            return;
+        }
         let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
         let t = Instant::now() + wait;
         if until.is_none_or(|u| u < t) {

@@ -24,6 +24,7 @@ use crate::backup::run_dir::{PlanSummary, RunDir, Step};
 use crate::model::record::LocalState;
 use crate::model::timestamp::Timestamp;
 use crate::s3::S3Client;
+use crate::sync::concurrency::ConcurrencyReport;
 use crate::sync::fetch::{
     FetchCounters, FetchError, FetchOptions, FetchRequest, FetchResult, fetch_all,
 };
@@ -56,6 +57,8 @@ pub struct RunOutcome {
     pub requests: u64,
     pub failures: Vec<Failure>,
     pub interrupted: bool,
+    /// How many downloads were in flight (`--jobs auto`: the curve it followed).
+    pub concurrency: ConcurrencyReport,
 }
 
 pub struct Executor<'a> {
@@ -113,6 +116,12 @@ impl Executor<'_> {
             run.outcome.interrupted = true;
         }
         run.outcome.requests = fetch_counters.requests.load(Ordering::Relaxed);
+        run.outcome.concurrency = std::mem::take(
+            &mut *fetch_counters
+                .concurrency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         Ok(run.outcome)
     }
 }

@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
@@ -25,6 +25,7 @@ use crate::model::checksum::{self, Algorithm, Expected, Hasher};
 use crate::model::etag::ETag;
 use crate::model::timestamp::Timestamp;
 use crate::s3::{Get, HeadInfo, Patience, S3Client, S3Error, backoff};
+use crate::sync::concurrency::{ConcurrencyReport, Limiter, control};
 
 /// One version to fetch, with what the inventory says it must be.
 #[derive(Debug, Clone)]
@@ -188,7 +189,10 @@ pub fn jobs_within_fd_limit(jobs: usize, limit: u64) -> usize {
 
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
+    /// Downloads in flight: exactly this many, or, when `adaptive`, at most this many.
     pub jobs: usize,
+    /// `--jobs auto`: the number in flight follows the link (`sync/concurrency.rs`).
+    pub adaptive: bool,
     /// Objects bigger than this are split into ranges (multipart objects: on part
     /// boundaries, whatever this says).
     pub part_size: u64,
@@ -200,6 +204,7 @@ impl Default for FetchOptions {
     fn default() -> FetchOptions {
         FetchOptions {
             jobs: 32,
+            adaptive: false,
             part_size: 64 << 20,
             resumes: 8,
         }
@@ -218,6 +223,8 @@ pub struct FetchCounters {
     /// The progress display's counters: bytes as they arrive (a 10 GiB file moves the
     /// line while it downloads) and failures.
     pub display: Option<std::sync::Arc<crate::sys::progress::Counters>>,
+    /// How many downloads were in flight (written when `fetch_all` returns).
+    pub concurrency: Mutex<ConcurrencyReport>,
 }
 
 /// The result of one request.
@@ -296,8 +303,10 @@ enum Task {
     Range(Arc<ObjectJob>, usize),
 }
 
-/// Fetches every request from `requests` with `opts.jobs` threads and calls `on_result`
-/// (on the calling thread) for each, in completion order. Returns when all are done.
+/// Fetches every request from `requests` with `opts.jobs` threads (or, when
+/// `opts.adaptive`, as many as `sync/concurrency.rs` finds pay, up to `opts.jobs`) and calls
+/// `on_result` (on the calling thread) for each, in completion order. Returns when all are
+/// done; `counters.concurrency` then says how many were in flight.
 pub fn fetch_all(
     client: &S3Client,
     requests: impl IntoIterator<Item = FetchRequest>,
@@ -305,53 +314,114 @@ pub fn fetch_all(
     counters: &FetchCounters,
     mut on_result: impl FnMut(FetchResult),
 ) -> Result<()> {
-    let (objects_tx, objects_rx) = bounded::<Task>(opts.jobs * 2);
+    let max = opts.jobs.max(1);
+    let limiter = Limiter::new(max, opts.adaptive);
+    let (objects_tx, objects_rx) = bounded::<Task>(max * 2);
     let (ranges_tx, ranges_rx) = unbounded::<Task>();
     let (results_tx, results_rx) = unbounded::<FetchResult>();
     let in_flight = AtomicUsize::new(0);
-    std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..opts.jobs.max(1) {
+    let all_sent = AtomicBool::new(false);
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        let (limiter, in_flight, all_sent) = (&limiter, &in_flight, &all_sent);
+        let spawn = {
             let (objects_rx, ranges_rx, ranges_tx, results_tx) = (
                 objects_rx.clone(),
                 ranges_rx.clone(),
                 ranges_tx.clone(),
                 results_tx.clone(),
             );
-            let in_flight = &in_flight;
-            std::thread::Builder::new()
-                .name("fetch".into())
-                .spawn_scoped(scope, move || {
-                    let worker = Worker {
-                        buffer: std::cell::Cell::new(Vec::new()),
-                        client,
-                        opts,
-                        counters,
-                        ranges_tx,
-                        results_tx,
-                        in_flight,
-                    };
-                    worker.run(&objects_rx, &ranges_rx);
-                })
-                .context("starting a fetch thread")?;
+            move || -> Result<()> {
+                let (objects_rx, ranges_rx, ranges_tx, results_tx) = (
+                    objects_rx.clone(),
+                    ranges_rx.clone(),
+                    ranges_tx.clone(),
+                    results_tx.clone(),
+                );
+                limiter.born();
+                std::thread::Builder::new()
+                    .name("fetch".into())
+                    // Thousands may run over a long link; what they do needs little stack.
+                    .stack_size(512 * 1024)
+                    .spawn_scoped(scope, move || {
+                        let worker = Worker {
+                            buffer: std::cell::Cell::new(Vec::new()),
+                            client,
+                            opts,
+                            counters,
+                            ranges_tx,
+                            results_tx,
+                            in_flight,
+                            limiter,
+                        };
+                        worker.run(&objects_rx, &ranges_rx);
+                    })
+                    .map(drop)
+                    .map_err(|e| {
+                        limiter.died();
+                        anyhow!(e).context("starting a fetch thread")
+                    })
+            }
+        };
+        for _ in 0..limiter.target() {
+            spawn()?;
+        }
+        if opts.adaptive {
+            scope.spawn(move || {
+                let done =
+                    || all_sent.load(Ordering::SeqCst) && in_flight.load(Ordering::SeqCst) == 0;
+                control(
+                    limiter,
+                    max,
+                    || {
+                        (
+                            counters.objects_done.load(Ordering::Relaxed)
+                                + counters.failures.load(Ordering::Relaxed),
+                            counters.bytes.load(Ordering::Relaxed),
+                        )
+                    },
+                    done,
+                    |target| {
+                        // Threads above the target retire by themselves; below it, start more.
+                        while limiter.alive() < target && !done() {
+                            if let Err(e) = spawn() {
+                                tracing::warn!("{e:#}: staying at {} downloads", limiter.alive());
+                                limiter.set_target(limiter.alive());
+                                break;
+                            }
+                        }
+                    },
+                );
+            });
+        } else {
+            drop(spawn);
         }
         drop(results_tx);
-        for request in requests {
-            in_flight.fetch_add(1, Ordering::SeqCst);
-            objects_tx
-                .send(Task::Object(request, 0))
-                .map_err(|_| anyhow!("fetch threads stopped"))?;
-            // Hand results back as they come, so the caller's bookkeeping keeps pace.
-            while let Ok(r) = results_rx.try_recv() {
-                on_result(r);
+        let fed = (|| -> Result<()> {
+            for request in requests {
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                objects_tx
+                    .send(Task::Object(request, 0))
+                    .map_err(|_| anyhow!("fetch threads stopped"))?;
+                // Hand results back as they come, so the caller's bookkeeping keeps pace.
+                while let Ok(r) = results_rx.try_recv() {
+                    on_result(r);
+                }
             }
-        }
+            Ok(())
+        })();
+        all_sent.store(true, Ordering::SeqCst);
         drop(objects_tx);
         drop(ranges_tx);
         for r in results_rx.iter() {
             on_result(r);
         }
-        Ok(())
-    })
+        fed
+    });
+    *counters
+        .concurrency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = limiter.report();
+    outcome
 }
 
 struct Worker<'a> {
@@ -363,6 +433,7 @@ struct Worker<'a> {
     ranges_tx: Sender<Task>,
     results_tx: Sender<FetchResult>,
     in_flight: &'a AtomicUsize,
+    limiter: &'a Limiter,
 }
 
 impl Worker<'_> {
@@ -370,6 +441,9 @@ impl Worker<'_> {
     /// stops when the caller has sent everything and nothing is in flight.
     fn run(&self, objects: &Receiver<Task>, ranges: &Receiver<Task>) {
         loop {
+            if self.limiter.retire() {
+                return;
+            }
             let task = match ranges.try_recv() {
                 Ok(t) => t,
                 Err(_) => crossbeam_channel::select! {
@@ -378,6 +452,7 @@ impl Worker<'_> {
                         Ok(t) => t,
                         Err(_) => {
                             if self.in_flight.load(Ordering::SeqCst) == 0 {
+                                self.limiter.died();
                                 return;
                             }
                             match ranges.recv_timeout(std::time::Duration::from_millis(20)) {
@@ -388,10 +463,12 @@ impl Worker<'_> {
                     },
                 },
             };
+            self.limiter.begin_task();
             match task {
                 Task::Object(request, attempt) => self.start_object(request, attempt),
                 Task::Range(job, idx) => self.run_range(job, idx),
             }
+            self.limiter.end_task();
         }
     }
 
@@ -595,6 +672,7 @@ impl Worker<'_> {
                 Some((range.start + done, Some(range.start + range.len - 1)))
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let asked = std::time::Instant::now();
             let mut body = self
                 .client
                 .get(&Get {
@@ -610,6 +688,7 @@ impl Worker<'_> {
                     patience: Patience::Object,
                 })
                 .map_err(FetchError::classify)?;
+            self.limiter.record_latency(asked.elapsed());
             let (md5, ck) = hashers.get_or_insert_with(|| {
                 let mut says = job.s3_says.lock().expect("lock");
                 if byte_range.is_none() {

@@ -9,6 +9,7 @@
 
 pub mod apply;
 mod commit;
+pub mod concurrency;
 mod dates;
 mod dry_run;
 pub mod fetch;

@@ -336,6 +336,14 @@ impl Proxy {
         assert!(r.status().is_success());
     }
 
+    /// Requests the proxy has seen since it started.
+    pub fn requests(&self) -> u64 {
+        let r = reqwest::blocking::get(format!("{}/__proxy/stats", self.endpoint)).unwrap();
+        r.json::<serde_json::Value>().unwrap()["requests"]
+            .as_u64()
+            .unwrap()
+    }
+
     /// Hits per rule index.
     pub fn hits(&self) -> serde_json::Value {
         let r = reqwest::blocking::get(format!("{}/__proxy/stats", self.endpoint)).unwrap();
