@@ -955,7 +955,8 @@ fn a_throttling_server_slows_the_run_down_but_it_completes() {
         .arg(&report_path)
         .assert()
         .success()
-        .stdout(predicates::str::contains("S3 throttled"));
+        .stderr(predicates::str::contains("S3 throttled"))
+        .stderr(predicates::str::contains("downloads in flight: up to"));
     proxy.set_rules(serde_json::json!([]));
     assert_eq!(content_snapshot(&backup), content_snapshot(&reference));
     let r = report(&report_path);

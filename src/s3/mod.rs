@@ -565,8 +565,12 @@ impl S3Client {
                     let wait = retry_after.unwrap_or_else(|| backoff(attempt));
                     if e.is_throttle() {
                         THROTTLE.slow_down(wait, retry_after.is_some());
+                        // Counted and summed up at the end ("S3 throttled N requests"):
+                        // a night of them would bury the other warnings.
+                        tracing::debug!("{e}; retrying (attempt {attempt} of {attempts})");
+                    } else {
+                        tracing::warn!("{e}; retrying (attempt {attempt} of {attempts})");
                     }
-                    tracing::warn!("{e}; retrying (attempt {attempt} of {attempts})");
                     std::thread::sleep(wait);
                     continue;
                 }

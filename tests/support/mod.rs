@@ -298,7 +298,39 @@ pub struct Proxy {
     _child: std::process::Child,
 }
 
-pub fn proxy() -> &'static Proxy {
+/// The test binary's one fault proxy, for this test alone: its rules are global, so tests
+/// that set them take turns (the guard clears them when the test ends, failed or not).
+pub fn proxy() -> ProxyGuard {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let proxy = shared_proxy();
+    proxy.set_rules(serde_json::json!([]));
+    ProxyGuard { proxy, _turn: turn }
+}
+
+pub struct ProxyGuard {
+    proxy: &'static Proxy,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for ProxyGuard {
+    type Target = Proxy;
+    fn deref(&self) -> &Proxy {
+        self.proxy
+    }
+}
+
+impl Drop for ProxyGuard {
+    fn drop(&mut self) {
+        // Never panics: this may run while a failed test unwinds.
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{}/__proxy/rules", self.proxy.endpoint))
+            .body("[]")
+            .send();
+    }
+}
+
+fn shared_proxy() -> &'static Proxy {
     static PROXY: OnceLock<Proxy> = OnceLock::new();
     PROXY.get_or_init(|| {
         use std::io::BufRead as _;
