@@ -131,6 +131,22 @@ impl Metrics<'_> {
                 .map(|(k, n)| (format!("kind=\"{k}\""), *n as f64))
                 .collect::<Vec<_>>(),
         );
+        let outcomes = || {
+            self.report
+                .iter()
+                .flat_map(|r| &r.dates)
+                .filter_map(|d| d.outcome.as_ref())
+        };
+        gauge(
+            "last_run_downloads_in_flight_max",
+            "The most downloads the last run had in flight (--jobs auto: what the link took).",
+            &one(outcomes().map(|o| o.concurrency.reached).max().unwrap_or(0) as f64),
+        );
+        gauge(
+            "last_run_throttled_requests",
+            "Requests of the last run that S3 throttled (503 SlowDown, 429) and that were retried.",
+            &one(outcomes().map(|o| o.concurrency.throttled).sum::<u64>() as f64),
+        );
         if let Some(age) = self.report.and_then(|r| r.inventory_age_secs) {
             gauge(
                 "inventory_age_seconds",
