@@ -314,7 +314,10 @@ fn runs_are_recorded_checked_and_exported_as_metrics() {
     assert!(sample(&m, "s3invbackup_last_run_changes", Some(("kind", "added"))) > 0.0);
     // It downloaded, so it had downloads in flight; nothing throttled it.
     assert!(sample(&m, "s3invbackup_last_run_downloads_in_flight_max", None) >= 1.0);
-    assert_eq!(sample(&m, "s3invbackup_last_run_throttled_requests", None), 0.0);
+    assert_eq!(
+        sample(&m, "s3invbackup_last_run_throttled_requests", None),
+        0.0
+    );
     // `sync BACKUP` alone uses the inventory recorded at creation: up to date now.
     let out = cli()
         .arg("sync")
