@@ -323,6 +323,9 @@ pub fn fetch_all(
     let all_sent = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| -> Result<()> {
         let (limiter, in_flight, all_sent) = (&limiter, &in_flight, &all_sent);
+        // `spawn` holds clones of every channel end, and under --jobs auto it lives in the
+        // controller's thread: the results channel closes (ending the loop at the bottom)
+        // only when the controller has seen the run done and returned, within 20 ms.
         let spawn = {
             let (objects_rx, ranges_rx, ranges_tx, results_tx) = (
                 objects_rx.clone(),
