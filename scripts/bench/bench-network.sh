@@ -17,7 +17,8 @@
 # "direct" rows skip the proxy, to show it is not the bottleneck.
 # Then at 50 ms with 5% of GETs answered 503 SlowDown (scripts/harness/faultproxy.py behind
 # the delay): the run's rate and its concurrency curve (from --report).
-# Env: WINDOW=BYTES (default 4194304), SKIP_BIG=1, SKIP_SLOWDOWN=1, SKIP_RCLONE=1.
+# Env: WINDOW=BYTES (default 4194304), SKIP_BIG=1, SKIP_SLOWDOWN=1, SKIP_RCLONE=1,
+# BASELINE=BINARY (another build's `get` of the big object, in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/bench/bench-common.sh
@@ -92,7 +93,7 @@ run_big() { # label endpoint
     env -u AWS_CA_BUNDLE rclone copyto ":s3,provider=Other,endpoint='$2',access_key_id=testkey,secret_access_key=testsecret:big/big.bin" \
       "$work/big.out" > "$work/rclone.log" 2>&1 || tail -3 "$work/rclone.log" >&2
   else
-    AWS_ENDPOINT_URL=$2 "$bin" get s3://big/big.bin --version-id "$big_vid" -o "$work/big.out" > /dev/null 2>&1 || true
+    AWS_ENDPOINT_URL=$2 "${getbin:-$bin}" get s3://big/big.bin --version-id "$big_vid" -o "$work/big.out" > /dev/null 2>&1 || true
   fi
   end=$(date +%s.%N)
   local size; size=$(stat -c %s "$work/big.out" 2>/dev/null || echo 0)
@@ -113,6 +114,7 @@ for rtt in $rtts; do
   if [ -z "${SKIP_RCLONE:-}" ]; then run_rclone "rclone --transfers 64" "$ep"; fi
   if [ -z "${SKIP_BIG:-}" ]; then
     run_big get "$ep" "get ${big_mib} MiB (16 ranges)"
+    if [ -n "${BASELINE:-}" ]; then getbin=$BASELINE run_big get "$ep" "baseline get ${big_mib} MiB"; fi
     if [ -z "${SKIP_RCLONE:-}" ]; then run_big rclone "$ep" "rclone copyto ${big_mib} MiB"; fi
   fi
   stop_proxies

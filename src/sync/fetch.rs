@@ -277,6 +277,41 @@ impl S3Says {
     }
 }
 
+/// Part sizes of a multipart object: from `HEAD ?partNumber=1` when all parts but the last
+/// have part 1's size (what every common client does), else by asking for every part.
+fn part_sizes(
+    client: &S3Client,
+    counters: &FetchCounters,
+    r: &FetchRequest,
+    parts: u32,
+) -> Result<Vec<u64>> {
+    let version = version_param(r);
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    let first = client.head(&r.bucket, &r.key, version, Some(1))?;
+    let p = first.size;
+    let n = u64::from(parts);
+    if p > 0 && p * (n - 1) < r.size && r.size - p * (n - 1) <= p {
+        let mut sizes = vec![p; parts as usize - 1];
+        sizes.push(r.size - p * (n - 1));
+        return Ok(sizes);
+    }
+    let mut sizes = vec![p];
+    for part in 2..=parts {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        sizes.push(client.head(&r.bucket, &r.key, version, Some(part))?.size);
+    }
+    if sizes.iter().sum::<u64>() != r.size {
+        anyhow::bail!(
+            "s3://{}/{}: parts add up to {} bytes, the inventory says {}",
+            r.bucket,
+            r.key,
+            sizes.iter().sum::<u64>(),
+            r.size
+        );
+    }
+    Ok(sizes)
+}
+
 /// What one range's bytes hashed to.
 #[derive(Debug, Clone, Default)]
 struct RangeDigest {
@@ -558,13 +593,31 @@ impl Worker<'_> {
             return whole(false);
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let head = self
-            .client
-            .head(&r.bucket, &r.key, version_param(r), None)
-            .map_err(FetchError::classify)?;
-        let says = S3Says::from_head(&head);
+        let head = || {
+            self.client
+                .head(&r.bucket, &r.key, version_param(r), None)
+                .map_err(FetchError::classify)
+        };
         if multipart {
-            let sizes = self.part_sizes(r, parts).map_err(FetchError::classify)?;
+            // The object's HEAD and its parts' HEADs at once: one round trip before the
+            // ranges start instead of two (100 ms of a 1 GiB object's 4 s at 50 ms).
+            let (client, counters) = (self.client, self.counters);
+            let (head, sizes) = std::thread::scope(|scope| {
+                let sizes = std::thread::Builder::new()
+                    .name("fetch-head".into())
+                    .spawn_scoped(scope, || part_sizes(client, counters, r, parts));
+                let head = head();
+                let sizes = match sizes {
+                    Ok(t) => t
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("a HEAD thread panicked"))),
+                    // No thread to spare: the same requests one after the other.
+                    Err(_) => part_sizes(client, counters, r, parts),
+                };
+                (head, sizes)
+            });
+            let says = S3Says::from_head(&head?);
+            let sizes = sizes.map_err(FetchError::classify)?;
             let mut start = 0;
             let ranges = sizes
                 .into_iter()
@@ -576,6 +629,7 @@ impl Worker<'_> {
                 .collect();
             return Ok((ranges, true, says));
         }
+        let says = S3Says::from_head(&head()?);
         let step = self.opts.part_size.max(1);
         let ranges = (0..r.size.div_ceil(step))
             .map(|i| Range {
@@ -584,40 +638,6 @@ impl Worker<'_> {
             })
             .collect();
         Ok((ranges, false, says))
-    }
-
-    /// Part sizes of a multipart object: from `HEAD ?partNumber=1` when all parts but the last
-    /// have part 1's size (what every common client does), else by asking for every part.
-    fn part_sizes(&self, r: &FetchRequest, parts: u32) -> Result<Vec<u64>> {
-        let version = version_param(r);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let first = self.client.head(&r.bucket, &r.key, version, Some(1))?;
-        let p = first.size;
-        let n = u64::from(parts);
-        if p > 0 && p * (n - 1) < r.size && r.size - p * (n - 1) <= p {
-            let mut sizes = vec![p; parts as usize - 1];
-            sizes.push(r.size - p * (n - 1));
-            return Ok(sizes);
-        }
-        let mut sizes = vec![p];
-        for part in 2..=parts {
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            sizes.push(
-                self.client
-                    .head(&r.bucket, &r.key, version, Some(part))?
-                    .size,
-            );
-        }
-        if sizes.iter().sum::<u64>() != r.size {
-            anyhow::bail!(
-                "s3://{}/{}: parts add up to {} bytes, the inventory says {}",
-                r.bucket,
-                r.key,
-                sizes.iter().sum::<u64>(),
-                r.size
-            );
-        }
-        Ok(sizes)
     }
 
     fn run_range(&self, job: Arc<ObjectJob>, idx: usize) {
