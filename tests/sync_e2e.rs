@@ -869,15 +869,26 @@ fn many_small_objects(bucket: &str, keys: usize, out: &Path) -> String {
     out.join("inventory").to_string_lossy().into_owned()
 }
 
+/// [`many_small_objects`] in `dir/src`, and a reference backup of them in `dir/reference`
+/// made without faults: returns the inventory and the reference.
+fn many_small_objects_backed_up(
+    bucket: &str,
+    keys: usize,
+    dir: &Path,
+) -> (String, std::path::PathBuf) {
+    let inventory = many_small_objects(bucket, keys, &dir.join("src"));
+    let reference = dir.join("reference");
+    sync(&inventory, &reference, &[]).success();
+    (inventory, reference)
+}
+
 /// Ctrl-C with over a thousand downloads in flight (each held 3 s by the proxy, as a slow
 /// link would) stops the run within seconds, and the run resumes to the same tree.
 #[test]
 fn interrupted_with_a_thousand_in_flight_stops_promptly_and_resumes() {
     let proxy = support::proxy();
     let tmp = tempfile::tempdir().unwrap();
-    let inventory = many_small_objects("sigint-many", 1500, &tmp.path().join("src"));
-    let reference = tmp.path().join("reference");
-    sync(&inventory, &reference, &[]).success();
+    let (inventory, reference) = many_small_objects_backed_up("sigint-many", 1500, tmp.path());
     let want = content_snapshot(&reference);
     assert_eq!(
         want.len(),
@@ -938,9 +949,7 @@ fn interrupted_with_a_thousand_in_flight_stops_promptly_and_resumes() {
 fn a_throttling_server_slows_the_run_down_but_it_completes() {
     let proxy = support::proxy();
     let tmp = tempfile::tempdir().unwrap();
-    let inventory = many_small_objects("slowdown-many", 600, &tmp.path().join("src"));
-    let reference = tmp.path().join("reference");
-    sync(&inventory, &reference, &[]).success();
+    let (inventory, reference) = many_small_objects_backed_up("slowdown-many", 600, tmp.path());
     proxy.set_rules(serde_json::json!([
         {"method": "GET", "path": "^/slowdown-many/", "fault": "status", "status": 503, "code": "SlowDown", "probability": 0.33}
     ]));

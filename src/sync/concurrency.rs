@@ -11,9 +11,8 @@
 //!   does, because the best number drifts with the link and the server);
 //! - *multiplicative decrease*: × 0.7 when S3 throttles 1% or more of a window's requests
 //!   (503 SlowDown, 429; not below 16, and the throttled requests back off on their own),
-//!   × 0.85 when
-//!   the time to first byte has grown to 3× the best seen without the run getting faster
-//!   (requests queueing somewhere: more in flight only adds waiting);
+//!   × 0.85 when the time to first byte has grown to 3× the best seen without the run
+//!   getting faster (requests queueing somewhere: more in flight only adds waiting);
 //! - no change while the run has fewer requests to make than it may have in flight.
 //!
 //! The controller is a pure state machine ([`Aimd`]) fed by measurements, so that its
