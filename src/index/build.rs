@@ -158,6 +158,8 @@ fn build_once(
         )
     };
 
+    // Where a columnar data file from S3 is copied to be verified before it is read.
+    let scratch = opts.tmp_dir.clone().unwrap_or_else(|| out_dir.clone());
     let input = |counters| Input {
         inventory,
         dm: &dm,
@@ -165,6 +167,7 @@ fn build_once(
         threads,
         counters,
         memory: opts.memory,
+        scratch: &scratch,
     };
     let file_order = presorted_order(inventory, &dm, &parser);
     if let Some(order) = file_order {
@@ -290,18 +293,7 @@ fn peek_first_row(
     file: &DataFile,
     parser: &RowParser,
 ) -> Option<Option<VersionRecord>> {
-    let scratch = std::sync::atomic::AtomicU64::new(0);
-    let head = inventory
-        .open_head(&file.rel, PEEK_BYTES.min(file.size.max(1)))
-        .ok()?;
-    let mut reader = RowReader::from_stream(head, file, parser, &scratch);
-    let mut rec = VersionRecord::default();
-    match reader.next_record(&mut rec) {
-        Ok(true) => Some(Some(rec)),
-        // The whole (small) file was read and verified: it has no rows.
-        Ok(false) => Some(None),
-        Err(_) => None,
-    }
+    RowReader::first_key(inventory, file, parser, PEEK_BYTES).ok()
 }
 
 /// Bounds how far the parsing threads run ahead of the writer, in batches.
@@ -372,6 +364,7 @@ struct Input<'a> {
     counters: &'a Counters,
     /// The memory budget in bytes.
     memory: u64,
+    scratch: &'a Path,
 }
 
 enum Presorted {
@@ -585,7 +578,13 @@ fn stream_sorted_file(
     slot: usize,
 ) -> Result<std::result::Result<(), String>> {
     let counters = input.counters;
-    let mut reader = RowReader::open(input.inventory, file, input.parser, &counters.bytes)?;
+    let mut reader = RowReader::open(
+        input.inventory,
+        file,
+        input.parser,
+        &counters.bytes,
+        input.scratch,
+    )?;
     let mut batch = SortBuffer::with_budget(BATCH_BYTES);
     let mut rec = VersionRecord::default();
     let mut prev = VersionRecord::default();
@@ -635,6 +634,7 @@ fn fill_and_spill(
         threads,
         counters,
         memory,
+        scratch,
     } = *input;
     // Leave room for what is not sort buffer: gzip/CSV buffers per thread, the merge's open
     // runs (two blocks each) and the writer.
@@ -657,7 +657,7 @@ fn fill_and_spill(
                         };
                         let result = (|| -> Result<()> {
                             let mut reader =
-                                RowReader::open(inventory, file, parser, &counters.bytes)?;
+                                RowReader::open(inventory, file, parser, &counters.bytes, scratch)?;
                             let mut rows = 0u64;
                             while reader.next_record(&mut rec)? {
                                 if !buffer.push(&rec) {

@@ -46,13 +46,11 @@ impl Manifest {
         }
         let manifest: Manifest = serde_json::from_slice(manifest)
             .with_context(|| format!("{name}: not a valid S3 Inventory manifest"))?;
-        match manifest.file_format.to_ascii_uppercase().as_str() {
-            "CSV" => {}
-            "ORC" | "PARQUET" => bail!(
-                "{name}: fileFormat is {}; only CSV is supported (configure the inventory with CSV output)",
+        if super::Format::from_manifest(&manifest.file_format).is_none() {
+            bail!(
+                "{name}: unknown fileFormat {:?}; S3 Inventory writes CSV, ORC or Parquet",
                 manifest.file_format
-            ),
-            other => bail!("{name}: unknown fileFormat {other:?}; only CSV is supported"),
+            );
         }
         for f in &manifest.files {
             if f.md5_checksum.len() != 32 || !f.md5_checksum.bytes().all(|b| b.is_ascii_hexdigit())
@@ -141,11 +139,17 @@ mod tests {
             err.contains("expected 00000000000000000000000000000000, actual"),
             "{err}"
         );
-        let orc = MANIFEST.replace("\"CSV\"", "\"ORC\"");
-        let sum = hex(&Md5::digest(orc.as_bytes()));
-        let err = Manifest::parse_verified(orc.as_bytes(), sum.as_bytes(), "m")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("only CSV is supported"), "{err}");
+        for (format, ok) in [("ORC", true), ("Parquet", true), ("JSON", false)] {
+            let m = MANIFEST.replace("\"CSV\"", &format!("{format:?}"));
+            let sum = hex(&Md5::digest(m.as_bytes()));
+            let result = Manifest::parse_verified(m.as_bytes(), sum.as_bytes(), "m");
+            match result {
+                Ok(m) => assert!(ok, "{format} accepted: {m:?}"),
+                Err(e) => {
+                    assert!(!ok, "{format}: {e}");
+                    assert!(e.to_string().contains("unknown fileFormat \"JSON\""), "{e}");
+                }
+            }
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Reading an S3 Inventory from `s3://bucket/prefix/` or from a local copy with the same
 //! layout: date folders, verified manifests, and verified data-file streams.
 
+mod columnar;
+mod csv_rows;
 mod date;
 mod manifest;
 mod rows;
@@ -10,7 +12,7 @@ pub mod synth;
 pub use date::{DateSpec, InventoryDate};
 pub use manifest::{Manifest, ManifestFile, data_file_path, hex};
 pub use rows::{DataFile, Mismatch, RowReader, is_mismatch};
-pub use schema::{Columns, RowError, RowParser};
+pub use schema::{Columns, Field, Format, RowError, RowParser, Values};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -246,7 +248,9 @@ impl Inventory {
             }
         };
         let (manifest, md5) = manifest;
-        let columns = Columns::from_schema(&manifest.file_schema).with_context(|| name.clone())?;
+        let format = Format::from_manifest(&manifest.file_format).expect("checked by the parser");
+        let columns = Columns::from_file_schema(format, &manifest.file_schema)
+            .with_context(|| name.clone())?;
         if !columns.has_versions() {
             tracing::warn!(
                 "{name}: the inventory lists current versions only (no VersionId column); \
@@ -288,8 +292,22 @@ impl Inventory {
 
     /// The first `len` bytes of a file of this inventory (fewer if it is shorter).
     pub fn open_head(&self, rel: &str, len: u64) -> Result<Box<dyn Read + Send + '_>> {
+        self.open_range(rel, 0, len)
+    }
+
+    /// `len` bytes of a file of this inventory from `start` (fewer if it is shorter): one
+    /// Range GET on S3.
+    pub fn open_range(&self, rel: &str, start: u64, len: u64) -> Result<Box<dyn Read + Send + '_>> {
         match &self.location {
-            Location::Local(_) => Ok(Box::new(self.open_stream(rel)?.take(len))),
+            Location::Local(dir) => {
+                use std::io::{Seek, SeekFrom};
+                let path = dir.join(rel);
+                let mut f =
+                    File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                f.seek(SeekFrom::Start(start))
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok(Box::new(f.take(len)))
+            }
             Location::S3 {
                 client,
                 bucket,
@@ -297,11 +315,19 @@ impl Inventory {
             } => {
                 let key = format!("{prefix}{rel}");
                 Ok(Box::new(client.get(&crate::s3::Get {
-                    range: Some((0, Some(len - 1))),
+                    range: Some((start, Some(start + len.max(1) - 1))),
                     patience: crate::s3::Patience::Listing,
                     ..crate::s3::Get::object(bucket, &key)
                 })?))
             }
+        }
+    }
+
+    /// The path of a file of a local inventory (None for one on S3).
+    pub fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        match &self.location {
+            Location::Local(dir) => Some(dir.join(rel)),
+            Location::S3 { .. } => None,
         }
     }
 
