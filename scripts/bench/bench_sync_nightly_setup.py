@@ -55,7 +55,7 @@ def main():
         root = os.path.join(a.out, f"inv-{every}")
         args = argparse.Namespace(schema=fixtures.DEFAULT_SCHEMA, shuffle=False, files=8, bucket=a.bucket,
                                   inventory_bucket=None, local_dir=root, inventory_prefix="inventory")
-        fixtures.write_inventory(s3, fixtures.Writer(s3, args), args, d1, rows, rng)
+        fixtures.write_inventory(s3, [("csv", fixtures.Writer(s3, args))], args, d1, rows, rng)
         changed = [key(i) for i in range(0, a.keys, every)]
 
         def put(k):
@@ -73,7 +73,7 @@ def main():
                 r = {**r, "is_latest": False}
             rows2.append(r)
         rows2.sort(key=lambda r: (r["key"].encode(), -r["last_modified"].timestamp()))
-        fixtures.write_inventory(s3, fixtures.Writer(s3, args), args, d1 + dt.timedelta(days=1), rows2, rng)
+        fixtures.write_inventory(s3, [("csv", fixtures.Writer(s3, args))], args, d1 + dt.timedelta(days=1), rows2, rng)
         with open(os.path.join(a.out, f"keys-{every}.txt"), "w") as f:
             f.write("".join(k + "\n" for k in changed))
         with open(os.path.join(a.out, f"urls-{every}.txt"), "w") as f:

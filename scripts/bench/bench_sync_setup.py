@@ -54,7 +54,7 @@ def main():
                               inventory_bucket=None, local_dir=os.path.join(a.out, "inventory"),
                               inventory_prefix="inventory")
     date = dt.datetime.fromisoformat(a.date).replace(tzinfo=dt.timezone.utc)
-    fixtures.write_inventory(s3, fixtures.Writer(s3, args), args, date, rows, rng)
+    fixtures.write_inventory(s3, [("csv", fixtures.Writer(s3, args))], args, date, rows, rng)
     with open(os.path.join(a.out, "urls.txt"), "w") as urls:
         for r in rows:
             urls.write(s3.generate_presigned_url(

@@ -12,7 +12,11 @@ inventory for that date is written in AWS's exact format:
     <root>/hive/dt=YYYY-MM-DD-HH-MM/symlink.txt
 
 into an inventory bucket (s3://INV_BUCKET/ROOT/) and/or a local directory (LOCAL/ holds what
-ROOT holds). Rows are sorted by key and split into --files contiguous files (as AWS does in
+ROOT holds). --formats csv,parquet,orc writes the same rows in each format, as AWS does for
+an inventory configured with that format: the first to ROOT and LOCAL, each other one to
+ROOT-<format> and LOCAL-<format>. Parquet and ORC files are written by pyarrow (snake_case
+columns, keys not URL-encoded, last_modified_date a timestamp, data/<uuid>.parquet or .orc),
+with AWS's fileSchema strings in the manifest. Rows are sorted by key and split into --files contiguous files (as AWS does in
 practice, versions of a key newest first), or shuffled within and across files (--shuffle).
 
 --model FILE writes the independent oracle: for every date, the versions that the listing
@@ -277,6 +281,90 @@ def gzip_csv(rows, fields, source_bucket):
     return out.getvalue()
 
 
+def snake(name):
+    """AWS's columnar name for a CSV column name (ETag is e_tag)."""
+    if name == "ETag":
+        return "e_tag"
+    out = ""
+    for i, c in enumerate(name):
+        if c.isupper() and i > 0:
+            out += "_"
+        out += c.lower()
+    return out
+
+
+# The Arrow type and the fileSchema spellings (Parquet, ORC) of each columnar column.
+COLUMNAR_TYPES = {
+    "size": ("int64", "int64", "bigint"),
+    "is_latest": ("bool", "boolean", "boolean"),
+    "is_delete_marker": ("bool", "boolean", "boolean"),
+    "is_multipart_uploaded": ("bool", "boolean", "boolean"),
+    "last_modified_date": ("timestamp", "int64", "timestamp"),
+    "object_lock_retain_until_date": ("timestamp", "int64", "timestamp"),
+}
+
+
+def columnar_value(row, name, source_bucket, fmt):
+    """A row's value for a columnar column: None is null."""
+    dm = row["is_delete_marker"]
+    vid = row["version_id"]
+    t = row["last_modified"].astimezone(dt.timezone.utc)
+    values = {
+        "bucket": source_bucket,
+        "key": row["key"],
+        # Parquet writes the null version id as a null, ORC as an empty string: both occur.
+        "version_id": (None if fmt == "parquet" else "") if vid == "null" else vid,
+        "is_latest": bool(row["is_latest"]),
+        "is_delete_marker": bool(dm),
+        "size": None if dm else row["size"],
+        "last_modified_date": t.replace(microsecond=t.microsecond // 1000 * 1000),
+        "e_tag": None if dm else row["etag"],
+        "storage_class": None if dm else row["storage_class"],
+        "is_multipart_uploaded": None if dm else ("-" in row["etag"]),
+        "encryption_status": None if dm else "SSE-S3",
+    }
+    return values.get(name)
+
+
+def columnar_schema(columns, fmt):
+    """The manifest's fileSchema as AWS writes it for `fmt`."""
+    if fmt == "parquet":
+        fields = []
+        for c in columns:
+            _, ptype, _ = COLUMNAR_TYPES.get(c, ("string", "binary", "string"))
+            rep = "required" if c in ("bucket", "key") else "optional"
+            note = {"binary": " (STRING)"}.get(ptype, "")
+            if c.endswith("_date"):
+                note = " (TIMESTAMP(MILLIS,true))"
+            fields.append(f"{rep} {ptype} {c}{note};")
+        return "message s3.inventory {  " + "  ".join(fields) + "}"
+    return "struct<" + ",".join(f"{c}:{COLUMNAR_TYPES.get(c, ('', '', 'string'))[2]}"
+                                for c in columns) + ">"
+
+
+def columnar_file(rows, columns, source_bucket, fmt, row_group_rows):
+    """One Parquet (snappy) or ORC (zlib) data file, written by pyarrow."""
+    import pyarrow as pa
+    import pyarrow.orc
+    import pyarrow.parquet
+
+    arrow_type = {"int64": pa.int64(), "bool": pa.bool_(), "timestamp": pa.timestamp("ms", tz="UTC"),
+                  "string": pa.string()}
+    fields, arrays = [], []
+    for c in columns:
+        t = arrow_type[COLUMNAR_TYPES.get(c, ("string",))[0]]
+        fields.append(pa.field(c, t, nullable=c not in ("bucket", "key")))
+        arrays.append(pa.array([columnar_value(r, c, source_bucket, fmt) for r in rows], type=t))
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    out = io.BytesIO()
+    if fmt == "parquet":
+        pyarrow.parquet.write_table(table, out, compression="snappy",
+                                    row_group_size=row_group_rows or None)
+    else:
+        pyarrow.orc.write_table(table, out, compression="zlib")
+    return out.getvalue()
+
+
 def jackson(manifest):
     """json.dumps shaped like AWS's Jackson output ("key" : value, 2-space indent)."""
     text = json.dumps(manifest, indent=2)
@@ -285,14 +373,16 @@ def jackson(manifest):
 
 class Writer:
     """Writes one inventory file to the local directory and/or the inventory bucket."""
-    def __init__(self, s3, args):
+    def __init__(self, s3, args, suffix="", seed=0):
         self.s3, self.args = s3, args
-        self.root = args.inventory_prefix.strip("/")
+        self.root = args.inventory_prefix.strip("/") + suffix
+        self.local_dir = args.local_dir and args.local_dir.rstrip("/") + suffix
+        self.names = random.Random(seed)
 
     def write(self, rel, data):
-        if self.args.local_dir:
+        if self.local_dir:
             import os
-            path = os.path.join(self.args.local_dir, rel)
+            path = os.path.join(self.local_dir, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
@@ -303,7 +393,9 @@ class Writer:
 CURRENT_ONLY_DROP = ("VersionId", "IsLatest", "IsDeleteMarker")
 
 
-def write_inventory(s3, writer, args, date, rows, rng):
+def write_inventory(s3, writers, args, date, rows, rng):
+    """Writes the inventory of `date` with each writer (one per format, the first CSV-or-
+    whatever comes first in --formats); every format holds the same rows in the same files."""
     fields = [f.strip() for f in args.schema.split(",")]
     if getattr(args, "current_only", False):
         # A current-versions-only inventory: the latest version of each key that is not
@@ -315,29 +407,38 @@ def write_inventory(s3, writer, args, date, rows, rng):
         rng.shuffle(rows)
     n = max(1, min(args.files, len(rows) or 1))
     chunks = [rows[i * len(rows) // n:(i + 1) * len(rows) // n] for i in range(n)]
-    files = []
-    for chunk in chunks:
-        name = f"{uuid.UUID(int=rng.getrandbits(128), version=4)}.csv.gz"
-        data = gzip_csv(chunk, fields, args.bucket)
-        writer.write(f"data/{name}", data)
-        files.append({"key": f"{writer.root}/data/{name}", "size": len(data),
-                      "MD5checksum": hashlib.md5(data).hexdigest()})
-    created = int(date.timestamp() * 1000)
-    manifest = {
-        "sourceBucket": args.bucket,
-        "destinationBucket": f"arn:aws:s3:::{args.inventory_bucket or 'inventory'}",
-        "version": "2016-11-30",
-        "creationTimestamp": str(created),
-        "fileFormat": "CSV",
-        "fileSchema": ", ".join(fields),
-        "files": files,
-    }
     folder = date.strftime("%Y-%m-%dT%H-%MZ")
-    body = jackson(manifest).encode()
-    writer.write(f"{folder}/manifest.json", body)
-    writer.write(f"{folder}/manifest.checksum", (hashlib.md5(body).hexdigest() + "\n").encode())
-    symlinks = "".join(f"s3://{args.inventory_bucket or 'inventory'}/{f['key']}\n" for f in files)
-    writer.write(f"hive/dt={date.strftime('%Y-%m-%d-%H-%M')}/symlink.txt", symlinks.encode())
+    for fmt, writer in writers:
+        # CSV draws its file names from the scenario's generator, as it always has (so the
+        # CSV fixtures do not change); the other formats from their own.
+        names = rng if fmt == "csv" else writer.names
+        columns = [snake(f) for f in fields]
+        files = []
+        for chunk in chunks:
+            ext = {"csv": "csv.gz", "parquet": "parquet", "orc": "orc"}[fmt]
+            name = f"{uuid.UUID(int=names.getrandbits(128), version=4)}.{ext}"
+            if fmt == "csv":
+                data = gzip_csv(chunk, fields, args.bucket)
+            else:
+                data = columnar_file(chunk, columns, args.bucket, fmt, args.row_group_rows)
+            writer.write(f"data/{name}", data)
+            files.append({"key": f"{writer.root}/data/{name}", "size": len(data),
+                          "MD5checksum": hashlib.md5(data).hexdigest()})
+        created = int(date.timestamp() * 1000)
+        manifest = {
+            "sourceBucket": args.bucket,
+            "destinationBucket": f"arn:aws:s3:::{args.inventory_bucket or 'inventory'}",
+            "version": "2016-11-30",
+            "creationTimestamp": str(created),
+            "fileFormat": {"csv": "CSV", "parquet": "Parquet", "orc": "ORC"}[fmt],
+            "fileSchema": ", ".join(fields) if fmt == "csv" else columnar_schema(columns, fmt),
+            "files": files,
+        }
+        body = jackson(manifest).encode()
+        writer.write(f"{folder}/manifest.json", body)
+        writer.write(f"{folder}/manifest.checksum", (hashlib.md5(body).hexdigest() + "\n").encode())
+        symlinks = "".join(f"s3://{args.inventory_bucket or 'inventory'}/{f['key']}\n" for f in files)
+        writer.write(f"hive/dt={date.strftime('%Y-%m-%d-%H-%M')}/symlink.txt", symlinks.encode())
     return folder
 
 
@@ -357,6 +458,11 @@ def main():
     p.add_argument("--files", type=int, default=3, help="data files per date")
     p.add_argument("--shuffle", action="store_true", help="shuffle rows within and across files")
     p.add_argument("--schema", default=DEFAULT_SCHEMA)
+    p.add_argument("--formats", default="csv",
+                   help="comma-separated csv, parquet, orc: the first goes to ROOT and LOCAL, "
+                        "the others to ROOT-<format> and LOCAL-<format>")
+    p.add_argument("--row-group-rows", type=int, default=0,
+                   help="rows per Parquet row group (0: pyarrow's default)")
     p.add_argument("--current-only", action="store_true",
                    help="write current-versions-only inventories (no VersionId, IsLatest, IsDeleteMarker)")
     p.add_argument("--start-date", default="2024-11-01T01:00:00")
@@ -378,13 +484,18 @@ def main():
     b = Bucket(s3, args.bucket)
     days = {"basic": scenario_basic, "random": scenario_random,
             "sync": scenario_sync}[args.scenario](b, s3, rng, args)
-    writer = Writer(s3, args)
+    formats = [f.strip().lower() for f in args.formats.split(",")]
+    for f in formats:
+        if f not in ("csv", "parquet", "orc"):
+            p.error(f"unknown format {f!r}")
+    writers = [(f, Writer(s3, args, "" if i == 0 else f"-{f}", seed=args.seed * 1000 + i))
+               for i, f in enumerate(formats)]
     start = dt.datetime.fromisoformat(args.start_date).replace(tzinfo=dt.timezone.utc)
     model = {}
     for i, day in enumerate(days):
         day()
         rows = inventory_rows(s3, args.bucket)
-        folder = write_inventory(s3, writer, args, start + dt.timedelta(days=i), rows, rng)
+        folder = write_inventory(s3, writers, args, start + dt.timedelta(days=i), rows, rng)
         model[folder] = [{**r, "last_modified": fmt_time(r["last_modified"]),
                           "body_md5": b.bodies.get((r["key"], r["version_id"]))} for r in rows]
         print(f"{folder}: {len(rows)} rows", file=sys.stderr)
