@@ -170,3 +170,190 @@ fn content(root: &Path) -> Vec<(String, u64, i64, String)> {
         })
         .collect()
 }
+
+/// A copy of `src` (an inventory directory) at `dst`.
+fn copy_dir(src: &Path, dst: &Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {src:?} {dst:?}");
+}
+
+/// Damages the first data file of `date` (scripts/harness/bad_columnar.py); returns the
+/// file's name and the column at fault ("-" for none).
+fn damage(inventory: &Path, date: &str, mode: &str) -> (String, String) {
+    let out = std::process::Command::new(venv().join("bin/python"))
+        .arg(repo().join("scripts/harness/bad_columnar.py"))
+        .arg(inventory)
+        .arg(date)
+        .arg(mode)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bad_columnar.py {mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["file"].as_str().unwrap().to_string(),
+        v["column"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn bad_columnar_inputs_are_refused_by_name() {
+    use_server();
+    let fx = fixture(
+        "formats-bad",
+        &["--formats", "csv,parquet,orc", "--files", "2"],
+    );
+    let date = fx.dates().last().unwrap().clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("md5", &["parquet", "orc"], "MD5 mismatch"),
+        ("truncated", &["parquet", "orc"], "not a readable"),
+        (
+            "missing-column",
+            &["parquet", "orc"],
+            "lacks required column(s) e_tag",
+        ),
+        (
+            "wrong-type",
+            &["parquet", "orc"],
+            "has type Utf8; expected an integer",
+        ),
+        (
+            "null-key",
+            &["parquet", "orc"],
+            "null where a value is required",
+        ),
+        (
+            "null-time",
+            &["parquet", "orc"],
+            "null where a value is required",
+        ),
+        ("brotli", &["parquet"], "compressed with BROTLI"),
+        ("encrypted", &["parquet"], "modular encryption"),
+    ];
+    for (mode, formats, says) in cases {
+        for format in *formats {
+            let inventory = tmp.path().join(format!("{mode}-{format}"));
+            copy_dir(
+                Path::new(&sources(&fx.local, &fx.s3_url, format)[0]),
+                &inventory,
+            );
+            let (file, column) = damage(&inventory, &date, mode);
+            let out = tmp.path().join(format!("{mode}-{format}.idx"));
+            let o = cli()
+                .arg("index")
+                .arg(&inventory)
+                .args(["--date", &date, "-o"])
+                .arg(&out)
+                .assert()
+                .failure();
+            let stderr = String::from_utf8_lossy(&o.get_output().stderr);
+            assert_eq!(
+                o.get_output().status.code(),
+                Some(1),
+                "{mode} {format}: {stderr}"
+            );
+            assert!(
+                stderr.contains(&file),
+                "{mode} {format}: file not named: {stderr}"
+            );
+            assert!(stderr.contains(says), "{mode} {format}: {stderr}");
+            if column != "-" {
+                assert!(
+                    stderr.contains(&format!("column {column}"))
+                        || stderr.contains(&format!("field {column}"))
+                        || stderr.contains(&format!("column(s) {column}")),
+                    "{mode} {format}: column {column} not named: {stderr}"
+                );
+            }
+            if mode.starts_with("null") {
+                assert!(
+                    stderr.contains("row 2"),
+                    "{mode} {format}: row not named: {stderr}"
+                );
+            }
+            assert!(!out.exists(), "{mode} {format}: an index was written");
+            let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".s3invbackup"))
+                .collect();
+            assert!(
+                leftovers.is_empty(),
+                "{mode} {format}: temporary files left"
+            );
+        }
+    }
+}
+
+/// A backup made from good Parquet dates is left exactly as it was when a later date's file
+/// is bad, and the run can go on once the inventory is good.
+#[test]
+fn a_bad_columnar_date_leaves_the_backup_untouched() {
+    use_server();
+    let fx = fixture(
+        "formats-bad-sync",
+        &["--formats", "parquet", "--files", "2"],
+    );
+    let dates = fx.dates();
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = tmp.path().join("inventory");
+    copy_dir(&fx.local, &inventory);
+    let backup = tmp.path().join("backup");
+    let sync = |end: &str| {
+        cli()
+            .arg("sync")
+            .arg(&inventory)
+            .arg(&backup)
+            .args([
+                "--start-date",
+                &dates[0],
+                "--end-date",
+                end,
+                "--progress",
+                "none",
+            ])
+            .assert()
+    };
+    // The basic scenario expires a version before the last date: exit 2, one version failed.
+    let partial = |o: assert_cmd::assert::Assert| {
+        let code = o.get_output().status.code();
+        assert!(matches!(code, Some(0 | 2)), "{o:?}");
+    };
+    partial(sync(&dates[dates.len() - 2]));
+    let before = snapshot(&backup);
+    let last = dates.last().unwrap();
+    let (file, _) = damage(&inventory, last, "null-key");
+    let o = sync(last).failure();
+    let stderr = String::from_utf8_lossy(&o.get_output().stderr);
+    assert!(
+        stderr.contains(&file) && stderr.contains("field key"),
+        "{stderr}"
+    );
+    let after = snapshot(&backup);
+    let tree = |s: &[(String, u64, i64, u64)]| {
+        s.iter()
+            .filter(|(p, ..)| !p.starts_with(".s3invbackup"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tree(&before), tree(&after), "the backup changed");
+    // The good inventory again: the run goes on from where the backup stood.
+    std::fs::remove_dir_all(&inventory).unwrap();
+    copy_dir(&fx.local, &inventory);
+    partial(sync(last));
+    assert_ne!(
+        tree(&before),
+        tree(&snapshot(&backup)),
+        "the last date was not applied"
+    );
+}
