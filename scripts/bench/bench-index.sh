@@ -7,7 +7,10 @@
 # version ids, random MD5 ETags, ~3 versions per key, delete markers), once with every file
 # sorted by key and covering disjoint ranges (as AWS writes them) and once shuffled within and
 # across files. Then measures, in the same run, `gzip -dc` of the same files (the baseline)
-# and `s3invbackup index`, with wall time and peak RSS from /usr/bin/time.
+# and `s3invbackup index`, with wall time and peak RSS from /usr/bin/time. Then the same
+# inventories rewritten by pyarrow as Parquet (Snappy) and ORC (zlib), indexed in the same
+# run: time against the CSV index of the same rows, peak RSS against the --memory budget.
+# FORMATS=0 skips that part.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rows=${1:-10000000}
@@ -51,4 +54,34 @@ print(f"{kind:9s} --memory {mem:7s} gzip -dc {gzw:6.2f}s | index {iw:6.2f}s = {i
       f"{rows/iw/1e6:.2f} M rows/s, peak RSS {rss/1024:.0f} MiB | "
       f"index {ib/2**20:.0f} MiB / csv.gz {gz/2**20:.0f} MiB = {ib/gz:.2f}x")
 PY
+done
+
+[ "${FORMATS:-1}" = 0 ] && exit 0
+py=$(scripts/dev/setup-venv.sh)/bin/python
+for kind in sorted shuffled; do
+  dir="$data/$kind-$rows"
+  for fmt in parquet orc; do
+    if [ ! -f "$dir-$fmt/2024-11-06T01-00Z/manifest.checksum" ]; then
+      rm -rf "$dir-$fmt"
+      "$py" scripts/bench/helpers/csv_to_columnar.py "$dir" 2024-11-06T01-00Z "$dir-$fmt" $fmt
+    fi
+  done
+  mem=1GiB; [ $kind = shuffled ] && mem=256MiB
+  line="$kind --memory $mem:"
+  csv_wall=
+  for fmt in csv parquet orc; do
+    src=$dir; [ $fmt = csv ] || src="$dir-$fmt"
+    cat "$src"/data/* > /dev/null
+    read -r _ wall rss < <(measure $fmt $bin index "$src" --date 2024-11-06 -o "$data/$kind-$fmt.idx" \
+        --memory $mem --tmp-dir "$data" --progress none)
+    [ -n "$csv_wall" ] || csv_wall=$wall
+    bytes=$(cat "$src"/data/* | wc -c)
+    line="$line $(python3 -c "print(f'$fmt {$wall:.2f}s = {$wall/$csv_wall:.2f}x CSV, RSS {$rss/1024:.0f} MiB, files {$bytes/2**20:.0f} MiB |', end='')")"
+  done
+  echo "$line"
+  # The three indexes hold the same records (the header differs: it keeps the fileSchema).
+  for fmt in parquet orc; do
+    cmp <($bin dump "$data/$kind-csv.idx") <($bin dump "$data/$kind-$fmt.idx") \
+      || { echo "$kind: the $fmt index differs from the CSV one" >&2; exit 1; }
+  done
 done

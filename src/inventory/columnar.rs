@@ -63,7 +63,6 @@ impl<'a> ColumnarRows<'a> {
         progress: &AtomicU64,
         scratch: &Path,
     ) -> Result<ColumnarRows<'a>> {
-        let format = parser.columns().format;
         let local = match inventory.local_path(&file.rel) {
             Some(path) => {
                 let mut f =
@@ -89,6 +88,16 @@ impl<'a> ColumnarRows<'a> {
                 tmp
             }
         };
+        ColumnarRows::from_verified(file, parser, local)
+    }
+
+    /// Reads `local`, a copy of `file` whose size and MD5 have been checked.
+    fn from_verified(
+        file: &'a DataFile,
+        parser: &'a RowParser,
+        local: File,
+    ) -> Result<ColumnarRows<'a>> {
+        let format = parser.columns().format;
         let opened = match format {
             Format::Parquet => open_parquet(local, file),
             Format::Orc => open_orc(local),
@@ -179,6 +188,24 @@ impl<'a> ColumnarRows<'a> {
         }
         format!("after row {row}")
     }
+}
+
+/// Reads every row of `f`, a Parquet or ORC file (per `parser`'s format) that needs no
+/// verification, calling `each` with each record: the row count, or the first error. For
+/// the fuzz targets, which give it arbitrary bytes.
+pub fn read_file(f: File, parser: &RowParser, mut each: impl FnMut(&VersionRecord)) -> Result<u64> {
+    let file = DataFile {
+        rel: "data/file".into(),
+        display: "data/file".into(),
+        size: f.metadata()?.len(),
+        md5: String::new(),
+    };
+    let mut rows = ColumnarRows::from_verified(&file, parser, f)?;
+    let mut rec = VersionRecord::default();
+    while rows.next_record(&mut rec)? {
+        each(&rec);
+    }
+    Ok(rows.row_number())
 }
 
 /// Copies `from` to `to` while hashing, then checks size and MD5 against the manifest.

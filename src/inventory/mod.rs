@@ -9,6 +9,7 @@ mod rows;
 mod schema;
 pub mod synth;
 
+pub use columnar::read_file as read_columnar_file;
 pub use date::{DateSpec, InventoryDate};
 pub use manifest::{Manifest, ManifestFile, data_file_path, hex};
 pub use rows::{DataFile, Mismatch, RowReader, is_mismatch};
