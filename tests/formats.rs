@@ -357,3 +357,21 @@ fn a_bad_columnar_date_leaves_the_backup_untouched() {
         "the last date was not applied"
     );
 }
+
+/// A file that made orc-rust panic (found by the orc_file fuzz target) is an error naming the
+/// reader, not a crash: the run reports that file and stops cleanly.
+#[test]
+fn a_reader_panic_is_an_error() {
+    use s3invbackup::inventory::{Columns, Format, RowParser, read_columnar_file};
+    let bad = repo().join("fuzz/seeds/orc_file/bug-stripe-footer-panic.orc");
+    let names = Format::Orc.schema_names(
+        "struct<bucket:string,key:string,size:bigint,last_modified_date:timestamp,e_tag:string>",
+    );
+    let parser = RowParser::new(Columns::from_names(Format::Orc, &names).unwrap(), "b");
+    let err = read_columnar_file(std::fs::File::open(bad).unwrap(), &parser, |_| {})
+        .expect_err("a damaged file is an error");
+    assert!(
+        format!("{err:#}").contains("the ORC reader failed on this file"),
+        "{err:#}"
+    );
+}

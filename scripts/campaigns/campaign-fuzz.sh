@@ -26,7 +26,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 cargo fuzz build $profile
 status=0
-for target in key_decode csv_row manifest index_reader; do
+for target in key_decode csv_row manifest index_reader parquet_file orc_file; do
     mkdir -p "fuzz/corpus/$target"
     cp -n "fuzz/seeds/$target"/* "fuzz/corpus/$target/" 2>/dev/null || true
     log=$(mktemp)

@@ -98,11 +98,21 @@ impl<'a> ColumnarRows<'a> {
         local: File,
     ) -> Result<ColumnarRows<'a>> {
         let format = parser.columns().format;
-        let opened = match format {
+        let opened = guarded(format, || match format {
             Format::Parquet => open_parquet(local, file),
             Format::Orc => open_orc(local),
             Format::Csv => unreachable!("CSV files are read by the CSV reader"),
-        };
+        })
+        .and_then(|r| r)
+        .map(|(batches, groups)| {
+            (
+                Box::new(Guarded {
+                    inner: Some(batches),
+                    format,
+                }) as Batches,
+                groups,
+            )
+        });
         let (batches, groups) = opened.with_context(|| {
             format!(
                 "{}: not a readable {} file (its size and MD5 match the manifest)",
@@ -206,6 +216,46 @@ pub fn read_file(f: File, parser: &RowParser, mut each: impl FnMut(&VersionRecor
         each(&rec);
     }
     Ok(rows.row_number())
+}
+
+/// Runs a call into a format's reader, turning a panic into an error. The file's MD5 matched,
+/// so a panic means a file damaged at its writer, or a reader bug (fuzzing found one in
+/// orc-rust's stripe footer decoding): either way that file's error, not a crash of the
+/// whole run with every other thread's work.
+fn guarded<T>(format: Format, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        anyhow!(
+            "the {} reader failed on this file ({why}): it is damaged in a way its MD5 \
+             could not show, or the reader has a bug",
+            format.name()
+        )
+    })
+}
+
+/// A reader's batches with its panics turned into errors; nothing is read after one.
+struct Guarded {
+    inner: Option<Batches>,
+    format: Format,
+}
+
+impl Iterator for Guarded {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let inner = self.inner.as_mut()?;
+        match guarded(self.format, || inner.next()) {
+            Ok(next) => next,
+            Err(e) => {
+                self.inner = None;
+                Some(Err(ArrowError::ExternalError(e.into())))
+            }
+        }
+    }
 }
 
 /// Copies `from` to `to` while hashing, then checks size and MD5 against the manifest.
