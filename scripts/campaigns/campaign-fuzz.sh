@@ -10,7 +10,9 @@
 # Targets: key_decode (the key decoder against percent-encoding, and encode/decode round
 # trips), csv_row (rows of a data file), manifest (manifest.json and the checks behind it),
 # index_reader (index files; built with --cfg fuzzing, the reader skips its CRC checks so
-# that mutations reach the decoders). Each starts from fuzz/seeds/<target>/ (committed:
+# that mutations reach the decoders), parquet_file and orc_file (data files of the columnar
+# formats; a panic inside the format's crate is caught and reported as the file's error, one
+# that escapes the reader fails the run). Each starts from fuzz/seeds/<target>/ (committed:
 # well-formed inputs and the inputs of every bug found so far) in a working corpus under
 # fuzz/corpus/. A crash, panic, leak or an allocation over 2 GiB fails the campaign; the
 # input is left in fuzz/artifacts/<target>/. cargo-fuzz is installed if missing; the
