@@ -371,10 +371,11 @@ fn missing_column() {
 #[test]
 fn unknown_file_format() {
     let b = Bad::new();
+    // A columnar format whose fileSchema is a CSV list: the mismatch is named.
     edit_manifest(&b.root(), DATE, |m| m["fileFormat"] = "Parquet".into());
-    b.fails_with(&["fileFormat is Parquet; only CSV is supported"]);
+    b.fails_with(&["is not a Parquet schema, as fileFormat says it is"]);
     edit_manifest(&b.root(), DATE, |m| m["fileFormat"] = "JSON".into());
-    b.fails_with(&["unknown fileFormat", "only CSV is supported"]);
+    b.fails_with(&["unknown fileFormat \"JSON\"", "CSV, ORC or Parquet"]);
 }
 
 #[test]

@@ -163,6 +163,12 @@ impl Columns {
     /// early check only: each data file's own schema is mapped again when it is read.
     pub fn from_file_schema(format: Format, schema: &str) -> Result<Columns> {
         let names = format.schema_names(schema);
+        if names.is_empty() {
+            bail!(
+                "fileSchema {schema:?} is not a {} schema, as fileFormat says it is",
+                format.name()
+            );
+        }
         Columns::from_names(format, &names)
             .map_err(|e| anyhow::anyhow!("fileSchema {e} (fileSchema: {schema:?})"))
     }
