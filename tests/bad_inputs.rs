@@ -395,13 +395,17 @@ fn cases() -> Vec<Case> {
         Case {
             name: "catalog with a damaged block",
             damage: |w| {
-                let c = w.backup.join(format!(".{STEM}/catalog.s3inv"));
+                let dir = w.backup.join(format!(".{STEM}/catalog"));
+                let manifest: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap())
+                        .unwrap();
+                let c = dir.join(manifest["base"]["file"].as_str().unwrap());
                 let mut bytes = std::fs::read(&c).unwrap();
                 bytes[100] ^= 0xff;
                 std::fs::write(&c, bytes).unwrap();
             },
             flags: &[],
-            outcome: Outcome::Refused(&["catalog.s3inv"]),
+            outcome: Outcome::Refused(&["catalog/delta-00000002.s3inv"]),
             recover: None,
             recover_flags: &[],
         },
@@ -858,15 +862,12 @@ fn a_pruned_version_that_becomes_current_again_is_fetched_back() {
     // A catalog where a current version is pruned (an earlier build left undeletes so):
     // fsck reports its file missing, and --repair downloads it.
     let backup = s3invbackup::Backup::open_existing(&w.backup).unwrap();
-    let catalog = backup.catalog_path();
-    let tmp = catalog.with_extension("edit");
-    s3invbackup::backup::catalog::rewrite(&catalog, &tmp, |rec| {
+    s3invbackup::backup::catalog::store::edit(&backup, |rec| {
         if rec.key == "dir/b.txt" && rec.is_latest() {
             rec.local.state = s3invbackup::model::record::LocalState::Pruned;
         }
     })
     .unwrap();
-    std::fs::rename(&tmp, &catalog).unwrap();
     std::fs::remove_file(w.backup.join("dir/b.txt")).unwrap();
     let out = cli()
         .args(["fsck", "--json"])

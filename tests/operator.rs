@@ -429,8 +429,9 @@ fn progress_and_logs_on_a_terminal_and_through_a_pipe() {
         .unwrap_or_else(|| panic!("no end-of-phase line: {err}"));
     assert!(done.contains(" objects") && done.contains("/s"), "{done}");
     assert!(!done.contains("0 rows"), "{done}");
-    // Every phase of the night ends with its line: the index, the plan (keys merged).
-    for phase in ["index", "plan"] {
+    // Every phase of the night ends with its line: reading the inventory (streamed into
+    // the plan, no index written), the plan (keys merged).
+    for phase in ["read", "plan"] {
         assert!(
             err.lines()
                 .any(|l| l.starts_with(&format!("{phase} {}: done, ", dates[0]))),
@@ -483,7 +484,7 @@ fn progress_and_logs_on_a_terminal_and_through_a_pipe() {
     let progress: Vec<String> = shown
         .split(['\n', '\r'])
         .map(|l| controls.replace_all(l, "").into_owned())
-        .filter(|l| l.starts_with("fetch ") || l.starts_with("index "))
+        .filter(|l| l.starts_with("fetch ") || l.starts_with("read ") || l.starts_with("index "))
         .collect();
     assert!(!progress.is_empty(), "no progress shown: {shown:?}");
     for line in &progress {
@@ -992,7 +993,7 @@ fn prune_and_restore_never_go_through_a_symbolic_link() {
     };
     let outside = listing(&elsewhere);
     assert!(outside.iter().any(|n| n.contains(".old.")), "{outside:?}");
-    let catalog = std::fs::read(backup.join(format!(".{STEM}/catalog.s3inv"))).unwrap();
+    let catalog = std::fs::read(backup.join(format!(".{STEM}/catalog/manifest.json"))).unwrap();
     let out = cli()
         .args(["prune", "--noncurrent-older-than", "1d"])
         .arg(&backup)
@@ -1007,7 +1008,7 @@ fn prune_and_restore_never_go_through_a_symbolic_link() {
         "prune deleted through the link"
     );
     assert_eq!(
-        std::fs::read(backup.join(format!(".{STEM}/catalog.s3inv"))).unwrap(),
+        std::fs::read(backup.join(format!(".{STEM}/catalog/manifest.json"))).unwrap(),
         catalog,
         "the refused prune changed the catalog"
     );

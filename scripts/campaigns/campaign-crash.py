@@ -6,7 +6,9 @@
 Starts its own SeaweedFS, generates the "sync" scenario (five dates of every transition),
 backs it up once uninterrupted (the reference), then for each of N kill points chosen from a
 seed -- after the k-th journal entry (moves, placements, versions JSON, commit) or at a named
-failpoint of the k-th date (index-built, planned, catalog-replaced, state-written) -- runs the
+failpoint (index-built, planned, catalog-replaced, state-written of the k-th date; plan-batch
+inside a streamed plan; compaction-written, compaction-committed inside a catalog compaction;
+k up to the count the uninterrupted run reached, from S3INVBACKUP_FAILPOINT_LOG) -- runs the
 same sync from an empty directory until it aborts (as kill -9 would), resumes it with a plain
 `sync`, and checks: the resumed run succeeds, `fsck --verify-content` is clean, and the tree
 (every file's path, size, mtime and MD5; versions JSON by content) and the applied dates equal
@@ -21,7 +23,8 @@ import sys
 
 from campaign_common import Campaign, applied, first_differences, snapshot
 
-FAILPOINTS = ["index-built", "planned", "catalog-replaced", "state-written"]
+FAILPOINTS = ["index-built", "planned", "catalog-replaced", "state-written", "plan-batch",
+              "compaction-written", "compaction-committed"]
 
 
 def main():
@@ -43,9 +46,15 @@ def main():
 
         reference = c.path("reference")
         report = c.path("reference.json")
-        r = subprocess.run([binary, "sync", inv, reference, *args, "--report", report], env=env,
-                           capture_output=True, text=True)
+        hits_log = c.path("failpoints.log")
+        r = subprocess.run([binary, "sync", inv, reference, *args, "--report", report],
+                           env=dict(env, S3INVBACKUP_FAILPOINT_LOG=hits_log), capture_output=True, text=True)
         assert r.returncode in (0, 2), r.stderr
+        with open(hits_log) as f:
+            names = f.read().split()
+        reached = {name: names.count(name) for name in FAILPOINTS}
+        missing = [name for name, n in reached.items() if n == 0]
+        assert not missing, f"the uninterrupted run never reached {missing}: the campaign would not test them"
         want, want_dates = snapshot(reference), applied(reference)
         with open(report) as f:
             rep = json.load(f)
@@ -61,7 +70,7 @@ def main():
             if phase == "journal":
                 chosen.append(("S3INVBACKUP_CRASH_AFTER", str(rng.randint(1, total))))
             else:
-                chosen.append(("S3INVBACKUP_FAILPOINT", f"{phase}:{rng.randint(1, len(dates))}"))
+                chosen.append(("S3INVBACKUP_FAILPOINT", f"{phase}:{rng.randint(1, reached[phase])}"))
         failures = 0
         for i, (var, value) in enumerate(chosen):
             backup = c.path(f"b{i}")
@@ -86,8 +95,8 @@ def main():
                   flush=True)
             subprocess.run(["rm", "-rf", backup])
         print(f"{a.n - failures}/{a.n} kill points: tree identical to the uninterrupted run, fsck --verify-content "
-              f"clean, every applied date recorded ({total} journal entries and {len(FAILPOINTS) * len(dates)} "
-              f"named failpoints to choose from, seed {a.seed})")
+              f"clean, every applied date recorded ({total} journal entries and {sum(reached.values())} "
+              f"named failpoint hits to choose from, seed {a.seed})")
         return 1 if failures else 0
     finally:
         c.close()

@@ -8,7 +8,7 @@
 //! ```text
 //! BACKUP/.<stem>/config.json   fixed at creation: stem, inventory, bucket, path filter
 //!               state.json    applied dates with their counts
-//!               catalog.s3inv every version held (see `catalog`)
+//!               catalog/      every version held: a base and deltas (see `catalog`)
 //!               indexes/      inventory indexes, one per date applied
 //!               runs/<date>/  the run in progress: plan, new catalog, journal (see `run_dir`)
 //!               staging/      downloads being verified (same filesystem as the tree)
@@ -52,6 +52,10 @@ pub struct Config {
     pub path_filter: Option<String>,
     /// Mode of the files placed in the tree.
     pub file_mode: u32,
+    /// 1: old versions keep [`layout::Naming::V1`] names (a format-1 backup upgraded to a
+    /// later format). Absent: the format's own naming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naming: Option<u32>,
 }
 
 /// One applied date and what its run did.
@@ -83,8 +87,10 @@ impl State {
     }
 }
 
-/// 2: old versions named by [`layout::Naming::V2`]. Format 1 backups keep their names.
-pub const FORMAT: u32 = 2;
+/// 2: old versions named by [`layout::Naming::V2`] (format 1 backups keep their names).
+/// 3: the catalog is a base and deltas in `catalog/` ([`catalog::store`]); a backup of an
+/// older format is moved to it when a writer first opens it.
+pub const FORMAT: u32 = 3;
 
 /// An open backup (existing or just created).
 #[derive(Debug)]
@@ -135,7 +141,7 @@ impl Backup {
                 config.format
             );
         }
-        let naming = if config.format == 1 {
+        let naming = if config.format == 1 || config.naming == Some(1) {
             crate::backup::layout::Naming::V1
         } else {
             crate::backup::layout::Naming::V2
@@ -185,7 +191,7 @@ impl Backup {
         for dir in [backup.state_dir(), backup.runs_dir(), backup.indexes_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        crate::backup::catalog::write_empty(&backup.catalog_path(), &backup.config.source_bucket)?;
+        crate::backup::catalog::store::create_empty(&backup)?;
         durable::write_json(&backup.state_path(), &State::default())?;
         // Written last: its presence is what makes the directory a backup.
         durable::write_json(&backup.state_dir().join("config.json"), &backup.config)?;
@@ -195,8 +201,9 @@ impl Backup {
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(self.stem.state_dir())
     }
-    pub fn catalog_path(&self) -> PathBuf {
-        crate::backup::catalog::path_in(&self.state_dir())
+    /// The catalog, as of now (its manifest is replaced atomically: no lock needed).
+    pub fn catalog(&self) -> Result<crate::backup::catalog::Catalog> {
+        crate::backup::catalog::Catalog::open(self)
     }
     pub fn state_path(&self) -> PathBuf {
         self.state_dir().join("state.json")

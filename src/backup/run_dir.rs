@@ -13,8 +13,9 @@
 //! runs/<date>/plan.json          the plan's summary (its presence: "planned")
 //!             plan.jsonl         the steps, in order
 //!             dirty.jsonl        directories whose versions JSON the run rewrites
-//!             catalog.s3inv      the new catalog, as it will be if every fetch succeeds
-//!             catalog.final.s3inv  the same with this run's failures marked
+//!             delta.s3inv        the catalog's delta: every record the run adds or
+//!                                changes, as it will be if every fetch succeeds
+//!             delta.final.s3inv  the same with this run's failures marked
 //!             journal.jsonl      every change made, appended before it is made
 //! staging/<xx>/<md5>             a verified download waiting to be placed
 //! ```
@@ -35,8 +36,10 @@ use crate::model::timestamp::Timestamp;
 const SUMMARY: &str = "plan.json";
 const STEPS: &str = "plan.jsonl";
 const DIRTY: &str = "dirty.jsonl";
-const PLANNED_CATALOG: &str = "catalog.s3inv";
-const FINAL_CATALOG: &str = "catalog.final.s3inv";
+const PLANNED_DELTA: &str = "delta.s3inv";
+const FINAL_DELTA: &str = "delta.final.s3inv";
+/// The whole planned catalog of a run planned before deltas (format 2).
+const LEGACY_PLANNED_CATALOG: &str = "catalog.s3inv";
 const JOURNAL: &str = "journal.jsonl";
 const CHANGES: &str = "changes.jsonl.zst";
 const STAGING: &str = "staging";
@@ -75,6 +78,14 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PlanSummary {
     pub date: String,
+    /// Names this plan (the date alone does not: a retry plans the last date again). The
+    /// catalog's manifest records it when the run commits. Empty in a plan written before
+    /// catalogs had deltas.
+    #[serde(default)]
+    pub plan_id: String,
+    /// Records in the plan's delta (added or changed).
+    #[serde(default)]
+    pub delta_records: u64,
     pub keys: u64,
     pub versions: u64,
     pub fetches: u64,
@@ -154,13 +165,17 @@ impl RunDir {
     pub fn dirty_path(&self) -> PathBuf {
         self.path.join(DIRTY)
     }
-    /// The new catalog as planned (every fetch assumed to succeed).
-    pub fn planned_catalog(&self) -> PathBuf {
-        self.path.join(PLANNED_CATALOG)
+    /// The catalog's delta as planned (every fetch assumed to succeed).
+    pub fn planned_delta(&self) -> PathBuf {
+        self.path.join(PLANNED_DELTA)
     }
-    /// The planned catalog with this run's failures marked (written only if there are some).
-    pub fn final_catalog(&self) -> PathBuf {
-        self.path.join(FINAL_CATALOG)
+    /// The planned delta with this run's failures and checks marked.
+    pub fn final_delta(&self) -> PathBuf {
+        self.path.join(FINAL_DELTA)
+    }
+    /// The run was planned by a version from before deltas: this one cannot commit it.
+    pub fn is_legacy(&self, summary: &PlanSummary) -> bool {
+        summary.plan_id.is_empty() || self.path.join(LEGACY_PLANNED_CATALOG).exists()
     }
     pub fn journal_path(&self) -> PathBuf {
         self.path.join(JOURNAL)
@@ -214,11 +229,11 @@ impl RunDir {
         journal::read(&self.journal_path())
     }
 
-    /// The run got as far as replacing the catalog: only the state is left to record (and
-    /// it can no longer be rolled back).
-    pub fn is_committed(&self) -> Result<bool> {
-        Ok(!self.planned_catalog().exists()
-            && !self.final_catalog().exists()
+    /// The run got as far as committing its delta (the catalog's manifest names its plan):
+    /// only the state is left to record (and it can no longer be rolled back).
+    pub fn is_committed(&self, summary: &PlanSummary, last_run: Option<&str>) -> Result<bool> {
+        Ok(!summary.plan_id.is_empty()
+            && last_run == Some(summary.plan_id.as_str())
             && self.read_journal()?.contains(&Entry::Commit))
     }
 }

@@ -158,6 +158,7 @@ mod tests {
                 source_bucket: "bucket".into(),
                 path_filter: None,
                 file_mode: 0o644,
+                naming: None,
             },
         )
         .unwrap();

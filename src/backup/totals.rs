@@ -34,6 +34,20 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// `self` with `before` taken out and `after` put in: the totals of a catalog some of
+    /// whose records were edited, from the totals of the edited records.
+    pub fn replaced(self, before: &Totals, after: &Totals) -> Totals {
+        let f = |t: u64, b: u64, a: u64| t.saturating_sub(b) + a;
+        Totals {
+            bytes_held: f(self.bytes_held, before.bytes_held, after.bytes_held),
+            not_held: f(self.not_held, before.not_held, after.not_held),
+            retryable: f(self.retryable, before.retryable, after.retryable),
+            archived: f(self.archived, before.archived, after.archived),
+            needs_key: f(self.needs_key, before.needs_key, after.needs_key),
+            vanished: f(self.vanished, before.vanished, after.vanished),
+        }
+    }
+
     /// Counts one catalog record.
     pub fn add(&mut self, rec: &VersionRecord) {
         match rec.local.state {

@@ -3,12 +3,11 @@
 //! changed, by fsck to check and rebuild them).
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 
 use crate::backup::Backup;
-use crate::backup::catalog::{self, is_current, is_under};
+use crate::backup::catalog::{self, Catalog, is_current, is_under};
 use crate::model::record::{LocalState, VersionRecord};
 
 /// One current file as its directory's versions JSON describes it.
@@ -20,22 +19,21 @@ pub struct VersionsEntry {
     pub last_modified: String,
 }
 
-/// Rewrites `.<stem>-versions.json` in each of `dirs` from the catalog at `catalog_path`
+/// Rewrites `.<stem>-versions.json` in each of `dirs` from `catalog`
 /// (removing it where a directory has no current file). A few directories are read with
 /// prefix seeks (a nightly run touches a few hundred); many, or the top directory, with one
 /// pass over the catalog. Memory holds the entries of the directories on the current path.
-pub fn write_versions_files(backup: &Backup, catalog_path: &Path, dirs: &[String]) -> Result<u64> {
+pub fn write_versions_files(backup: &Backup, reader: &Catalog, dirs: &[String]) -> Result<u64> {
     if dirs.is_empty() {
         return Ok(0);
     }
-    let reader = catalog::open(catalog_path)?;
     let mut writer = Renderer {
         wanted: Some(dirs.iter().map(String::as_str).collect()),
         open: Vec::new(),
         done: HashSet::new(),
     };
     let mut sink = |dir: &str, text: &[u8]| write_versions_file(backup, dir, Some(text));
-    let seek = dirs.len() * 8 < reader.blocks().len() && !dirs.iter().any(String::is_empty);
+    let seek = dirs.len() * 8 < reader.blocks() && !dirs.iter().any(String::is_empty);
     if seek {
         let (mut t_read, mut t_write) = (0.0, 0.0);
         for dir in dirs {
@@ -59,7 +57,7 @@ pub fn write_versions_files(backup: &Backup, catalog_path: &Path, dirs: &[String
         writer.close_all(&mut sink)?;
         tracing::debug!(
             "versions JSON: one pass over {} blocks in {:.2} s",
-            reader.blocks().len(),
+            reader.blocks(),
             t.elapsed().as_secs_f64()
         );
     }

@@ -90,6 +90,8 @@ fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
         );
     }
     let last = state.applied.last();
+    // The catalog's shape: base and deltas (none for a backup from before deltas).
+    let shape = backup.catalog()?.manifest().cloned();
     let all_runs = backup.read_runs()?;
     let runs = &all_runs[all_runs.len().saturating_sub(args.runs)..];
     let mut out = output(None)?;
@@ -105,6 +107,7 @@ fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
             "needs_key": last.map_or(0, |a| a.totals.needs_key),
             "vanished": last.map_or(0, |a| a.totals.vanished),
             "bytes_held": last.map_or(0, |a| a.totals.bytes_held),
+            "catalog": shape,
             "pending_runs": pending,
             // A sync (or prune, fsck --repair, rollback) holds the lock now: its holder.
             "running": running,
@@ -170,6 +173,29 @@ fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
                 a.totals.archived, a.totals.needs_key
             )?;
         }
+    }
+    if let Some(m) = &shape {
+        let delta_bytes: u64 = m.deltas.iter().map(|d| d.bytes).sum();
+        writeln!(
+            out,
+            "catalog      {} versions of {} keys: a base of {} ({} records) and {} delta(s) of {} ({} records){}",
+            m.records,
+            m.keys,
+            human_bytes(m.base.bytes),
+            m.base.records,
+            m.deltas.len(),
+            human_bytes(delta_bytes),
+            m.deltas.iter().map(|d| d.records).sum::<u64>(),
+            if m.deltas.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; compacted when the deltas reach {:.0}% of the base or number more than {}",
+                    100.0 * s3invbackup::backup::catalog::store::COMPACT_FRACTION,
+                    s3invbackup::backup::catalog::store::MAX_DELTAS
+                )
+            }
+        )?;
     }
     if !runs.is_empty() {
         writeln!(

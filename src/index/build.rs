@@ -174,7 +174,11 @@ fn build_once(
         let _reporter = report("index", &counters);
         let mut writer = IndexWriter::create(tmp_out.path(), &meta)?;
         let input = input(&counters);
-        match merge_presorted(&input, &order, &mut writer, &mut summary.duplicates)? {
+        let outcome = {
+            let mut sink = |r: &VersionRecord| writer.push(r);
+            merge_presorted(&input, &order, &mut sink, &mut summary.duplicates)?
+        };
+        match outcome {
             Presorted::Done => {
                 summary.presorted = true;
                 summary.stats = writer.finish()?;
@@ -200,6 +204,61 @@ fn build_once(
         .with_context(|| format!("renaming the finished index to {}", out.display()))?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// How [`stream_presorted`] ended.
+#[derive(Debug)]
+pub enum Streamed {
+    /// Every record was streamed and every data file verified; exact duplicate rows dropped.
+    Done { duplicates: u64 },
+    /// The files are not sorted and disjoint (why): what was streamed is a prefix of
+    /// nothing useful, and the caller must start over with an index (the external sort).
+    NotSorted(String),
+}
+
+/// The presorted fast path without an index file: the date's records, in index order,
+/// handed to `sink` as the data files are downloaded and parsed (in parallel, ahead of the
+/// sink, within `opts.memory`). The sync planner merges them straight against the catalog.
+/// A record reaches the sink before its file's MD5 is checked; the result says whether
+/// every file passed, so a consumer may act on the records only once this returns `Done`.
+pub fn stream_presorted(
+    inventory: &Inventory,
+    date: &InventoryDate,
+    opts: &IndexOptions,
+    sink: &mut Sink<'_>,
+) -> Result<Streamed> {
+    let dm = inventory.manifest(date)?;
+    let parser = RowParser::new(dm.columns.clone(), &dm.manifest.source_bucket);
+    let Some(order) = presorted_order(inventory, &dm, &parser) else {
+        return Ok(Streamed::NotSorted(
+            "the data files' first rows do not order them".into(),
+        ));
+    };
+    let counters = Arc::new(Counters::default());
+    let files = dm.data_files.len() as u64;
+    let compressed_bytes: u64 = dm.data_files.iter().map(|f| f.size).sum();
+    let _reporter = Reporter::start(
+        Phase::new(format!("read {date}"), "files", files, compressed_bytes),
+        Arc::clone(&counters),
+        &opts.progress,
+    );
+    let scratch = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let input = Input {
+        inventory,
+        dm: &dm,
+        parser: &parser,
+        threads: opts.threads.max(1),
+        counters: &counters,
+        memory: opts.memory,
+        scratch: &scratch,
+    };
+    let mut duplicates = 0;
+    Ok(
+        match merge_presorted(&input, &order, sink, &mut duplicates)? {
+            Presorted::Done => Streamed::Done { duplicates },
+            Presorted::NotSorted(why) => Streamed::NotSorted(why),
+        },
+    )
 }
 
 /// The fallback for any row order: memory-bounded buffers, spilled as sorted runs into a
@@ -379,11 +438,15 @@ enum Msg {
     Done,
 }
 
+/// Where the fast path's records go, in index order: the index writer, or the sync
+/// planner reading them straight from the inventory.
+type Sink<'s> = dyn FnMut(&VersionRecord) -> Result<()> + 's;
+
 /// Streams files in `order` to `writer`, checking the global order as it goes.
 fn merge_presorted(
     input: &Input<'_>,
     order: &[usize],
-    writer: &mut IndexWriter,
+    writer: &mut Sink<'_>,
     duplicates: &mut u64,
 ) -> Result<Presorted> {
     let Input {
@@ -461,7 +524,7 @@ fn merge_presorted(
 /// Returns Some(reason) if the key order broke.
 fn write_in_order(
     receivers: &[Receiver<Msg>],
-    writer: &mut IndexWriter,
+    writer: &mut Sink<'_>,
     dm: &DatedManifest,
     order: &[usize],
     duplicates: &mut u64,
@@ -540,25 +603,21 @@ impl KeyGroup {
         self.last().key.as_bytes().cmp(self.first().key.as_bytes())
     }
 
-    fn flush(&mut self, dedup: &mut sort::Dedup, writer: &mut IndexWriter) -> Result<()> {
+    fn flush(&mut self, dedup: &mut sort::Dedup, writer: &mut Sink<'_>) -> Result<()> {
         let group = &mut self.records[..self.len];
         if group.len() > 1 {
             group.sort_by(|a, b| a.cmp_order(b));
         }
         for rec in group.iter() {
             if dedup.accept(rec)? {
-                writer.push(rec)?;
+                writer(rec)?;
             }
         }
         self.len = 0;
         Ok(())
     }
 
-    fn flush_all_but_last(
-        &mut self,
-        dedup: &mut sort::Dedup,
-        writer: &mut IndexWriter,
-    ) -> Result<()> {
+    fn flush_all_but_last(&mut self, dedup: &mut sort::Dedup, writer: &mut Sink<'_>) -> Result<()> {
         let last = self.len - 1;
         self.len = last;
         self.flush(dedup, writer)?;

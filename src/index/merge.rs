@@ -37,6 +37,15 @@ pub trait SortedRecords {
     fn take(&mut self, slot: &mut VersionRecord) -> Result<bool>;
 }
 
+impl<T: SortedRecords + ?Sized> SortedRecords for &mut T {
+    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
+        (**self).peek()
+    }
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
+        (**self).take(slot)
+    }
+}
+
 impl SortedRecords for RecordStream<'_> {
     fn peek(&mut self) -> Result<Option<&VersionRecord>> {
         RecordStream::peek(self)

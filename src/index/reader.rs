@@ -446,6 +446,12 @@ impl<'a> RecordStream<'a> {
         Ok(Some(&self.current.records[self.pos - 1]))
     }
 
+    /// The record [`RecordStream::peek`] last returned, still unconsumed (None at the end, or
+    /// before the first peek): lets a merge compare the heads of several streams at once.
+    pub fn head(&self) -> Option<&VersionRecord> {
+        (self.pos < self.current.len).then(|| &self.current.records[self.pos])
+    }
+
     /// The next record, not consumed.
     pub fn peek(&mut self) -> Result<Option<&VersionRecord>> {
         if !self.fill()? {

@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::backup::catalog::{self, file_path, is_current};
+use crate::backup::catalog::{file_path, is_current};
 use crate::model::record::{LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 
@@ -34,7 +34,7 @@ pub struct Located {
 
 /// Every version of `key` in the catalog, oldest first: a seek to the key's block, not a scan.
 pub fn versions_of(backup: &Backup, key: &str) -> Result<Vec<VersionRecord>> {
-    let reader = catalog::open(&backup.catalog_path())?;
+    let reader = backup.catalog()?;
     let mut stream = reader.stream_prefix(key);
     let mut out = Vec::new();
     while let Some(rec) = stream.next_record()? {

@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::backup::catalog::{self, file_path, is_current};
-use crate::backup::totals::Totals;
 use crate::error::Refusal;
 use crate::model::record::{LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
@@ -77,38 +76,22 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
         }
         .into());
     }
-    let reader = catalog::open(&backup.catalog_path())?;
+    let reader = backup.catalog()?;
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..PruneReport::default()
     };
-    let tmp = backup.state_dir().join("catalog.prune.s3inv");
-    let mut writer = if opts.dry_run {
-        None
-    } else {
-        Some(catalog::create(
-            &tmp,
-            &reader.meta().source_bucket,
-            &reader.meta().date,
-        )?)
-    };
     let mut stream = reader.stream();
-    let mut rec = VersionRecord::default();
-    let mut totals = Totals::default();
-    while let Some(r) = stream.next_record()? {
-        rec.copy_from(r);
-        if prunable(&rec, opts) {
+    while let Some(rec) = stream.next_record()? {
+        if prunable(rec, opts) {
             report
                 .files
-                .push(file_path(&backup.stem, &rec).expect("held"));
+                .push(file_path(&backup.stem, rec).expect("held"));
             report.bytes += rec.size;
-            rec.local.state = LocalState::Pruned;
-        }
-        totals.add(&rec);
-        if let Some(w) = writer.as_mut() {
-            w.push(&rec)?;
         }
     }
+    drop(stream);
+    drop(reader);
     // Nothing is deleted through a symbolic link (a directory moved to another disk and
     // linked back, or planted): a file there is not the backup's to delete. Checked for
     // every file before the catalog changes, so a refusal changes nothing.
@@ -116,12 +99,16 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
     for path in &report.files {
         real.check(&backup.root, path).map_err(anyhow::Error::msg)?;
     }
-    let Some(writer) = writer else {
+    if opts.dry_run {
         return Ok(report);
-    };
-    writer.finish()?;
-    // The catalog says "pruned" (durably) before any file goes.
-    catalog::replace(&tmp, &backup.catalog_path())?;
+    }
+    // The catalog says "pruned" (durably: a delta of the pruned records) before any file
+    // goes. The lock is held, so the second pass sees the catalog the first one did.
+    let totals = catalog::store::edit(backup, |rec| {
+        if prunable(rec, opts) {
+            rec.local.state = LocalState::Pruned;
+        }
+    })?;
     for path in &report.files {
         let p = backup.root.join(path);
         match std::fs::remove_file(&p) {

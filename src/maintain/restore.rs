@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::backup::Backup;
-use crate::backup::catalog::{self, file_path, is_folder_marker};
+use crate::backup::catalog::{file_path, is_folder_marker};
 use crate::maintain::history::{is_held, version_at};
 use crate::model::record::VersionRecord;
 use crate::model::timestamp::Timestamp;
@@ -66,7 +66,7 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
         link,
         progress: opts.progress,
     };
-    let reader = catalog::open(&backup.catalog_path())?;
+    let reader = backup.catalog()?;
     let counters = Arc::new(Counters::default());
     let _reporter = Reporter::start(
         Phase::new("restore", "files", 0, 0),

@@ -106,7 +106,7 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
         }
     }
     let dirty = run_dir.read_dirty()?;
-    crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirty)?;
+    crate::backup::versions_json::write_versions_files(backup, &backup.catalog()?, &dirty)?;
     remove_dirs_the_run_made(backup, &entries)?;
     sync_filesystem(root)?;
     std::fs::remove_dir_all(run_dir.path())
@@ -140,7 +140,7 @@ fn remove_dirs_the_run_made(backup: &Backup, entries: &[Entry]) -> Result<()> {
     if dirs.is_empty() {
         return Ok(());
     }
-    let catalog = crate::backup::catalog::open(&backup.catalog_path())?;
+    let catalog = backup.catalog()?;
     let mut by_depth: Vec<&String> = dirs.iter().collect();
     by_depth.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     for dir in by_depth {

@@ -1,22 +1,23 @@
 //! Finishing a run: execute its plan, commit it, record the date.
 //!
-//! Commit: failed versions are marked in the new catalog (retried next run), the versions
-//! JSON of every directory the run changed is rewritten once from the new catalog, the
-//! filesystem is synced, then the catalog is replaced ([`catalog::replace`]) and the state
-//! records the date, in that order. A crash between the two leaves a committed run: the
-//! next sync only records its state (counting the totals from the catalog).
+//! Commit: failed versions are marked in the run's delta (retried next run), the versions
+//! JSON of every directory the run changed is rewritten once from the new catalog (the old
+//! one with the delta on top), the filesystem is synced, then the delta is added to the
+//! catalog ([`store::commit_delta`]: the manifest names it and this run's plan id) and the
+//! state records the date, in that order. A crash between the two leaves a committed run:
+//! the next sync only records its state (counting the totals from the catalog). Last, the
+//! catalog is compacted if its deltas have piled up.
 
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 
-use crate::backup::catalog;
+use crate::backup::catalog::{self, store};
 use crate::backup::durable::sync_filesystem;
 use crate::backup::journal::{Entry, Journal, PlacedCheck};
-use crate::backup::run_dir::{PendingRun, RunDir};
+use crate::backup::run_dir::{PendingRun, PlanSummary, RunDir};
 use crate::backup::totals::Totals;
 use crate::backup::{AppliedDate, Backup, State};
-use crate::index::IndexReader;
 use crate::model::record::{Check, Local, LocalState, StoredChecksum};
 use crate::model::timestamp::Timestamp;
 use crate::sync::apply::{Executor, RunOutcome};
@@ -33,7 +34,7 @@ pub(super) fn finish_run(
     report: &mut SyncReport,
 ) -> Result<bool> {
     let PendingRun { dir, summary } = run;
-    let committed = dir.is_committed()?;
+    let committed = dir.is_committed(&summary, backup.catalog()?.last_run())?;
     let t = std::time::Instant::now();
     let mut outcome = if committed {
         tracing::warn!(
@@ -62,7 +63,7 @@ pub(super) fn finish_run(
     }
     let t = std::time::Instant::now();
     let totals = if committed {
-        catalog::totals(&backup.catalog_path())?
+        catalog::totals(&backup.catalog()?)?
     } else {
         // Versions JSON, one syncfs, the catalog: minutes at 10^9 versions, so the phase
         // shows it is alive (elapsed time) even though it counts nothing.
@@ -71,7 +72,7 @@ pub(super) fn finish_run(
             std::sync::Arc::default(),
             &executor.progress,
         );
-        commit(backup, &dir, &mut outcome, summary.totals)?
+        commit(backup, &dir, &mut outcome, &summary)?
     };
     failpoint::hit("catalog-replaced");
     tracing::info!(
@@ -79,12 +80,12 @@ pub(super) fn finish_run(
         summary.date,
         t.elapsed().as_secs_f64()
     );
-    let stats = IndexReader::open(&backup.catalog_path())?.stats().clone();
+    let catalog = backup.catalog()?;
     state.applied.push(AppliedDate {
         date: summary.date.clone(),
         applied_at: Timestamp::now().to_string(),
-        keys: stats.keys,
-        versions: stats.records,
+        keys: catalog.keys(),
+        versions: catalog.records(),
         downloaded: outcome.downloaded + outcome.reused_from_staging,
         downloaded_bytes: outcome.downloaded_bytes,
         renamed: outcome.renamed,
@@ -99,6 +100,8 @@ pub(super) fn finish_run(
         .with_context(|| format!("removing finished run {}", dir.path().display()))?;
     // Whatever is left in staging belongs to no run now (failed or abandoned downloads).
     backup.clear_staging()?;
+    drop(catalog);
+    store::maybe_compact(backup)?;
     let mut summary = summary;
     if committed {
         // The plan's own counts were lost with the interrupted process: report the catalog's.
@@ -126,16 +129,16 @@ fn keep_changes(backup: &Backup, dir: &crate::backup::run_dir::RunDir, date: &st
     crate::backup::durable::sync_dir(parent)
 }
 
-/// Marks failures in the new catalog, rewrites the versions JSON of the run's directories,
-/// syncs the filesystem and replaces the catalog; returns what the new catalog holds. The
+/// Marks failures in the run's delta, rewrites the versions JSON of the run's directories,
+/// syncs the filesystem and commits the delta; returns what the new catalog holds. The
 /// caller then records the date in the state and removes the run directory.
 fn commit(
     backup: &Backup,
     run_dir: &RunDir,
     outcome: &mut RunOutcome,
-    planned_totals: Totals,
+    summary: &PlanSummary,
 ) -> Result<Totals> {
-    let planned = run_dir.planned_catalog();
+    let planned = run_dir.planned_delta();
     // How each file this run placed was verified (every attempt of the run: the journal
     // holds them all), for the catalog.
     let checks: HashMap<String, PlacedCheck> =
@@ -151,7 +154,7 @@ fn commit(
             })
             .collect();
     let (final_path, totals) = if outcome.failures.is_empty() && checks.is_empty() {
-        (planned, planned_totals)
+        (planned, summary.totals)
     } else {
         let failed: HashMap<(&str, &str, i64), LocalState> = outcome
             .failures
@@ -167,8 +170,10 @@ fn commit(
                 )
             })
             .collect();
-        let out = run_dir.final_catalog();
-        let totals = catalog::rewrite(&planned, &out, |rec| {
+        let out = run_dir.final_delta();
+        // Every version this run fetched is in its delta (new, or its state changed), so
+        // marking the delta marks all of them.
+        let (before, after) = catalog::rewrite_part(&planned, &out, |rec| {
             let id = (
                 rec.key.as_str(),
                 rec.version_id.as_str(),
@@ -183,14 +188,20 @@ fn commit(
                 record_check(&mut rec.local, c);
             }
         })?;
-        (out, totals)
+        (out, summary.totals.replaced(&before, &after))
+    };
+    let counts = store::Counts {
+        keys: summary.keys,
+        records: summary.versions,
     };
     let mut journal = Journal::open(&run_dir.journal_path())?;
     journal.append(&Entry::Versions)?;
     let dirty = run_dir.read_dirty()?;
     let t = std::time::Instant::now();
+    let new_catalog = backup.catalog()?.with_delta(&final_path, counts)?;
     outcome.versions_files =
-        crate::backup::versions_json::write_versions_files(backup, &final_path, &dirty)?;
+        crate::backup::versions_json::write_versions_files(backup, &new_catalog, &dirty)?;
+    drop(new_catalog);
     tracing::debug!(
         "{} versions JSON files in {:.2} s",
         outcome.versions_files,
@@ -202,7 +213,7 @@ fn commit(
     journal.append(&Entry::Commit)?;
     journal.sync()?;
     // Durable before the state says the date is applied.
-    catalog::replace(&final_path, &backup.catalog_path())?;
+    store::commit_delta(backup, Some(&final_path), counts, Some(&summary.plan_id))?;
     Ok(totals)
 }
 

@@ -6,7 +6,7 @@ use anyhow::Result;
 use regex::Regex;
 
 use crate::backup::Backup;
-use crate::backup::catalog;
+use crate::backup::catalog::{self, Catalog, store::Counts};
 use crate::backup::layout::{KeyRules, NameStem};
 use crate::backup::run_dir::{RunDir, Step};
 use crate::index::IndexReader;
@@ -34,12 +34,12 @@ pub(super) fn dry_run(
     let start = existing.map_or(Ok(None), |b| {
         b.read_state().map(|s| s.last_applied().map(String::from))
     })?;
-    let mut catalog_path = match existing {
-        Some(b) => b.catalog_path(),
+    let mut catalog = match existing {
+        Some(b) => b.catalog()?,
         None => {
             let p = tmp.path().join("empty.s3inv");
             catalog::write_empty(&p, "")?;
-            p
+            Catalog::single(&p)?
         }
     };
     for date in dates
@@ -64,15 +64,17 @@ pub(super) fn dry_run(
             try_archived: opts.try_archived,
             progress: opts.progress,
         };
-        let summary = planner.plan(
-            &catalog::open(&catalog_path)?,
-            &IndexReader::open(&index_path)?,
-            &run_dir,
-        )?;
+        let summary = planner.plan(&catalog, &IndexReader::open(&index_path)?, &run_dir)?;
         for step in run_dir.read_steps()? {
             on_step(&step?)?;
         }
-        catalog_path = run_dir.planned_catalog();
+        catalog = catalog.with_delta(
+            &run_dir.planned_delta(),
+            Counts {
+                keys: summary.keys,
+                records: summary.versions,
+            },
+        )?;
         report.dates.push(DateReport {
             plan: summary,
             outcome: None,

@@ -13,6 +13,7 @@ pub mod concurrency;
 mod dates;
 mod dry_run;
 pub mod fetch;
+pub mod listing;
 pub mod metrics;
 pub mod plan;
 
@@ -323,6 +324,7 @@ fn create(
             source_bucket: manifest.manifest.source_bucket.clone(),
             path_filter: path_filter.map(|r| r.as_str().to_string()),
             file_mode: opts.file_mode,
+            naming: None,
         },
     )
 }
@@ -361,7 +363,21 @@ fn apply_dates(
 
     // An interrupted run first.
     let mut state = backup.read_state()?;
-    if let Some(run) = backup.pending_run_clearing_leftovers(&state)? {
+    let pending = backup.pending_run_clearing_leftovers(&state)?;
+    if let Some(run) = &pending
+        && run.dir.is_legacy(&run.summary)
+    {
+        bail!(
+            "the interrupted run of {} in {} was planned by an older version of s3invbackup, \
+             which kept the catalog in one file; finish it with that version, or undo it with \
+             `s3invbackup rollback {}` and sync again",
+            run.summary.date,
+            backup.root.display(),
+            backup.root.display()
+        );
+    }
+    catalog::store::upgrade(backup)?;
+    if let Some(run) = pending {
         report.resumed = Some(run.summary.date.clone());
         tracing::warn!("resuming the interrupted run of {}", run.summary.date);
         if !commit::finish_run(backup, &executor, run, &mut state, report)? {
@@ -432,17 +448,8 @@ fn plan_and_run(
     retry: bool,
 ) -> Result<bool> {
     let backup = ctx.backup;
-    let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
-    let t = std::time::Instant::now();
-    ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
-    failpoint::hit("index-built");
-    tracing::info!("{date}: index ready in {:.2} s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let run_dir = backup.run_dir(date.as_str());
-    if run_dir.path().exists() {
-        std::fs::remove_dir_all(run_dir.path())
-            .with_context(|| format!("removing the unplanned run {}", run_dir.path().display()))?;
-    }
     let planner = Planner {
         stem: &backup.stem,
         rules: &ctx.rules,
@@ -455,11 +462,7 @@ fn plan_and_run(
         try_archived: ctx.opts.try_archived,
         progress: ctx.opts.progress,
     };
-    let summary = planner.plan(
-        &catalog::open(&backup.catalog_path())?,
-        &IndexReader::open(&index_path)?,
-        &run_dir,
-    )?;
+    let summary = plan_date(ctx, &planner, date, &run_dir)?;
     tracing::info!(
         "{date}: planned in {:.2} s ({} keys, {} fetches, {} moves)",
         t.elapsed().as_secs_f64(),
@@ -498,14 +501,92 @@ fn plan_and_run(
         };
         backup.write_state(state)?;
     }
-    // Older dates' indexes are no longer needed: the catalog holds what they said.
-    for old in std::fs::read_dir(backup.indexes_dir())?.flatten() {
-        if old.path() != index_path {
+    Ok(done)
+}
+
+/// Plans `date` into `run_dir`: streamed straight from the inventory when its data files
+/// are sorted and disjoint (no index written); otherwise from an index built by the
+/// external sort (in `indexes/`, removed once the plan is made). A data file that fails
+/// its MD5 check on S3 is a damaged transfer: the walk starts again, as an index build
+/// would.
+fn plan_date(
+    ctx: &RunContext,
+    planner: &Planner,
+    date: &InventoryDate,
+    run_dir: &crate::backup::run_dir::RunDir,
+) -> Result<PlanSummary> {
+    let backup = ctx.backup;
+    let catalog = backup.catalog()?;
+    let fresh = |run_dir: &crate::backup::run_dir::RunDir| -> Result<()> {
+        if run_dir.path().exists() {
+            std::fs::remove_dir_all(run_dir.path()).with_context(|| {
+                format!("removing the unplanned run {}", run_dir.path().display())
+            })?;
+        }
+        Ok(())
+    };
+    // Indexes left by an older version or an interrupted fallback.
+    if let Ok(entries) = std::fs::read_dir(backup.indexes_dir()) {
+        for old in entries.flatten() {
             std::fs::remove_file(old.path()).ok();
         }
     }
-    Ok(done)
+    let manifest = ctx.inventory.manifest(date)?;
+    let mut opts = ctx.opts.index.clone();
+    if opts.tmp_dir.is_none() {
+        opts.tmp_dir = Some(backup.state_dir());
+    }
+    // The queue ahead of the planner: enough to keep the parsers busy, far below a sort's
+    // budget (nothing is sorted here).
+    opts.memory = opts.memory.min(STREAM_MEMORY);
+    let listing = listing::StreamedListing {
+        inventory: ctx.inventory,
+        date,
+        opts,
+        file_schema: manifest.manifest.file_schema.clone(),
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        fresh(run_dir)?;
+        match planner.plan(&catalog, &listing, run_dir) {
+            Ok(summary) => {
+                failpoint::hit("index-built");
+                return Ok(summary);
+            }
+            Err(e) if e.downcast_ref::<listing::NotPresorted>().is_some() => {
+                tracing::info!("{e}; indexing the date with the external sort");
+                break;
+            }
+            Err(e)
+                if ctx.inventory.is_remote()
+                    && crate::inventory::is_mismatch(&e)
+                    && attempt < crate::inventory::READ_ATTEMPTS =>
+            {
+                tracing::warn!(
+                    "{e:#}; reading the inventory again (attempt {attempt} of {})",
+                    crate::inventory::READ_ATTEMPTS
+                );
+            }
+            Err(e) => {
+                fresh(run_dir).ok();
+                return Err(e);
+            }
+        }
+    }
+    fresh(run_dir)?;
+    let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
+    let t = std::time::Instant::now();
+    ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
+    failpoint::hit("index-built");
+    tracing::info!("{date}: index ready in {:.2} s", t.elapsed().as_secs_f64());
+    let summary = planner.plan(&catalog, &IndexReader::open(&index_path)?, run_dir);
+    std::fs::remove_file(&index_path).ok();
+    summary
 }
+
+/// Memory for the records parsed ahead of a streamed plan.
+const STREAM_MEMORY: u64 = 64 << 20;
 
 /// The path filter of a run: the one recorded at creation (a different one is refused, or
 /// the backup would be inconsistent), or the one given for a new backup.

@@ -1,7 +1,8 @@
 //! The sync planner: merge-joins the catalog with one inventory date and decides, key by
-//! key, what the tree must become. It touches nothing: its output is the new catalog (as it
-//! will be if every download succeeds), the list of steps, and the directories whose
-//! versions JSON must be rewritten, all written into the run's directory.
+//! key, what the tree must become. It touches nothing: its output is the catalog's delta
+//! (every record the run adds or changes, as it will be if every download succeeds), the
+//! list of steps, and the directories whose versions JSON must be rewritten, all written
+//! into the run's directory. An unchanged key writes nothing at all.
 //!
 //! Where each version's file lives is decided by [`catalog::file_path`] on the new record,
 //! where it lives now by the same function on the old record (moved along if its directory
@@ -23,18 +24,19 @@ use anyhow::{Context, Result};
 use regex::Regex;
 
 use crate::backup::catalog::{
-    self, file_path, has_content, is_current, is_folder_marker, is_under,
+    self, Catalog, file_path, has_content, is_current, is_folder_marker, is_under,
 };
 use crate::backup::durable;
 use crate::backup::layout::{KeyRules, NameStem};
 use crate::backup::run_dir::{AnomalyEntry, BadKeyEntry, PlanSummary, RunDir, Step};
 use crate::diff::row::ChangeRow;
+use crate::index::IndexWriter;
 use crate::index::merge::{MergeJoin, SortedRecords};
-use crate::index::{IndexReader, IndexWriter};
 use crate::model::etag::ETag;
 use crate::model::record::{Check, Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 use crate::model::version_id;
+use crate::sync::listing::Listing;
 use crate::sys::progress::{Counters, Phase, Progress, Reporter};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -157,8 +159,8 @@ impl Planner<'_> {
     /// unless there are bad keys and the mode is Stop, in which case nothing is planned).
     pub fn plan(
         &self,
-        catalog_index: &IndexReader,
-        inventory_index: &IndexReader,
+        catalog_index: &Catalog,
+        inventory_index: &impl Listing,
         run_dir: &RunDir,
     ) -> Result<PlanSummary> {
         let counters = Arc::new(Counters::default());
@@ -166,7 +168,7 @@ impl Planner<'_> {
             Phase::new(
                 format!("plan {}", self.date),
                 "keys",
-                inventory_index.stats().keys,
+                inventory_index.keys_hint(),
                 0,
             ),
             Arc::clone(&counters),
@@ -210,22 +212,40 @@ impl Planner<'_> {
     /// directory at once (the plan written is then discarded).
     fn plan_with(
         &self,
-        catalog_index: &IndexReader,
-        inventory_index: &IndexReader,
+        catalog_index: &Catalog,
+        inventory_index: &impl Listing,
         run_dir: &RunDir,
         shadowed: &HashSet<String>,
         counters: &Counters,
     ) -> Result<Result<PlanSummary, HashSet<String>>> {
-        let mut conflicts = HashSet::new();
         let mut out = PlanOutput::create(run_dir, self.source_bucket, self.date)?;
         // A backup's first date has nothing to compare with: no change list.
-        if catalog_index.stats().records > 0 {
+        if catalog_index.records() > 0 {
             out.changes = Some(ChangeLog::create(&run_dir.changes_path())?);
         }
-        out.versioned = lists_versions(&inventory_index.meta().file_schema);
+        out.versioned = lists_versions(inventory_index.file_schema());
         out.summary.shadowed = shadowed.len() as u64;
+        let conflicts = inventory_index
+            .walk(|records| self.walk(catalog_index, records, shadowed, counters, &mut out))?;
+        if !conflicts.is_empty() {
+            return Ok(Err(conflicts));
+        }
+        out.finish(self.on_bad_key).map(Ok)
+    }
+
+    /// The merge-join itself: returns the keys found to be a file and a directory at once
+    /// that `shadowed` did not name.
+    fn walk(
+        &self,
+        catalog_index: &Catalog,
+        records: &mut dyn SortedRecords,
+        shadowed: &HashSet<String>,
+        counters: &Counters,
+        out: &mut PlanOutput,
+    ) -> Result<HashSet<String>> {
+        let mut conflicts = HashSet::new();
         let inventory = Filtered {
-            inner: inventory_index.stream(),
+            inner: records,
             filter: self.path_filter.cloned(),
             scratch: VersionRecord::default(),
         };
@@ -244,7 +264,7 @@ impl Planner<'_> {
                 && !shadowed.contains(key)
                 && !files.has_ancestor_of(key)
             {
-                self.keep_unchanged(key, group.a(), &mut files, &mut out)?;
+                self.keep_unchanged(key, group.a(), &mut files, out)?;
                 continue;
             }
             // Keys the catalog already holds were checked when they first came.
@@ -324,18 +344,13 @@ impl Planner<'_> {
                 out.summary.displaced += 1;
                 displaced_to = Some(to);
             }
-            self.plan_key(group.a(), &new_versions, &fetch, files.active(), &mut out)?;
+            self.plan_key(group.a(), &new_versions, &fetch, files.active(), out)?;
             if now_file {
                 files.push(key, displaced_to);
             }
-            for n in &new_versions {
-                out.keep(n)?;
-            }
+            keep_changed(key, group.a(), &new_versions, out)?;
         }
-        if !conflicts.is_empty() {
-            return Ok(Err(conflicts));
-        }
-        out.finish(self.on_bad_key).map(Ok)
+        Ok(conflicts)
     }
 
     /// A key the inventory lists exactly as the catalog holds it: its records are copied as
@@ -361,7 +376,7 @@ impl Planner<'_> {
             });
         }
         for c in held {
-            out.keep(c)?;
+            out.keep(c, false)?;
         }
         Ok(())
     }
@@ -598,6 +613,33 @@ impl Planner<'_> {
     }
 }
 
+/// Keeps a changed key's new records, putting into the delta those that differ from the
+/// held record of the same version (or have none). Every held version must be among them:
+/// a catalog never forgets a version.
+fn keep_changed(
+    key: &str,
+    held: &[VersionRecord],
+    new_versions: &[VersionRecord],
+    out: &mut PlanOutput,
+) -> Result<()> {
+    let (mut hi, mut matched) = (0, 0);
+    for n in new_versions {
+        while hi < held.len() && held[hi].cmp_order(n).is_lt() {
+            hi += 1;
+        }
+        let same = held.get(hi).filter(|c| c.cmp_order(n).is_eq());
+        matched += usize::from(same.is_some());
+        out.keep(n, same != Some(n))?;
+    }
+    if matched != held.len() {
+        anyhow::bail!(
+            "the plan would drop {} held version(s) of {key:?}; this is a bug, nothing was changed",
+            held.len() - matched
+        );
+    }
+    Ok(())
+}
+
 fn last_name(key: &str) -> &str {
     key.rsplit_once('/').map_or(key, |(_, n)| n)
 }
@@ -689,7 +731,7 @@ impl ChangeLog {
 /// The files a plan is written to.
 struct PlanOutput {
     run_dir: RunDir,
-    catalog: IndexWriter,
+    delta: IndexWriter,
     steps: BufWriter<File>,
     dirty: BTreeSet<String>,
     summary: PlanSummary,
@@ -728,7 +770,7 @@ impl PlanOutput {
         let steps_path = run_dir.steps_path();
         Ok(PlanOutput {
             run_dir: run_dir.clone(),
-            catalog: catalog::create(&run_dir.planned_catalog(), source_bucket, date)?,
+            delta: catalog::create(&run_dir.planned_delta(), source_bucket, date)?,
             steps: BufWriter::with_capacity(
                 1 << 16,
                 File::create(&steps_path)
@@ -737,6 +779,11 @@ impl PlanOutput {
             dirty: BTreeSet::new(),
             summary: PlanSummary {
                 date: date.to_string(),
+                plan_id: format!(
+                    "{date}/{}/{}",
+                    Timestamp::now().as_millis(),
+                    std::process::id()
+                ),
                 ..PlanSummary::default()
             },
             versioned: true,
@@ -751,9 +798,12 @@ impl PlanOutput {
             .with_context(|| format!("writing {}", self.run_dir.steps_path().display()))
     }
 
-    /// Appends a record to the new catalog and counts it.
-    fn keep(&mut self, r: &VersionRecord) -> Result<()> {
-        self.catalog.push(r)?;
+    /// Counts a record of the new catalog, and appends it to the delta if `changed`.
+    fn keep(&mut self, r: &VersionRecord, changed: bool) -> Result<()> {
+        if changed {
+            self.delta.push(r)?;
+            self.summary.delta_records += 1;
+        }
         self.summary.versions += 1;
         self.summary.totals.add(r);
         Ok(())
@@ -766,7 +816,7 @@ impl PlanOutput {
     }
 
     fn finish(mut self, on_bad_key: OnBadKey) -> Result<PlanSummary> {
-        self.catalog.finish()?;
+        self.delta.finish()?;
         if let Some(log) = self.changes.take() {
             log.finish()?;
         }

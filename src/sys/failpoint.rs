@@ -4,7 +4,12 @@
 //!
 //! - `S3INVBACKUP_FAILPOINT=NAME` or `NAME:N` aborts the process (as `kill -9` would) the
 //!   N-th time (default: first) it reaches [`hit`]`(NAME)`. Points: `index-built`, `planned`,
-//!   `catalog-replaced`, `state-written` (each reached once per applied date).
+//!   `catalog-replaced`, `state-written` (each reached once per applied date);
+//!   `plan-batch` (each batch of records a streamed plan receives: the middle of a walk);
+//!   `compaction-written`, `compaction-committed` (each catalog compaction: its new part
+//!   written, then its manifest); `upgrade-config` (moving a format-2 catalog).
+//! - `S3INVBACKUP_FAILPOINT_LOG=FILE` appends the name of every point reached to FILE: a
+//!   campaign counts, on an uninterrupted run, how often each point is reached.
 //! - `S3INVBACKUP_CRASH_AFTER=N` aborts right after the N-th journal entry of the process
 //!   is written, before its change is made.
 
@@ -12,6 +17,16 @@
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+    if let Ok(log) = std::env::var("S3INVBACKUP_FAILPOINT_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{name}");
+        }
+    }
     let Ok(spec) = std::env::var("S3INVBACKUP_FAILPOINT") else {
         return;
     };

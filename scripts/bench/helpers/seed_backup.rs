@@ -37,6 +37,7 @@ fn main() -> Result<()> {
             source_bucket: manifest.manifest.source_bucket.clone(),
             path_filter: None,
             file_mode: 0o644,
+            naming: None,
         },
     )?;
     let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
@@ -48,12 +49,8 @@ fn main() -> Result<()> {
         .map(String::from)
         .collect();
     let reader = IndexReader::open(&index_path)?;
-    let catalog_path = backup.catalog_path();
-    let mut writer = catalog::create(
-        &catalog_path.with_extension("tmp"),
-        &backup.config.source_bucket,
-        date.as_str(),
-    )?;
+    let catalog_path = backup.state_dir().join("seeded.s3inv");
+    let mut writer = catalog::create(&catalog_path, &backup.config.source_bucket, date.as_str())?;
     let when = date.timestamp();
     let mut stream = reader.stream();
     let mut created = 0;
@@ -80,8 +77,8 @@ fn main() -> Result<()> {
         writer.push(&r)?;
     }
     writer.finish()?;
-    std::fs::rename(catalog_path.with_extension("tmp"), &catalog_path)?;
     let stats = IndexReader::open(&catalog_path)?.stats().clone();
+    catalog::store::install_base(&backup, &catalog_path)?;
     backup.write_state(&State {
         applied: vec![AppliedDate {
             date: date.to_string(),

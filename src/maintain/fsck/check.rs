@@ -43,7 +43,7 @@ pub(super) struct Expected {
 }
 
 pub(super) fn expected(backup: &Backup) -> Result<Expected> {
-    let reader = catalog::open(&backup.catalog_path())?;
+    let reader = backup.catalog()?;
     let mut held: Vec<Held> = Vec::new();
     let mut json: HashMap<String, Vec<u8>> = HashMap::new();
     let mut renderer = Renderer::new(None);

@@ -86,21 +86,19 @@ pub(super) fn repair(
                 .map(|p| catalog::parent_dir(p).to_string()),
         );
         let dirs: Vec<String> = json_dirs.into_iter().collect();
-        crate::backup::versions_json::write_versions_files(backup, &backup.catalog_path(), &dirs)?;
+        crate::backup::versions_json::write_versions_files(backup, &backup.catalog()?, &dirs)?;
     }
     sync_filesystem(&backup.root)
 }
 
-/// Rewrites the catalog with the versions whose files are at `paths` marked missing, and
-/// records the new totals (the ones still listed are retryable), so that the next sync, or
-/// fsck's own refetch, downloads them again.
+/// Marks the versions whose files are at `paths` missing in the catalog (a delta of just
+/// them), and records the new totals (the ones still listed are retryable), so that the
+/// next sync, or fsck's own refetch, downloads them again.
 fn mark_missing(backup: &Backup, paths: &HashSet<String>) -> Result<()> {
-    let tmp = backup.state_dir().join("catalog.fsck.s3inv");
-    let totals = catalog::rewrite(&backup.catalog_path(), &tmp, |rec| {
+    let totals = catalog::store::edit(backup, |rec| {
         if catalog::expected_path(&backup.stem, rec).is_some_and(|p| paths.contains(&p)) {
             rec.local.state = LocalState::Missing;
         }
     })?;
-    catalog::replace(&tmp, &backup.catalog_path())?;
     backup.record_totals(totals)
 }

@@ -26,16 +26,7 @@ pub(super) fn verify_all(
     use std::sync::atomic::Ordering::Relaxed;
 
     let progress_path = backup.state_dir().join("verify-progress");
-    let catalog_meta = std::fs::metadata(backup.catalog_path())?;
-    let identity = {
-        use std::os::unix::fs::MetadataExt;
-        format!(
-            "catalog {} {}.{:09}",
-            catalog_meta.len(),
-            catalog_meta.mtime(),
-            catalog_meta.mtime_nsec()
-        )
-    };
+    let identity = backup.catalog()?.identity()?;
     let mut done_before: HashSet<String> = HashSet::new();
     if let Ok(f) = std::fs::File::open(&progress_path) {
         let mut lines = std::io::BufReader::new(f).lines();

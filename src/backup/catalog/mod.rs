@@ -3,15 +3,19 @@
 //! it. This module holds the one function that says where a version's file lives, so that
 //! sync, fsck, locate and restore can never disagree about it.
 //!
-//! A catalog is an index file (same format, kind `catalog`) whose records carry the local
-//! half; it is rewritten whole, under a temporary name, at the end of each applied date, and
-//! only ever changed by [`replace`].
+//! A catalog is stored as index files (same format, kind `catalog`) whose records carry the
+//! local half: a base and the deltas later runs added, read as one merged view
+//! ([`Catalog`]; how they are stored and compacted: [`store`]).
 
-use std::path::{Path, PathBuf};
+pub mod merged;
+pub mod store;
+
+pub use store::Catalog;
+
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::backup::durable;
 use crate::backup::layout::NameStem;
 use crate::backup::totals::Totals;
 use crate::index::{IndexMeta, IndexReader, IndexWriter};
@@ -103,41 +107,40 @@ pub fn is_under(path: &str, dir: &str) -> bool {
     path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
 }
 
-/// Copies the catalog at `from` to `to`, letting `edit` change each record's local half on
-/// the way (fsck marking versions missing, a commit marking this run's failures, prune);
-/// returns the totals of what `to` holds.
-pub fn rewrite(from: &Path, to: &Path, mut edit: impl FnMut(&mut VersionRecord)) -> Result<Totals> {
+/// Copies the one-file catalog part `from` to `to` (a run's delta), letting `edit` change
+/// each record's local half on the way (a commit marking this run's failures); returns the
+/// totals of the records before and after, so that the caller can correct the plan's
+/// totals of the whole catalog.
+pub fn rewrite_part(
+    from: &Path,
+    to: &Path,
+    mut edit: impl FnMut(&mut VersionRecord),
+) -> Result<(Totals, Totals)> {
     let reader = open(from)?;
     let mut writer = create(to, &reader.meta().source_bucket, &reader.meta().date)?;
     let mut stream = reader.stream();
     let mut rec = VersionRecord::default();
-    let mut totals = Totals::default();
+    let (mut before, mut after) = (Totals::default(), Totals::default());
     while let Some(r) = stream.next_record()? {
         rec.copy_from(r);
+        before.add(&rec);
         edit(&mut rec);
-        totals.add(&rec);
+        after.add(&rec);
         writer.push(&rec)?;
     }
     writer.finish()?;
-    Ok(totals)
+    Ok((before, after))
 }
 
-/// The totals of the catalog at `path`: one pass (for a run resumed after its commit, whose
-/// own counts were lost).
-pub fn totals(path: &Path) -> Result<Totals> {
-    let reader = open(path)?;
-    let mut stream = reader.stream();
+/// The totals of a catalog: one pass (for a run resumed after its commit, whose own counts
+/// were lost).
+pub fn totals(catalog: &Catalog) -> Result<Totals> {
+    let mut stream = catalog.stream();
     let mut totals = Totals::default();
     while let Some(rec) = stream.next_record()? {
         totals.add(rec);
     }
     Ok(totals)
-}
-
-/// Replaces the backup's catalog at `path` with the complete catalog `new`, durably
-/// (fsync, rename, directory fsync: [`durable::replace`]). The one way a catalog changes.
-pub fn replace(new: &Path, path: &Path) -> Result<()> {
-    durable::replace(new, path)
 }
 
 /// The directory part of a relative path ("" for the top).
@@ -168,7 +171,7 @@ pub fn meta(source_bucket: &str, date: &str) -> IndexMeta {
     }
 }
 
-/// zstd level of catalogs (rewritten by every run).
+/// zstd level of catalog parts (the fastest: a compaction rewrites the whole catalog).
 pub const ZSTD_LEVEL: i32 = -1;
 
 /// Starts writing a catalog.
@@ -176,7 +179,7 @@ pub fn create(path: &Path, source_bucket: &str, date: &str) -> Result<IndexWrite
     IndexWriter::create_with_level(path, &meta(source_bucket, date), ZSTD_LEVEL)
 }
 
-/// Opens a catalog, refusing an index of another kind (an inventory index copied over it).
+/// Opens a one-file catalog part, refusing an index of another kind (an inventory index copied over it).
 pub fn open(path: &Path) -> Result<IndexReader> {
     let r =
         IndexReader::open(path).with_context(|| format!("opening catalog {}", path.display()))?;
@@ -194,11 +197,6 @@ pub fn open(path: &Path) -> Result<IndexReader> {
 pub fn write_empty(path: &Path, source_bucket: &str) -> Result<()> {
     create(path, source_bucket, "")?.finish()?;
     Ok(())
-}
-
-/// The catalog's file name inside the state directory.
-pub fn path_in(state_dir: &Path) -> PathBuf {
-    state_dir.join("catalog.s3inv")
 }
 
 #[cfg(test)]
