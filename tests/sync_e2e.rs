@@ -55,6 +55,7 @@ fn every_date_matches_the_model() {
     let report_path = tmp.path().join("report.json");
     let mut model = Model::new(STEM, &BAD_KEYS);
     let mut moments = Vec::new();
+    let mut planned_json = 0;
     let mut day = 0;
     while let Some(date) = generator.next_date() {
         day += 1;
@@ -147,6 +148,14 @@ fn every_date_matches_the_model() {
         if day == 3 {
             assert_eq!(r["resumed"], date.as_str(), "{r}");
         }
+        // The changed directories' versions JSON (checked against the model above) came
+        // from the plan's own records, except where a fetch failed.
+        let outcome = &r["dates"][0]["outcome"];
+        planned_json += outcome["versions_files_planned"].as_u64().unwrap();
+        assert!(
+            outcome["versions_files_planned"].as_u64() <= outcome["versions_files"].as_u64(),
+            "{outcome}"
+        );
         // LastModified has one-second resolution: the next date's first write must come a
         // whole second after `now`, or restoring at `now` later could not tell them apart.
         std::thread::sleep(
@@ -155,6 +164,7 @@ fn every_date_matches_the_model() {
         generator.go_on();
     }
     assert_eq!(day, 5);
+    assert!(planned_json > 0, "no versions JSON came from the plan");
 
     // The final backup restores the bucket as it was at each of those moments: versions
     // replaced or deleted since are still held, and come back for their time. A version or

@@ -16,6 +16,7 @@
 //!             delta.s3inv        the catalog's delta: every record the run adds or
 //!                                changes, as it will be if every fetch succeeds
 //!             delta.final.s3inv  the same with this run's failures marked
+//!             versions.planned   the changed directories' versions JSON, as planned
 //!             journal.jsonl      every change made, appended before it is made
 //! staging/<xx>/<md5>             a verified download waiting to be placed
 //! ```
@@ -41,6 +42,7 @@ const FINAL_DELTA: &str = "delta.final.s3inv";
 /// The whole planned catalog of a run planned before deltas (format 2).
 const LEGACY_PLANNED_CATALOG: &str = "catalog.s3inv";
 const JOURNAL: &str = "journal.jsonl";
+const PLANNED_VERSIONS: &str = "versions.planned";
 const CHANGES: &str = "changes.jsonl.zst";
 const STAGING: &str = "staging";
 
@@ -176,6 +178,10 @@ impl RunDir {
     /// The run was planned by a version from before deltas: this one cannot commit it.
     pub fn is_legacy(&self, summary: &PlanSummary) -> bool {
         summary.plan_id.is_empty() || self.path.join(LEGACY_PLANNED_CATALOG).exists()
+    }
+    /// The versions JSON of the changed directories, rendered by the plan.
+    pub fn planned_versions(&self) -> PathBuf {
+        self.path.join(PLANNED_VERSIONS)
     }
     pub fn journal_path(&self) -> PathBuf {
         self.path.join(JOURNAL)

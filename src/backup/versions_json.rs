@@ -202,3 +202,171 @@ pub fn write_versions_file(backup: &Backup, dir: &str, text: Option<&[u8]>) -> R
     std::fs::rename(&tmp, &path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
+
+/// Renders, during the plan's walk, the versions JSON of the directories the run changes,
+/// from the very records the plan keeps: the commit then writes them without reading the
+/// catalog again. A directory's files come in key order, contiguous with its
+/// subdirectories', so each directory on the current path buffers its current files (as
+/// record copies: cheap, and only rendered if the directory turns out changed) until the
+/// walk leaves it. A directory with more than [`PLANNED_DIR_LIMIT`] current files is not
+/// buffered (memory stays bounded): its JSON is rendered at commit by a seek instead, as
+/// are the directories of versions whose fetch failed.
+pub struct PlannedVersions {
+    /// Open directories, outermost first: (directory, its current files, overflowed).
+    open: Vec<(String, Vec<VersionRecord>, usize, bool)>,
+    depth: usize,
+    out: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+    /// Directories rendered into `out`.
+    pub rendered: u64,
+}
+
+/// Current files a directory may buffer during the plan (see [`PlannedVersions`]).
+pub const PLANNED_DIR_LIMIT: usize = 16_384;
+
+impl PlannedVersions {
+    pub fn create(path: &std::path::Path) -> Result<PlannedVersions> {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(PlannedVersions {
+            open: Vec::new(),
+            depth: 0,
+            out: std::io::BufWriter::with_capacity(1 << 16, file),
+            path: path.to_path_buf(),
+            rendered: 0,
+        })
+    }
+
+    /// Takes the next record the plan keeps (all of them, in key order); `dirty` says which
+    /// directories the run changes (complete for a directory once the walk has left it).
+    pub fn add(
+        &mut self,
+        rec: &VersionRecord,
+        dirty: &std::collections::BTreeSet<String>,
+    ) -> Result<()> {
+        if !is_current(rec) || rec.local.state != LocalState::Present {
+            return Ok(());
+        }
+        let dir = catalog::parent_dir(&rec.key);
+        while self.depth > 0 {
+            let d = &self.open[self.depth - 1].0;
+            if d.as_str() == dir || d.is_empty() || is_under(dir, d) {
+                break;
+            }
+            self.close_top(dirty)?;
+        }
+        if self.depth == 0 || self.open[self.depth - 1].0 != dir {
+            if self.depth == self.open.len() {
+                self.open.push((String::new(), Vec::new(), 0, false));
+            }
+            let e = &mut self.open[self.depth];
+            e.0.clear();
+            e.0.push_str(dir);
+            e.2 = 0;
+            e.3 = false;
+            self.depth += 1;
+        }
+        let e = &mut self.open[self.depth - 1];
+        if e.3 {
+            return Ok(());
+        }
+        if e.2 == PLANNED_DIR_LIMIT {
+            e.3 = true;
+            return Ok(());
+        }
+        if e.2 == e.1.len() {
+            e.1.push(VersionRecord::default());
+        }
+        e.1[e.2].copy_from(rec);
+        e.2 += 1;
+        Ok(())
+    }
+
+    fn close_top(&mut self, dirty: &std::collections::BTreeSet<String>) -> Result<()> {
+        use std::io::Write;
+        self.depth -= 1;
+        let (dir, records, len, overflowed) = &self.open[self.depth];
+        if *overflowed || !dirty.contains(dir.as_str()) {
+            return Ok(());
+        }
+        let mut text = Vec::with_capacity(64 * len + 8);
+        for rec in &records[..*len] {
+            let name = &rec.key[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
+            versions_json_entry(&mut text, name, rec)?;
+        }
+        text.extend_from_slice(b"\n}\n");
+        let write = |out: &mut std::io::BufWriter<std::fs::File>| -> std::io::Result<()> {
+            out.write_all(&(dir.len() as u32).to_le_bytes())?;
+            out.write_all(dir.as_bytes())?;
+            out.write_all(&(text.len() as u32).to_le_bytes())?;
+            out.write_all(&text)
+        };
+        write(&mut self.out).with_context(|| format!("writing {}", self.path.display()))?;
+        self.rendered += 1;
+        Ok(())
+    }
+
+    /// Closes every directory (the walk is over) and makes the file durable.
+    pub fn finish(mut self, dirty: &std::collections::BTreeSet<String>) -> Result<()> {
+        use std::io::Write;
+        while self.depth > 0 {
+            self.close_top(dirty)?;
+        }
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_all())
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// Writes the versions JSON of `dirs`: those [`PlannedVersions`] rendered (at `planned`)
+/// as they are, unless `rerender` names them; the rest from `catalog` (by seeks). Returns
+/// the files written or removed, and how many came from the plan.
+pub fn write_planned_versions_files(
+    backup: &Backup,
+    planned: &std::path::Path,
+    catalog: &Catalog,
+    dirs: &[String],
+    rerender: &HashSet<String>,
+) -> Result<(u64, u64)> {
+    use std::io::Read;
+    let mut left: HashSet<&str> = dirs.iter().map(String::as_str).collect();
+    let mut from_plan = 0u64;
+    match std::fs::File::open(planned) {
+        Ok(f) => {
+            let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+            let corrupt = || anyhow!("{} is damaged (truncated?)", planned.display());
+            let mut len = [0u8; 4];
+            loop {
+                match r.read_exact(&mut len) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("reading {}", planned.display()));
+                    }
+                }
+                let mut dir = vec![0u8; u32::from_le_bytes(len) as usize];
+                r.read_exact(&mut dir).map_err(|_| corrupt())?;
+                r.read_exact(&mut len).map_err(|_| corrupt())?;
+                let mut text = vec![0u8; u32::from_le_bytes(len) as usize];
+                r.read_exact(&mut text).map_err(|_| corrupt())?;
+                let dir = String::from_utf8(dir).map_err(|_| corrupt())?;
+                if rerender.contains(&dir) || !left.contains(dir.as_str()) {
+                    continue;
+                }
+                write_versions_file(backup, &dir, Some(&text))?;
+                left.remove(dir.as_str());
+                from_plan += 1;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("opening {}", planned.display())),
+    }
+    let rest: Vec<String> = dirs
+        .iter()
+        .filter(|d| left.contains(d.as_str()))
+        .cloned()
+        .collect();
+    let by_seek = write_versions_files(backup, catalog, &rest)?;
+    Ok((from_plan + by_seek, from_plan))
+}

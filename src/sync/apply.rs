@@ -54,6 +54,8 @@ pub struct RunOutcome {
     pub renamed: u64,
     pub displaced: u64,
     pub versions_files: u64,
+    /// Of those, written as the plan rendered them (no catalog read).
+    pub versions_files_planned: u64,
     pub requests: u64,
     pub failures: Vec<Failure>,
     pub interrupted: bool,

@@ -199,12 +199,25 @@ fn commit(
     let dirty = run_dir.read_dirty()?;
     let t = std::time::Instant::now();
     let new_catalog = backup.catalog()?.with_delta(&final_path, counts)?;
-    outcome.versions_files =
-        crate::backup::versions_json::write_versions_files(backup, &new_catalog, &dirty)?;
+    // The plan rendered the changed directories' JSON from its own records; a directory
+    // with a failed fetch lists one file less, so it is rendered again from the catalog.
+    let rerender: std::collections::HashSet<String> = outcome
+        .failures
+        .iter()
+        .map(|f| catalog::parent_dir(&f.key).to_string())
+        .collect();
+    let (written, from_plan) = crate::backup::versions_json::write_planned_versions_files(
+        backup,
+        &run_dir.planned_versions(),
+        &new_catalog,
+        &dirty,
+        &rerender,
+    )?;
+    outcome.versions_files = written;
+    outcome.versions_files_planned = from_plan;
     drop(new_catalog);
     tracing::debug!(
-        "{} versions JSON files in {:.2} s",
-        outcome.versions_files,
+        "{written} versions JSON files ({from_plan} as planned) in {:.2} s",
         t.elapsed().as_secs_f64()
     );
     let t = std::time::Instant::now();

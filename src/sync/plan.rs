@@ -734,6 +734,7 @@ struct PlanOutput {
     delta: IndexWriter,
     steps: BufWriter<File>,
     dirty: BTreeSet<String>,
+    versions: Option<crate::backup::versions_json::PlannedVersions>,
     summary: PlanSummary,
     /// The inventory has a VersionId column: fetches name their version. A
     /// current-versions-only inventory's rows say "the latest", not the `null` version.
@@ -777,6 +778,9 @@ impl PlanOutput {
                     .with_context(|| format!("creating {}", steps_path.display()))?,
             ),
             dirty: BTreeSet::new(),
+            versions: Some(crate::backup::versions_json::PlannedVersions::create(
+                &run_dir.planned_versions(),
+            )?),
             summary: PlanSummary {
                 date: date.to_string(),
                 plan_id: format!(
@@ -805,6 +809,9 @@ impl PlanOutput {
             self.summary.delta_records += 1;
         }
         self.summary.versions += 1;
+        if let Some(v) = &mut self.versions {
+            v.add(r, &self.dirty)?;
+        }
         self.summary.totals.add(r);
         Ok(())
     }
@@ -817,6 +824,9 @@ impl PlanOutput {
 
     fn finish(mut self, on_bad_key: OnBadKey) -> Result<PlanSummary> {
         self.delta.finish()?;
+        if let Some(v) = self.versions.take() {
+            v.finish(&self.dirty)?;
+        }
         if let Some(log) = self.changes.take() {
             log.finish()?;
         }
