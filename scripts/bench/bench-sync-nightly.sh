@@ -50,8 +50,11 @@ PY
   read -r _ cw _ _ _ < <(measure curl sh -c "xargs -P 32 -n 50 curl -s -o /dev/null < $work/urls-$every.txt")
   read -r _ sw su ss sr so < <(measure_io sync $bin sync "$inv" "$work/b-$every" --jobs 32 --progress none)
   catalog_bytes=$(du -sb "$work/b-$every/.s3invbackup/catalog" | cut -f1)
+  # What the writes were: the tree's versions JSON (each changed directory's, whole) and the
+  # catalog's parts, by size after the run.
+  json_bytes=$(find "$work/b-$every" -name '.s3invbackup-versions.json' -newer "$work/b-$every/.s3invbackup/config.json" -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  echo "(b) 1 key in $every: versions JSON rewritten $json_bytes bytes; catalog parts: $(cat "$work/b-$every/.s3invbackup/catalog/manifest.json" | python3 -c 'import json,sys; m=json.load(sys.stdin); print("base", m["base"]["bytes"], "deltas", [d["bytes"] for d in m["deltas"]])')"
   versions=$(python3 -c "import json; print(json.load(open('$work/b-$every/.s3invbackup/state.json'))['applied'][-1]['versions'])")
-  fsck_ok=$($bin fsck "$work/b-$every" > /dev/null 2>&1 && echo clean || echo "NOT CLEAN")
   rm -rf "$work/b-$every"
   if [ -n "${BASELINE:-}" ]; then
     $seed "$inv" 2024-11-06 "$work/b-$every" "$work/keys-$every.txt" 2>/dev/null
@@ -67,15 +70,15 @@ PY
     top=$(sort -k4 -n -r "$work/strace-$every.txt" | awk 'NF>=5 && $NF!="total"{printf "%s %s, ", $NF, $4}' | head -c 200)
     rm -rf "$work/b-$every"
   fi
-  python3 - "$every" "$changed" "$gw" "$cw" "$sw" "$su" "$ss" "$sr" "$so" "$catalog_bytes" "$versions" "$calls" "$top" "$fsck_ok" <<'PY'
+  python3 - "$every" "$changed" "$gw" "$cw" "$sw" "$su" "$ss" "$sr" "$so" "$catalog_bytes" "$versions" "$calls" "$top" <<'PY'
 import sys
 every, changed = int(sys.argv[1]), int(sys.argv[2])
 gw, cw, sw, su, ss, sr = (float(x) for x in sys.argv[3:9])
 written, catalog, versions = int(sys.argv[9]) * 512, int(sys.argv[10]), int(sys.argv[11])
-calls, top, fsck = sys.argv[12], sys.argv[13], sys.argv[14]
+calls, top = sys.argv[12], sys.argv[13]
 print(f"(b) {100/every:.1f}% of keys changed ({changed} new versions): gzip -dc {gw:.2f} s + curl {cw:.2f} s = {gw+cw:.2f} s | "
       f"sync {sw:.2f} s; CPU {su+ss:.2f} s; wrote {written/2**20:.1f} MiB = {100*written/catalog:.2f}% of the "
-      f"{catalog/2**20:.1f} MiB catalog; fsck {fsck}; syscalls {calls} ({top.rstrip(', ')})")
+      f"{catalog/2**20:.1f} MiB catalog; syscalls {calls} ({top.rstrip(', ')})")
 print(f"RESULT versions={versions} changed_pct={100/every:g} ratio={sw/(gw+cw):.2f} written_bytes={written} "
       f"catalog_bytes={catalog} rss_mib={sr/1024:.0f}")
 PY
