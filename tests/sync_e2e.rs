@@ -15,8 +15,22 @@ const BAD_KEYS: [&str; 2] = [
     "bad/file.old.v1.0123456789abcdef0123456789abcdef",
 ];
 
+thread_local! {
+    /// This test's syncs leave the catalog uncompacted (a base and one delta per date).
+    static NO_COMPACTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The CLI, with compaction off where the test asked for it.
+fn sync_cli() -> assert_cmd::Command {
+    let mut cmd = cli();
+    if NO_COMPACTION.get() {
+        cmd.env("S3INVBACKUP_NO_COMPACTION", "1");
+    }
+    cmd
+}
+
 fn sync(inventory: &str, backup: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
-    cli()
+    sync_cli()
         .arg("sync")
         .arg(inventory)
         .arg(backup)
@@ -48,8 +62,21 @@ fn tree_snapshot(backup: &Path) -> Vec<(String, u64, i64, u64)> {
 
 #[test]
 fn every_date_matches_the_model() {
+    every_date_matches_the_model_with("sync-e2e", false);
+}
+
+/// The same over a catalog that is a base and a delta per date (compaction off): the tree,
+/// the versions JSON, fsck and restore at every moment must be the same.
+#[cfg(feature = "failpoints")]
+#[test]
+fn every_date_matches_the_model_over_uncompacted_deltas() {
+    every_date_matches_the_model_with("sync-e2e-deltas", true);
+}
+
+fn every_date_matches_the_model_with(fixture: &str, no_compaction: bool) {
+    NO_COMPACTION.set(no_compaction);
     use_server();
-    let mut generator = fixture_stepper("sync-e2e", &["--scenario", "sync"]);
+    let mut generator = fixture_stepper(fixture, &["--scenario", "sync"]);
     let tmp = tempfile::tempdir().unwrap();
     let backup = tmp.path().join("backup");
     let report_path = tmp.path().join("report.json");
@@ -78,7 +105,7 @@ fn every_date_matches_the_model() {
         }
         if day == 3 && cfg!(feature = "failpoints") {
             // Killed (as by kill -9) right after the 2nd journal entry, then resumed.
-            cli()
+            sync_cli()
                 .arg("sync")
                 .arg(&inventory)
                 .arg(&backup)
@@ -165,6 +192,14 @@ fn every_date_matches_the_model() {
     }
     assert_eq!(day, 5);
     assert!(planned_json > 0, "no versions JSON came from the plan");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(backup.join(format!(".{STEM}/catalog/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    let deltas = manifest["deltas"].as_array().unwrap().len();
+    if no_compaction {
+        assert_eq!(deltas, 5, "one delta per date: {manifest}");
+    }
 
     // The final backup restores the bucket as it was at each of those moments: versions
     // replaced or deleted since are still held, and come back for their time. A version or
