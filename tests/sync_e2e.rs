@@ -1582,3 +1582,120 @@ fn every_journal_point_of_every_transition_rolls_back() {
     }
     assert!(points > 20, "only {points} journal points tried");
 }
+
+/// A backup written before catalogs had deltas (format 2: one `catalog.s3inv`) is read as it
+/// is by `status` and `locate`, and upgraded by the next `sync` (format 3, the catalog
+/// directory); the rest of the dates then give the same tree as a backup that never was of
+/// the old format, and fsck is clean.
+#[test]
+fn a_format_2_backup_is_upgraded_by_the_next_sync() {
+    use_server();
+    let fx = fixture("sync-upgrade", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
+    let first_two = [
+        "--start-date",
+        dates[0].as_str(),
+        "--end-date",
+        dates[1].as_str(),
+        "--on-bad-key",
+        "skip",
+    ];
+    let reference = tmp.path().join("reference");
+    let old = tmp.path().join("old");
+    for b in [&reference, &old] {
+        let code = sync(&inventory, b, &first_two).get_output().status.code();
+        assert!(matches!(code, Some(0 | 2)), "first sync: {code:?}");
+    }
+    // What the previous version left: the whole catalog in one file, format 2.
+    let state = old.join(format!(".{STEM}"));
+    let backup = s3invbackup::Backup::open_existing(&old).unwrap();
+    s3invbackup::backup::catalog::store::compact(&backup, false).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("catalog/manifest.json")).unwrap())
+            .unwrap();
+    std::fs::rename(
+        state
+            .join("catalog")
+            .join(manifest["base"]["file"].as_str().unwrap()),
+        state.join("catalog.s3inv"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(state.join("catalog")).unwrap();
+    let config_path = state.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["format"] = 2.into();
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+    cli().arg("status").arg(&old).assert().code(0);
+    cli().arg("fsck").arg(&old).assert().code(0);
+    for b in [&reference, &old] {
+        let code = sync(&inventory, b, &["--on-bad-key", "skip"])
+            .get_output()
+            .status
+            .code();
+        assert!(matches!(code, Some(0 | 2)), "second sync: {code:?}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(config["format"], 3);
+    assert!(!state.join("catalog.s3inv").exists());
+    assert!(state.join("catalog/manifest.json").exists());
+    assert_eq!(content_snapshot(&old), content_snapshot(&reference));
+    assert_eq!(applied_dates(&old), applied_dates(&reference));
+    cli().arg("fsck").arg(&old).assert().code(0);
+}
+
+/// A run interrupted under a version from before deltas (its plan has no plan id and holds a
+/// whole catalog) is not resumed by this one: sync refuses, naming the way out, and changes
+/// nothing; `rollback` undoes it and the next sync goes on.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_run_planned_by_an_older_version_is_refused_until_rolled_back() {
+    use_server();
+    let fx = fixture("sync-legacy-run", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
+    let code = sync(
+        &inventory,
+        &backup,
+        &["--end-date", dates[0].as_str(), "--on-bad-key", "skip"],
+    )
+    .get_output()
+    .status
+    .code();
+    assert!(matches!(code, Some(0 | 2)), "first sync: {code:?}");
+    cli()
+        .arg("sync")
+        .arg(&inventory)
+        .arg(&backup)
+        .args(["--progress", "none", "--on-bad-key", "skip"])
+        .env("S3INVBACKUP_FAILPOINT", "planned")
+        .assert()
+        .failure();
+    let run = backup.join(format!(".{STEM}/runs/{}", dates[1]));
+    let plan_path = run.join("plan.json");
+    let mut plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan_path).unwrap()).unwrap();
+    plan.as_object_mut().unwrap().remove("plan_id");
+    std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let before = content_snapshot(&backup);
+    let out = sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("older version") && err.contains("s3invbackup rollback"),
+        "{err}"
+    );
+    assert_eq!(content_snapshot(&backup), before);
+    cli().arg("rollback").arg(&backup).assert().success();
+    let code = sync(&inventory, &backup, &["--on-bad-key", "skip"])
+        .get_output()
+        .status
+        .code();
+    assert!(matches!(code, Some(0 | 2)), "sync after rollback: {code:?}");
+    cli().arg("fsck").arg(&backup).assert().code(0);
+}
