@@ -9,10 +9,9 @@ use crate::backup::Backup;
 use crate::backup::catalog::{self, Catalog, store::Counts};
 use crate::backup::layout::{KeyRules, NameStem};
 use crate::backup::run_dir::{RunDir, Step};
-use crate::index::IndexReader;
 use crate::inventory::{Inventory, InventoryDate};
 use crate::sync::plan::Planner;
-use crate::sync::{DateReport, SyncOptions, SyncReport, ensure_index};
+use crate::sync::{DateReport, RowSource, SyncOptions, SyncReport, plan_date};
 
 pub(super) fn dry_run(
     opts: &SyncOptions,
@@ -47,10 +46,6 @@ pub(super) fn dry_run(
         .filter(|d| start.as_deref().is_none_or(|l| d.as_str() > l))
     {
         let manifest = inventory.manifest(date)?;
-        // Built afresh in the temporary directory: a cache keyed by bucket and date would
-        // hand a stale index to another inventory of the same names.
-        let index_path = tmp.path().join(format!("{date}.s3inv"));
-        ensure_index(inventory, date, &index_path, &opts.index)?;
         let run_dir = RunDir::at(tmp.path().join(date.as_str()));
         let planner = Planner {
             stem: &stem,
@@ -64,7 +59,15 @@ pub(super) fn dry_run(
             try_archived: opts.try_archived,
             progress: opts.progress,
         };
-        let summary = planner.plan(&catalog, &IndexReader::open(&index_path)?, &run_dir)?;
+        // Streamed like a real run's plan (no index, unless the files are not sorted: then
+        // one is built in the temporary directory, never reused).
+        let source = RowSource {
+            inventory,
+            index: &opts.index,
+            index_dir: tmp.path(),
+            scratch: tmp.path(),
+        };
+        let summary = plan_date(&source, &planner, &catalog, date, &run_dir)?;
         for step in run_dir.read_steps()? {
             on_step(&step?)?;
         }

@@ -462,7 +462,19 @@ fn plan_and_run(
         try_archived: ctx.opts.try_archived,
         progress: ctx.opts.progress,
     };
-    let summary = plan_date(ctx, &planner, date, &run_dir)?;
+    // Indexes left by an older version or an interrupted fallback.
+    if let Ok(entries) = std::fs::read_dir(backup.indexes_dir()) {
+        for old in entries.flatten() {
+            std::fs::remove_file(old.path()).ok();
+        }
+    }
+    let source = RowSource {
+        inventory: ctx.inventory,
+        index: &ctx.opts.index,
+        index_dir: &backup.indexes_dir(),
+        scratch: &backup.state_dir(),
+    };
+    let summary = plan_date(&source, &planner, &backup.catalog()?, date, &run_dir)?;
     tracing::info!(
         "{date}: planned in {:.2} s ({} keys, {} fetches, {} moves)",
         t.elapsed().as_secs_f64(),
@@ -504,19 +516,35 @@ fn plan_and_run(
     Ok(done)
 }
 
-/// Plans `date` into `run_dir`: streamed straight from the inventory when its data files
-/// are sorted and disjoint (no index written); otherwise from an index built by the
-/// external sort (in `indexes/`, removed once the plan is made). A data file that fails
-/// its MD5 check on S3 is a damaged transfer: the walk starts again, as an index build
-/// would.
-fn plan_date(
-    ctx: &RunContext,
+/// Where [`plan_date`] reads a date's rows from.
+#[derive(Clone, Copy)]
+pub(crate) struct RowSource<'a> {
+    pub inventory: &'a Inventory,
+    pub index: &'a IndexOptions,
+    /// Where the fallback's index is built.
+    pub index_dir: &'a Path,
+    /// Where columnar files copied from S3 are verified (unless `--tmp-dir` says).
+    pub scratch: &'a Path,
+}
+
+/// Plans `date` into `run_dir` against `catalog`: streamed straight from the inventory when
+/// its data files are sorted and disjoint (no index written); otherwise from an index built
+/// by the external sort in `index_dir` (removed once the plan is made). A data file that
+/// fails its MD5 check on S3 is a damaged transfer: the walk starts again, as an index
+/// build would.
+pub(crate) fn plan_date(
+    source: &RowSource,
     planner: &Planner,
+    catalog: &crate::backup::catalog::Catalog,
     date: &InventoryDate,
     run_dir: &crate::backup::run_dir::RunDir,
 ) -> Result<PlanSummary> {
-    let backup = ctx.backup;
-    let catalog = backup.catalog()?;
+    let RowSource {
+        inventory,
+        index: index_opts,
+        index_dir,
+        scratch,
+    } = *source;
     let fresh = |run_dir: &crate::backup::run_dir::RunDir| -> Result<()> {
         if run_dir.path().exists() {
             std::fs::remove_dir_all(run_dir.path()).with_context(|| {
@@ -525,22 +553,16 @@ fn plan_date(
         }
         Ok(())
     };
-    // Indexes left by an older version or an interrupted fallback.
-    if let Ok(entries) = std::fs::read_dir(backup.indexes_dir()) {
-        for old in entries.flatten() {
-            std::fs::remove_file(old.path()).ok();
-        }
-    }
-    let manifest = ctx.inventory.manifest(date)?;
-    let mut opts = ctx.opts.index.clone();
+    let manifest = inventory.manifest(date)?;
+    let mut opts = index_opts.clone();
     if opts.tmp_dir.is_none() {
-        opts.tmp_dir = Some(backup.state_dir());
+        opts.tmp_dir = Some(scratch.to_path_buf());
     }
     // The queue ahead of the planner: enough to keep the parsers busy, far below a sort's
     // budget (nothing is sorted here).
     opts.memory = opts.memory.min(STREAM_MEMORY);
     let listing = listing::StreamedListing {
-        inventory: ctx.inventory,
+        inventory,
         date,
         opts,
         file_schema: manifest.manifest.file_schema.clone(),
@@ -549,7 +571,7 @@ fn plan_date(
     loop {
         attempt += 1;
         fresh(run_dir)?;
-        match planner.plan(&catalog, &listing, run_dir) {
+        match planner.plan(catalog, &listing, run_dir) {
             Ok(summary) => {
                 failpoint::hit("index-built");
                 return Ok(summary);
@@ -559,7 +581,7 @@ fn plan_date(
                 break;
             }
             Err(e)
-                if ctx.inventory.is_remote()
+                if inventory.is_remote()
                     && crate::inventory::is_mismatch(&e)
                     && attempt < crate::inventory::READ_ATTEMPTS =>
             {
@@ -575,12 +597,12 @@ fn plan_date(
         }
     }
     fresh(run_dir)?;
-    let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));
+    let index_path = index_dir.join(format!("{date}.s3inv"));
     let t = std::time::Instant::now();
-    ensure_index(ctx.inventory, date, &index_path, &ctx.opts.index)?;
+    ensure_index(inventory, date, &index_path, index_opts)?;
     failpoint::hit("index-built");
     tracing::info!("{date}: index ready in {:.2} s", t.elapsed().as_secs_f64());
-    let summary = planner.plan(&catalog, &IndexReader::open(&index_path)?, run_dir);
+    let summary = planner.plan(catalog, &IndexReader::open(&index_path)?, run_dir);
     std::fs::remove_file(&index_path).ok();
     summary
 }
