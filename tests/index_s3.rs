@@ -339,3 +339,72 @@ fn damaged_inventory_transfers_are_read_again() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// The same damage met by a sync, whose plan reads the data files straight (no index): the
+/// walk starts again and the backup is the one a local copy gives; a file that never
+/// arrives intact stops the run with the MD5 mismatch and leaves no backup behind.
+#[test]
+fn a_sync_reads_a_damaged_inventory_transfer_again() {
+    use_server();
+    let fx = fixture("flipped-sync", &["--files", "2", "--days", "1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    let code = cli()
+        .arg("sync")
+        .arg(&fx.local)
+        .arg(&local)
+        .args(["--progress", "none", "--on-bad-key", "skip"])
+        .output()
+        .unwrap()
+        .status
+        .code();
+    assert!(matches!(code, Some(0 | 2)), "{code:?}");
+    let proxy = proxy();
+    let data = "/inventories/inv/flipped-sync/all-versions/data/";
+    proxy.set_rules(serde_json::json!([
+        // Not the first-row peeks (Range GETs): the full reads the plan streams.
+        {"method": "GET", "path": data, "ranged": false, "fault": "flip", "after": 20, "times": 1},
+    ]));
+    let via_proxy = tmp.path().join("via-proxy");
+    let out = cli()
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .arg("sync")
+        .arg(&fx.s3_url)
+        .arg(&via_proxy)
+        .args(["--progress", "none", "--on-bad-key", "skip"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{err}");
+    assert!(
+        err.contains("MD5 mismatch") && err.contains("reading the inventory again"),
+        "{err}"
+    );
+    let files = |root: &std::path::Path| -> Vec<(String, u64)> {
+        let mut v: Vec<_> = support::backup_model::snapshot(root)
+            .into_iter()
+            .filter(|(p, ..)| !p.starts_with(".s3invbackup"))
+            .map(|(p, size, ..)| (p, size))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(&via_proxy), files(&local));
+    cli().arg("fsck").arg(&via_proxy).assert().code(0);
+
+    proxy.set_rules(serde_json::json!([
+        {"method": "GET", "path": data, "ranged": false, "fault": "flip", "after": 20},
+    ]));
+    let never = tmp.path().join("never");
+    cli()
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .arg("sync")
+        .arg(&fx.s3_url)
+        .arg(&never)
+        .args(["--progress", "none", "--on-bad-key", "skip"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("MD5 mismatch: expected"));
+    proxy.set_rules(serde_json::json!([]));
+    assert!(!never.exists(), "a refused first sync left a backup behind");
+}

@@ -9,6 +9,7 @@ are chosen per request by rules, set with `POST /__proxy/rules` (a JSON list) an
 `GET /__proxy/stats`. A rule:
 
     {"method": "GET", "path": "regex", "query": "regex",     (all optional; match = search)
+     "ranged": true | false,                                  (only requests with / without Range)
      "fault": "reset" | "truncate" | "stall" | "status" | "flip" | "latency",
      "probability": 1.0, "times": N,                          (at most N hits; default unlimited)
      "after": BYTES | "random",                               (reset/truncate/flip: body offset)
@@ -41,7 +42,7 @@ RNG = random.Random(1)
 HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
-def pick_fault(method, path, query):
+def pick_fault(method, path, query, ranged=False):
     with LOCK:
         STATE["requests"] += 1
         for i, rule in enumerate(STATE["rules"]):
@@ -50,6 +51,8 @@ def pick_fault(method, path, query):
             if rule.get("path") and not re.search(rule["path"], path):
                 continue
             if rule.get("query") and not re.search(rule["query"], query):
+                continue
+            if "ranged" in rule and rule["ranged"] != ranged:
                 continue
             if "times" in rule and STATE["hits"].get(i, 0) >= rule["times"]:
                 continue
@@ -102,7 +105,7 @@ class Proxy(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length", 0) or 0)
         body = self.rfile.read(length) if length else None
-        rule = pick_fault(self.command, url.path, url.query)
+        rule = pick_fault(self.command, url.path, url.query, "Range" in self.headers)
         if rule and rule.get("fault") == "latency":
             time.sleep(rule.get("delay_ms", 100) / 1000)
             rule = None

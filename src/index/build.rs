@@ -346,13 +346,20 @@ fn presorted_order(
 const PEEK_BYTES: u64 = 64 * 1024;
 const PEEK_THREADS: usize = 16;
 
-/// Some(None) for a file without rows; None if the first row can't be had.
+/// Some(None) for a file without rows; None if the first row can't be had. A peek that
+/// fails is tried again: one damaged Range GET must not send a billion rows through the
+/// external sort.
 fn peek_first_row(
     inventory: &Inventory,
     file: &DataFile,
     parser: &RowParser,
 ) -> Option<Option<VersionRecord>> {
-    RowReader::first_key(inventory, file, parser, PEEK_BYTES).ok()
+    let attempts = if inventory.is_remote() {
+        READ_ATTEMPTS
+    } else {
+        1
+    };
+    (0..attempts).find_map(|_| RowReader::first_key(inventory, file, parser, PEEK_BYTES).ok())
 }
 
 /// Bounds how far the parsing threads run ahead of the writer, in batches.
