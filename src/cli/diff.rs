@@ -6,22 +6,28 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use s3invbackup::Backup;
+use s3invbackup::backup::catalog::Catalog;
 use s3invbackup::diff::changes::ChangeKind;
 use s3invbackup::diff::row::ChangeRow;
-use s3invbackup::diff::{DiffOptions, DiffTotals, diff};
+use s3invbackup::diff::{DiffOptions, DiffTotals, diff_streams};
 use s3invbackup::index::IndexReader;
 use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};
+use s3invbackup::index::merge::SortedRecords;
+use s3invbackup::model::record::VersionRecord;
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
 use super::{ProgressArgs, S3Args, output};
 
 /// Compare two listings of a bucket, A (older) and B (newer), version by version: what was
 /// added, deleted, overwritten, undeleted, expired, or changed storage class, and how many
-/// bytes a sync would download. A and B are index files or INVENTORY@DATE (built on the fly
-/// and cached). Nothing is downloaded but the inventories.
+/// bytes a sync would download. A and B are index files, INVENTORY@DATE (built on the fly
+/// and cached), or a BACKUP directory (what its last applied date listed: its catalog,
+/// without the versions gone from the bucket). Nothing is downloaded but the inventories.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The older side: an index file or INVENTORY@DATE (e.g. s3://bucket/inv/@2024-11-05)
+    /// The older side: an index file, INVENTORY@DATE (e.g. s3://bucket/inv/@2024-11-05) or
+    /// a backup directory
     pub a: String,
     /// The newer side, likewise
     pub b: String,
@@ -60,10 +66,26 @@ pub struct DiffArgs {
 pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let opts = super::index_options(args.memory, &args.progress);
-    let path_a = resolve(&Operand::parse(&args.a)?, &s3.config(), &cache, &opts)?;
-    let path_b = resolve(&Operand::parse(&args.b)?, &s3.config(), &cache, &opts)?;
-    let a = IndexReader::open(&path_a)?;
-    let b = IndexReader::open(&path_b)?;
+    let open = |arg: &str| -> Result<Side> {
+        let path = std::path::Path::new(arg);
+        if path.is_dir()
+            && let Some(backup) = Backup::open(path)?
+        {
+            let last = backup.read_state()?.last_applied().map(String::from);
+            return Ok(Side::Backup {
+                label: format!(
+                    "backup {} (as of {})",
+                    path.display(),
+                    last.as_deref().unwrap_or("no date applied")
+                ),
+                catalog: backup.catalog()?,
+            });
+        }
+        let index = resolve(&Operand::parse(arg)?, &s3.config(), &cache, &opts)?;
+        Ok(Side::Index(IndexReader::open(&index)?))
+    };
+    let a = open(&args.a)?;
+    let b = open(&args.b)?;
     let path_filter = args
         .path_filter
         .as_deref()
@@ -81,16 +103,21 @@ pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
     };
     let mut out = output(args.output.as_ref())?;
     let totals = match args.format.as_str() {
-        "jsonl" => diff(&a, &b, &diff_opts, |c| {
-            serde_json::to_writer(&mut out, &ChangeRow::new(c))?;
-            out.write_all(b"\n")?;
-            Ok(())
-        })?,
+        "jsonl" => diff_streams(
+            a.stream(&args.prefix),
+            b.stream(&args.prefix),
+            &diff_opts,
+            |c| {
+                serde_json::to_writer(&mut out, &ChangeRow::new(c))?;
+                out.write_all(b"\n")?;
+                Ok(())
+            },
+        )?,
         "csv" => {
             let mut csv = csv::Writer::from_writer(&mut out);
-            let totals = diff(
-                &a,
-                &b,
+            let totals = diff_streams(
+                a.stream(&args.prefix),
+                b.stream(&args.prefix),
                 &diff_opts,
                 |c| Ok(csv.serialize(ChangeRow::new(c))?),
             )?;
@@ -98,7 +125,12 @@ pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
             totals
         }
         _ => {
-            let totals = diff(&a, &b, &diff_opts, |_| Ok(()))?;
+            let totals = diff_streams(
+                a.stream(&args.prefix),
+                b.stream(&args.prefix),
+                &diff_opts,
+                |_| Ok(()),
+            )?;
             write_summary(&mut out, &a, &b, &totals, args)?;
             totals
         }
@@ -107,22 +139,72 @@ pub fn run(args: &DiffArgs, s3: &S3Args) -> Result<bool> {
     Ok(totals.changes() > 0)
 }
 
+/// One side of a diff.
+enum Side {
+    Index(IndexReader),
+    Backup { catalog: Catalog, label: String },
+}
+
+impl Side {
+    fn label(&self) -> String {
+        match self {
+            Side::Index(r) => {
+                let m = r.meta();
+                if m.date.is_empty() {
+                    r.path().display().to_string()
+                } else {
+                    format!("{} {}", m.source_bucket, m.date)
+                }
+            }
+            Side::Backup { label, .. } => label.clone(),
+        }
+    }
+
+    fn stream(&self, prefix: &str) -> Box<dyn SortedRecords + '_> {
+        match self {
+            Side::Index(r) => Box::new(r.stream_prefix(prefix)),
+            Side::Backup { catalog, .. } => Box::new(Listed {
+                inner: catalog.stream_prefix(prefix),
+                skipped: VersionRecord::default(),
+            }),
+        }
+    }
+}
+
+/// A catalog's records the last applied date listed (versions gone from the bucket are
+/// held, but the bucket no longer has them).
+struct Listed<S> {
+    inner: S,
+    skipped: VersionRecord,
+}
+
+impl<S: SortedRecords> SortedRecords for Listed<S> {
+    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
+        while self
+            .inner
+            .peek()?
+            .is_some_and(|r| r.local.gone_since.0 != 0)
+        {
+            self.inner.take(&mut self.skipped)?;
+        }
+        self.inner.peek()
+    }
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
+        if self.peek()?.is_none() {
+            return Ok(false);
+        }
+        self.inner.take(slot)
+    }
+}
+
 fn write_summary(
     out: &mut dyn Write,
-    a: &IndexReader,
-    b: &IndexReader,
+    a: &Side,
+    b: &Side,
     t: &DiffTotals,
     args: &DiffArgs,
 ) -> Result<()> {
-    let side = |r: &IndexReader| {
-        let m = r.meta();
-        if m.date.is_empty() {
-            r.path().display().to_string()
-        } else {
-            format!("{} {}", m.source_bucket, m.date)
-        }
-    };
-    writeln!(out, "A: {}\nB: {}", side(a), side(b))?;
+    writeln!(out, "A: {}\nB: {}", a.label(), b.label())?;
     if !args.prefix.is_empty() {
         writeln!(out, "prefix: {}", args.prefix)?;
     }

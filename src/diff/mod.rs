@@ -14,7 +14,7 @@ use regex::Regex;
 
 use crate::diff::changes::{Change, ChangeKind, classify};
 use crate::index::IndexReader;
-use crate::index::merge::MergeJoin;
+use crate::index::merge::{MergeJoin, SortedRecords};
 
 #[derive(Debug, Clone, Default)]
 pub struct DiffOptions {
@@ -89,10 +89,26 @@ pub fn diff(
     a: &IndexReader,
     b: &IndexReader,
     opts: &DiffOptions,
+    emit: impl FnMut(&Change<'_>) -> Result<()>,
+) -> Result<DiffTotals> {
+    diff_streams(
+        a.stream_prefix(&opts.prefix),
+        b.stream_prefix(&opts.prefix),
+        opts,
+        emit,
+    )
+}
+
+/// [`diff`] of any two sorted sources (a backup's catalog, an index), each already limited
+/// to `opts.prefix`.
+pub fn diff_streams(
+    a: impl SortedRecords,
+    b: impl SortedRecords,
+    opts: &DiffOptions,
     mut emit: impl FnMut(&Change<'_>) -> Result<()>,
 ) -> Result<DiffTotals> {
     let mut totals = DiffTotals::default();
-    let mut join = MergeJoin::new(a.stream_prefix(&opts.prefix), b.stream_prefix(&opts.prefix))?;
+    let mut join = MergeJoin::new(a, b)?;
     let mut failure = None;
     while let Some(group) = join.next_group()? {
         totals.records_a += group.a().len() as u64;

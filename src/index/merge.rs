@@ -46,6 +46,15 @@ impl<T: SortedRecords + ?Sized> SortedRecords for &mut T {
     }
 }
 
+impl<T: SortedRecords + ?Sized> SortedRecords for Box<T> {
+    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
+        (**self).peek()
+    }
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
+        (**self).take(slot)
+    }
+}
+
 impl SortedRecords for RecordStream<'_> {
     fn peek(&mut self) -> Result<Option<&VersionRecord>> {
         RecordStream::peek(self)
