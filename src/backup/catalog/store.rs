@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::catalog::merged::CatalogStream;
-use crate::backup::catalog::{KIND, create};
+use crate::backup::catalog::{create, open};
 use crate::backup::totals::Totals;
 use crate::backup::{Backup, Config, durable};
 use crate::index::IndexReader;
@@ -103,7 +103,7 @@ impl Catalog {
         let mut parts = Vec::with_capacity(1 + manifest.deltas.len());
         for part in std::iter::once(&manifest.base).chain(&manifest.deltas) {
             let path = dir.join(&part.file);
-            let reader = open_part(&path).with_context(|| {
+            let reader = open(&path).with_context(|| {
                 format!(
                     "{} names {}; run `s3invbackup fsck` to see what is damaged",
                     manifest_path.display(),
@@ -130,7 +130,7 @@ impl Catalog {
 
     /// A catalog of one file (a dry run's empty start, a backup from before deltas).
     pub fn single(path: &Path) -> Result<Catalog> {
-        let reader = open_part(path)?;
+        let reader = open(path)?;
         Ok(Catalog {
             keys: reader.stats().keys,
             records: reader.stats().records,
@@ -143,7 +143,7 @@ impl Catalog {
     /// renders versions JSON from before it commits, and what a dry run plans the next date
     /// against. `counts` are those of the merged result.
     pub fn with_delta(mut self, path: &Path, counts: Counts) -> Result<Catalog> {
-        self.parts.push(open_part(path)?);
+        self.parts.push(open(path)?);
         self.keys = counts.keys;
         self.records = counts.records;
         Ok(self)
@@ -207,19 +207,6 @@ impl Catalog {
     pub fn manifest(&self) -> Option<&Manifest> {
         self.manifest.as_ref()
     }
-}
-
-fn open_part(path: &Path) -> Result<IndexReader> {
-    let r =
-        IndexReader::open(path).with_context(|| format!("opening catalog {}", path.display()))?;
-    if r.meta().kind != KIND {
-        bail!(
-            "{} is not a catalog (its kind is {:?})",
-            path.display(),
-            r.meta().kind
-        );
-    }
-    Ok(r)
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest> {
@@ -343,7 +330,7 @@ pub fn upgrade(backup: &Backup) -> Result<()> {
 /// backups).
 pub fn install_base(backup: &Backup, path: &Path) -> Result<()> {
     let dir = dir_in(&backup.state_dir());
-    let reader = open_part(path)?;
+    let reader = open(path)?;
     let stats = reader.stats().clone();
     drop(reader);
     let mut manifest = read_manifest(&dir.join(MANIFEST))?;
@@ -384,7 +371,7 @@ pub fn commit_delta(
     let manifest_path = dir.join(MANIFEST);
     let mut manifest = read_manifest(&manifest_path)?;
     if let Some(delta) = delta {
-        let reader = open_part(delta)?;
+        let reader = open(delta)?;
         let records = reader.stats().records;
         drop(reader);
         if records > 0 {
