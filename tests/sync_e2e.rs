@@ -1608,27 +1608,9 @@ fn a_format_2_backup_is_upgraded_by_the_next_sync() {
         let code = sync(&inventory, b, &first_two).get_output().status.code();
         assert!(matches!(code, Some(0 | 2)), "first sync: {code:?}");
     }
-    // What the previous version left: the whole catalog in one file, format 2.
+    make_format_2(&old);
     let state = old.join(format!(".{STEM}"));
-    let backup = s3invbackup::Backup::open_existing(&old).unwrap();
-    s3invbackup::backup::catalog::store::compact(&backup, false).unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.join("catalog/manifest.json")).unwrap())
-            .unwrap();
-    std::fs::rename(
-        state
-            .join("catalog")
-            .join(manifest["base"]["file"].as_str().unwrap()),
-        state.join("catalog.s3inv"),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(state.join("catalog")).unwrap();
     let config_path = state.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
-    config["format"] = 2.into();
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-
     cli().arg("status").arg(&old).assert().code(0);
     cli().arg("fsck").arg(&old).assert().code(0);
     for b in [&reference, &old] {
@@ -1697,5 +1679,76 @@ fn a_run_planned_by_an_older_version_is_refused_until_rolled_back() {
         .status
         .code();
     assert!(matches!(code, Some(0 | 2)), "sync after rollback: {code:?}");
+    cli().arg("fsck").arg(&backup).assert().code(0);
+}
+
+/// Turns a backup into what a version from before catalog deltas left: the whole catalog in
+/// one `catalog.s3inv`, backup format 2.
+fn make_format_2(root: &Path) {
+    let state = root.join(format!(".{STEM}"));
+    let backup = s3invbackup::Backup::open_existing(root).unwrap();
+    s3invbackup::backup::catalog::store::compact(&backup, false).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("catalog/manifest.json")).unwrap())
+            .unwrap();
+    std::fs::rename(
+        state
+            .join("catalog")
+            .join(manifest["base"]["file"].as_str().unwrap()),
+        state.join("catalog.s3inv"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(state.join("catalog")).unwrap();
+    let config_path = state.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["format"] = 2.into();
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// `prune` and `fsck --repair` on a format-2 backup move it to deltas first (they write
+/// one), and leave it consistent.
+#[test]
+fn prune_and_repair_upgrade_a_format_2_backup() {
+    use_server();
+    let fx = fixture("sync-upgrade-maintain", &["--scenario", "sync"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let backup = tmp.path().join("backup");
+    let code = sync(&inventory, &backup, &["--on-bad-key", "skip"])
+        .get_output()
+        .status
+        .code();
+    assert!(matches!(code, Some(0 | 2)), "sync: {code:?}");
+    let format = |b: &Path| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(b.join(format!(".{STEM}/config.json"))).unwrap(),
+        )
+        .unwrap()["format"]
+            .clone()
+    };
+    make_format_2(&backup);
+    cli()
+        .args(["prune", "--noncurrent-older-than", "1d"])
+        .arg(&backup)
+        .assert()
+        .code(0);
+    assert_eq!(format(&backup), 3);
+    cli().arg("fsck").arg(&backup).assert().code(0);
+
+    make_format_2(&backup);
+    let victim = content_snapshot(&backup)
+        .into_iter()
+        .map(|(p, ..)| p)
+        .find(|p| !p.ends_with("-versions.json"))
+        .unwrap();
+    std::fs::remove_file(backup.join(&victim)).unwrap();
+    cli()
+        .args(["fsck", "--repair", "--progress", "none"])
+        .arg(&backup)
+        .assert()
+        .code(0);
+    assert_eq!(format(&backup), 3);
+    assert!(backup.join(&victim).exists(), "{victim} not fetched back");
     cli().arg("fsck").arg(&backup).assert().code(0);
 }

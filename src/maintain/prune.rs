@@ -76,6 +76,8 @@ pub fn prune(backup: &Backup, opts: &PruneOptions) -> Result<PruneReport> {
         }
         .into());
     }
+    // A backup from before deltas is moved to them before anything writes a delta.
+    catalog::store::upgrade(backup)?;
     let reader = backup.catalog()?;
     let mut report = PruneReport {
         dry_run: opts.dry_run,

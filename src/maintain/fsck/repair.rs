@@ -95,6 +95,9 @@ pub(super) fn repair(
 /// them), and records the new totals (the ones still listed are retryable), so that the
 /// next sync, or fsck's own refetch, downloads them again.
 fn mark_missing(backup: &Backup, paths: &HashSet<String>) -> Result<()> {
+    // A backup from before deltas is moved to them before anything writes a delta (any
+    // unfinished run was rolled back before the repair).
+    catalog::store::upgrade(backup)?;
     let totals = catalog::store::edit(backup, |rec| {
         if catalog::expected_path(&backup.stem, rec).is_some_and(|p| paths.contains(&p)) {
             rec.local.state = LocalState::Missing;
