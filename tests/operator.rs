@@ -255,6 +255,25 @@ fn runs_are_recorded_checked_and_exported_as_metrics() {
     let out = cli().arg("status").arg(&backup).output().unwrap();
     let shown = text(&out.stdout);
     assert!(shown.contains("runs         the last 2 of 2"), "{shown}");
+    // The catalog's shape, from its manifest: the counts agree with the last applied date.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backup.join(".s3invbackup/state.json")).unwrap())
+            .unwrap();
+    let versions = state["applied"].as_array().unwrap().last().unwrap()["versions"].clone();
+    assert!(
+        shown.contains(&format!("catalog      {versions} versions of ")),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &cli()
+            .args(["status", "--json"])
+            .arg(&backup)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["catalog"]["records"], versions, "{json}");
     assert!(
         shown.contains(" partial ") && shown.contains(" failed "),
         "{shown}"
