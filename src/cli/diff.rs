@@ -13,7 +13,7 @@ use s3invbackup::diff::row::ChangeRow;
 use s3invbackup::diff::{DiffOptions, DiffTotals, diff_streams};
 use s3invbackup::index::IndexReader;
 use s3invbackup::index::cache::{Operand, default_cache_dir, resolve};
-use s3invbackup::index::merge::SortedRecords;
+use s3invbackup::index::merge::{Kept, SortedRecords};
 use s3invbackup::model::record::VersionRecord;
 use s3invbackup::sys::progress::{human_bytes, parse_bytes};
 
@@ -163,37 +163,13 @@ impl Side {
     fn stream(&self, prefix: &str) -> Box<dyn SortedRecords + '_> {
         match self {
             Side::Index(r) => Box::new(r.stream_prefix(prefix)),
-            Side::Backup { catalog, .. } => Box::new(Listed {
-                inner: catalog.stream_prefix(prefix),
-                skipped: VersionRecord::default(),
-            }),
+            // What the last applied date listed: versions gone from the bucket are held,
+            // but the bucket no longer has them.
+            Side::Backup { catalog, .. } => Box::new(Kept::new(
+                catalog.stream_prefix(prefix),
+                |r: &VersionRecord| r.local.gone_since.0 == 0,
+            )),
         }
-    }
-}
-
-/// A catalog's records the last applied date listed (versions gone from the bucket are
-/// held, but the bucket no longer has them).
-struct Listed<S> {
-    inner: S,
-    skipped: VersionRecord,
-}
-
-impl<S: SortedRecords> SortedRecords for Listed<S> {
-    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
-        while self
-            .inner
-            .peek()?
-            .is_some_and(|r| r.local.gone_since.0 != 0)
-        {
-            self.inner.take(&mut self.skipped)?;
-        }
-        self.inner.peek()
-    }
-    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
-        if self.peek()?.is_none() {
-            return Ok(false);
-        }
-        self.inner.take(slot)
     }
 }
 

@@ -64,6 +64,39 @@ impl SortedRecords for RecordStream<'_> {
     }
 }
 
+/// The records of `inner` that `keep` accepts, still in order: a path filter on the
+/// planner's inventory side, a backup's catalog without the versions gone from the bucket.
+pub struct Kept<S, F> {
+    inner: S,
+    keep: F,
+    skipped: VersionRecord,
+}
+
+impl<S, F: FnMut(&VersionRecord) -> bool> Kept<S, F> {
+    pub fn new(inner: S, keep: F) -> Kept<S, F> {
+        Kept {
+            inner,
+            keep,
+            skipped: VersionRecord::default(),
+        }
+    }
+}
+
+impl<S: SortedRecords, F: FnMut(&VersionRecord) -> bool> SortedRecords for Kept<S, F> {
+    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
+        while self.inner.peek()?.is_some_and(|r| !(self.keep)(r)) {
+            self.inner.take(&mut self.skipped)?;
+        }
+        self.inner.peek()
+    }
+    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
+        if self.peek()?.is_none() {
+            return Ok(false);
+        }
+        self.inner.take(slot)
+    }
+}
+
 /// Moves every record of `key` from `source` into `out[*len..]`.
 fn take_key(
     source: &mut impl SortedRecords,

@@ -31,7 +31,7 @@ use crate::backup::layout::{KeyRules, NameStem};
 use crate::backup::run_dir::{AnomalyEntry, BadKeyEntry, PlanSummary, RunDir, Step};
 use crate::diff::row::ChangeRow;
 use crate::index::IndexWriter;
-use crate::index::merge::{MergeJoin, SortedRecords};
+use crate::index::merge::{Kept, MergeJoin, SortedRecords};
 use crate::model::etag::ETag;
 use crate::model::record::{Check, Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
@@ -65,33 +65,6 @@ pub struct Planner<'a> {
     pub try_archived: bool,
     /// The plan's progress display (keys merged): at 10^9 keys the longest quiet phase.
     pub progress: Progress,
-}
-
-/// A source that drops the keys a path filter excludes.
-struct Filtered<S> {
-    inner: S,
-    filter: Option<Regex>,
-    scratch: VersionRecord,
-}
-
-impl<S: SortedRecords> SortedRecords for Filtered<S> {
-    fn peek(&mut self) -> Result<Option<&VersionRecord>> {
-        if let Some(re) = &self.filter {
-            while let Some(r) = self.inner.peek()? {
-                if re.is_match(&r.key) {
-                    break;
-                }
-                self.inner.take(&mut self.scratch)?;
-            }
-        }
-        self.inner.peek()
-    }
-    fn take(&mut self, slot: &mut VersionRecord) -> Result<bool> {
-        if self.peek()?.is_none() {
-            return Ok(false);
-        }
-        self.inner.take(slot)
-    }
 }
 
 /// A key that is a current file in the new catalog, whose range of the key order (the keys
@@ -244,11 +217,11 @@ impl Planner<'_> {
         out: &mut PlanOutput,
     ) -> Result<HashSet<String>> {
         let mut conflicts = HashSet::new();
-        let inventory = Filtered {
-            inner: records,
-            filter: self.path_filter.cloned(),
-            scratch: VersionRecord::default(),
-        };
+        // The keys a path filter excludes are dropped.
+        let filter = self.path_filter;
+        let inventory = Kept::new(records, |r: &VersionRecord| {
+            filter.is_none_or(|re| re.is_match(&r.key))
+        });
         let mut join = MergeJoin::new(catalog_index.stream(), inventory)?;
         let mut files = FileStack::default();
         let mut new_versions: Vec<VersionRecord> = Vec::new();
