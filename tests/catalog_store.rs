@@ -27,6 +27,7 @@ fn new_backup(dir: &Path) -> Backup {
             path_filter: None,
             file_mode: 0o644,
             naming: None,
+            shards: None,
         },
     )
     .unwrap()

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod layout;
 pub mod run_dir;
 pub mod runs;
+pub mod shards;
 pub mod totals;
 pub mod versions_json;
 
@@ -56,6 +57,10 @@ pub struct Config {
     /// later format). Absent: the format's own naming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub naming: Option<u32>,
+    /// A backup written by N processes (`sync --shard I/N`): how its keys are split. Absent:
+    /// one writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<shards::ShardMap>,
 }
 
 /// One applied date and what its run did.
@@ -93,11 +98,23 @@ impl State {
 pub const FORMAT: u32 = 3;
 
 /// An open backup (existing or just created).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Backup {
     pub root: PathBuf,
     pub stem: NameStem,
     pub config: Config,
+    /// What this handle writes and reads the state of: the whole backup, or one shard.
+    pub part: PartOf,
+}
+
+/// The part of a backup a handle stands for. A one-writer backup has only the whole; a
+/// sharded one has a state directory per shard (`.<stem>/shards/<i>/`: lock, state,
+/// catalog, runs, staging), and its whole is what readers see: the shards' catalogs merged,
+/// the dates every shard has applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartOf {
+    Whole,
+    Shard(u32),
 }
 
 impl Backup {
@@ -160,6 +177,7 @@ impl Backup {
             root: root.to_path_buf(),
             stem,
             config,
+            part: PartOf::Whole,
         }))
     }
 
@@ -169,13 +187,19 @@ impl Backup {
     }
 
     /// Creates a new backup at `root`, which must be absent or an empty directory: a
-    /// backup never adopts files it did not place.
+    /// backup never adopts files it did not place. (A sharded backup's creator holds the
+    /// creation lock in `.<stem>/`, which may therefore exist already.)
     pub fn create(root: &Path, config: Config) -> Result<Backup> {
         let stem = NameStem::new(&config.name_stem).map_err(anyhow::Error::msg)?;
         if root.exists() {
-            let mut entries =
+            let entries =
                 std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))?;
-            if entries.next().is_some() {
+            for entry in entries {
+                let entry = entry.with_context(|| format!("reading {}", root.display()))?;
+                if config.shards.is_some() && entry.file_name().to_str() == Some(&stem.state_dir())
+                {
+                    continue;
+                }
                 bail!(
                     "{} is not empty and is not a backup: a new backup starts in an empty or \
                      new directory",
@@ -187,15 +211,62 @@ impl Backup {
             root: root.to_path_buf(),
             stem,
             config,
+            part: PartOf::Whole,
         };
-        for dir in [backup.state_dir(), backup.runs_dir(), backup.indexes_dir()] {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for part in backup.parts() {
+            for dir in [part.part_dir(), part.runs_dir(), part.indexes_dir()] {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            crate::backup::catalog::store::create_empty(&part)?;
+            durable::write_json(&part.state_path(), &State::default())?;
         }
-        crate::backup::catalog::store::create_empty(&backup)?;
-        durable::write_json(&backup.state_path(), &State::default())?;
         // Written last: its presence is what makes the directory a backup.
         durable::write_json(&backup.state_dir().join("config.json"), &backup.config)?;
         Ok(backup)
+    }
+
+    /// The shard map, if the backup has more than one writer.
+    pub fn shards(&self) -> Option<shards::Shards> {
+        self.config.shards.as_ref().map(shards::Shards::new)
+    }
+
+    /// The handle of shard `index` (of a sharded backup).
+    pub fn shard(&self, index: u32) -> Backup {
+        Backup {
+            part: PartOf::Shard(index),
+            ..self.clone()
+        }
+    }
+
+    /// The parts that hold state: each shard, or the whole of a one-writer backup.
+    pub fn parts(&self) -> Vec<Backup> {
+        match (&self.config.shards, self.part) {
+            (Some(map), PartOf::Whole) => (0..map.count).map(|i| self.shard(i)).collect(),
+            _ => vec![self.clone()],
+        }
+    }
+
+    /// The whole of a sharded backup, which only readers use (a writer works on a shard).
+    pub fn is_sharded_whole(&self) -> bool {
+        self.config.shards.is_some() && self.part == PartOf::Whole
+    }
+
+    /// Where this part's state lives: `.<stem>/` for a one-writer backup,
+    /// `.<stem>/shards/<i>/` for a shard.
+    pub fn part_dir(&self) -> PathBuf {
+        match self.part {
+            PartOf::Whole => self.state_dir(),
+            PartOf::Shard(i) => self.state_dir().join("shards").join(i.to_string()),
+        }
+    }
+
+    /// `shard 2 of 4` for messages; empty for a one-writer backup.
+    pub fn part_name(&self) -> String {
+        match (self.part, &self.config.shards) {
+            (PartOf::Shard(i), Some(map)) => format!("shard {i} of {}", map.count),
+            _ => String::new(),
+        }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -206,21 +277,48 @@ impl Backup {
         crate::backup::catalog::Catalog::open(self)
     }
     pub fn state_path(&self) -> PathBuf {
-        self.state_dir().join("state.json")
+        self.part_dir().join("state.json")
     }
     pub fn indexes_dir(&self) -> PathBuf {
-        self.state_dir().join("indexes")
+        self.part_dir().join("indexes")
     }
-    /// What an applied date changed in the bucket (`changes`), one file per date.
+    /// What an applied date changed in the bucket (`changes`), one file per date (per shard
+    /// of a sharded backup).
     pub fn changes_path(&self, date: &str) -> PathBuf {
-        self.state_dir()
+        self.part_dir()
             .join("changes")
             .join(format!("{date}.jsonl.zst"))
     }
 
+    /// The dates applied. Of a sharded backup's whole: the dates every shard has applied,
+    /// with the shards' counts added up.
     pub fn read_state(&self) -> Result<State> {
+        if self.is_sharded_whole() {
+            let mut merged: Option<State> = None;
+            for part in self.parts() {
+                let state = part.read_state()?;
+                merged = Some(match merged {
+                    None => state,
+                    Some(m) => merge_states(m, state),
+                });
+            }
+            return Ok(merged.unwrap_or_default());
+        }
         let path = self.state_path();
-        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {}{}",
+                path.display(),
+                if self.part_name().is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({}: run `s3invbackup fsck --repair` to rebuild it)",
+                        self.part_name()
+                    )
+                }
+            )
+        })?;
         serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -230,7 +328,12 @@ impl Backup {
 
     /// Records what the catalog now holds in the last applied date's totals (after fsck's
     /// repairs or a prune rewrote the catalog).
+    /// (Nothing for the whole of a sharded backup: `catalog::store::edit` records each
+    /// shard's own.)
     pub fn record_totals(&self, totals: Totals) -> Result<()> {
+        if self.is_sharded_whole() {
+            return Ok(());
+        }
         let mut state = self.read_state()?;
         if let Some(last) = state.applied.last_mut() {
             last.totals = totals;
@@ -238,9 +341,17 @@ impl Backup {
         self.write_state(&state)
     }
 
-    /// Takes the writer's lock, or says who holds it.
+    /// Takes the writer's lock, or says who holds it. The whole of a sharded backup is
+    /// locked by taking every shard's lock.
     pub fn lock(&self) -> Result<Lock> {
-        let path = self.state_dir().join("lock");
+        if self.is_sharded_whole() {
+            let mut held = Vec::new();
+            for part in self.parts() {
+                held.extend(part.lock()?.files);
+            }
+            return Ok(Lock { files: held });
+        }
+        let path = self.part_dir().join("lock");
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -252,9 +363,13 @@ impl Backup {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim().to_string();
                 return Err(Refusal::Locked {
                     backup: self.root.clone(),
-                    holder: holder.trim().to_string(),
+                    holder: match self.part_name().as_str() {
+                        "" => holder,
+                        part => format!("{part}: {holder}"),
+                    },
                 }
                 .into());
             }
@@ -272,7 +387,7 @@ impl Backup {
             host.trim()
         )
         .with_context(|| format!("writing {}", path.display()))?;
-        Ok(Lock { _file: file })
+        Ok(Lock { files: vec![file] })
     }
 }
 
@@ -283,7 +398,13 @@ impl Backup {
     /// holders (on a cluster filesystem, a holder on another host may not appear).
     pub fn lock_holder(&self) -> Option<String> {
         use std::os::unix::fs::MetadataExt;
-        let path = self.state_dir().join("lock");
+        if self.is_sharded_whole() {
+            return self
+                .parts()
+                .iter()
+                .find_map(|p| p.lock_holder().map(|h| format!("{}: {h}", p.part_name())));
+        }
+        let path = self.part_dir().join("lock");
         let meta = std::fs::metadata(&path).ok()?;
         let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
         let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
@@ -303,5 +424,28 @@ impl Backup {
 
 /// Held while a process writes a backup; released when dropped (or when the process dies).
 pub struct Lock {
-    _file: File,
+    files: Vec<File>,
+}
+
+/// The dates both `a` and `b` applied (shards apply the same dates in order), counts added.
+fn merge_states(a: State, b: State) -> State {
+    let applied = a
+        .applied
+        .into_iter()
+        .zip(b.applied)
+        .take_while(|(x, y)| x.date == y.date)
+        .map(|(x, y)| AppliedDate {
+            date: x.date,
+            applied_at: x.applied_at.max(y.applied_at),
+            keys: x.keys + y.keys,
+            versions: x.versions + y.versions,
+            downloaded: x.downloaded + y.downloaded,
+            downloaded_bytes: x.downloaded_bytes + y.downloaded_bytes,
+            renamed: x.renamed + y.renamed,
+            failed: x.failed + y.failed,
+            skipped: x.skipped + y.skipped,
+            totals: x.totals.plus(&y.totals),
+        })
+        .collect();
+    State { applied }
 }

@@ -259,11 +259,11 @@ impl PendingRun {
 
 impl Backup {
     pub fn runs_dir(&self) -> PathBuf {
-        self.state_dir().join("runs")
+        self.part_dir().join("runs")
     }
 
     pub fn staging_dir(&self) -> PathBuf {
-        self.state_dir().join(STAGING)
+        self.part_dir().join(STAGING)
     }
 
     /// The run directory of `date`.
@@ -273,7 +273,17 @@ impl Backup {
 
     /// The pending run, if any (see the module comment); read only. Two pending runs are
     /// a damaged state directory: no writer ever plans a date before recording the last.
+    ///
+    /// Of the whole of a sharded backup: the first shard's pending run (`state` unused).
     pub fn pending_run(&self, state: &State) -> Result<Option<PendingRun>> {
+        if self.is_sharded_whole() {
+            for part in self.parts() {
+                if let Some(run) = part.pending_run(&part.read_state()?)? {
+                    return Ok(Some(run));
+                }
+            }
+            return Ok(None);
+        }
         Ok(self.classify_runs(state)?.0)
     }
 

@@ -70,6 +70,9 @@ pub struct RunRecord {
     /// The newest complete inventory date the run saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_inventory: Option<String>,
+    /// The shard a sharded backup's sync wrote (filled in when read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 impl RunRecord {
@@ -92,7 +95,7 @@ impl RunRecord {
 
 impl Backup {
     pub fn runs_path(&self) -> PathBuf {
-        self.state_dir().join("runs.jsonl")
+        self.part_dir().join("runs.jsonl")
     }
 
     /// Appends `record` as one line, synced: a crash may lose the line of the run it ends,
@@ -124,7 +127,27 @@ impl Backup {
     }
 
     /// Every run recorded, oldest first. A torn last line (a crash mid-append) is skipped.
+    /// Of a sharded backup's whole: its own (fsck, prune, rollback) and every shard's
+    /// syncs, each kept in its shard's directory (appends from several hosts to one file
+    /// are not atomic on NFS).
     pub fn read_runs(&self) -> Result<Vec<RunRecord>> {
+        let mut runs = self.read_runs_here()?;
+        if self.is_sharded_whole() {
+            for part in self.parts() {
+                let crate::backup::PartOf::Shard(i) = part.part else {
+                    continue;
+                };
+                runs.extend(part.read_runs_here()?.into_iter().map(|mut r| {
+                    r.shard = Some(i);
+                    r
+                }));
+            }
+            runs.sort_by(|a, b| a.started.cmp(&b.started));
+        }
+        Ok(runs)
+    }
+
+    fn read_runs_here(&self) -> Result<Vec<RunRecord>> {
         let path = self.runs_path();
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -159,6 +182,7 @@ mod tests {
                 path_filter: None,
                 file_mode: 0o644,
                 naming: None,
+                shards: None,
             },
         )
         .unwrap();

@@ -48,6 +48,18 @@ impl Totals {
         }
     }
 
+    /// The totals of two disjoint catalogs together (a sharded backup's shards).
+    pub fn plus(&self, o: &Totals) -> Totals {
+        Totals {
+            bytes_held: self.bytes_held + o.bytes_held,
+            not_held: self.not_held + o.not_held,
+            retryable: self.retryable + o.retryable,
+            archived: self.archived + o.archived,
+            needs_key: self.needs_key + o.needs_key,
+            vanished: self.vanished + o.vanished,
+        }
+    }
+
     /// Counts one catalog record.
     pub fn add(&mut self, rec: &VersionRecord) {
         match rec.local.state {

@@ -69,6 +69,73 @@ pub fn write_versions_files(backup: &Backup, reader: &Catalog, dirs: &[String]) 
     Ok(writer.done.len() as u64)
 }
 
+/// Rewrites the versions JSON of a sharded backup's spine directories (see
+/// [`crate::backup::shards`]) from the merged catalog of `whole`, under `spine.lock` so
+/// that two shards committing at once do not interleave. Only each directory's own files
+/// are read: a subdirectory's records are skipped, by a seek past it when there are many.
+/// Idempotent: any shard may run it at any time, and the last to commit leaves the view
+/// of the whole.
+pub fn write_spine_versions_files(whole: &Backup) -> Result<u64> {
+    let Some(shards) = whole.shards() else {
+        return Ok(0);
+    };
+    let lock_path = whole.state_dir().join("shards").join("spine.lock");
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let catalog = whole.catalog()?;
+    let mut written = 0;
+    for dir in shards.spine() {
+        let mut writer = Renderer::new(Some(std::iter::once(dir.as_str()).collect()));
+        let mut sink = |d: &str, text: &[u8]| write_versions_file(whole, d, Some(text));
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut from = prefix.clone();
+        'seek: loop {
+            let mut stream = catalog.stream_from(&from, &prefix);
+            let mut skipped = 0u32;
+            while let Some(rec) = stream.next_record()? {
+                if rec.key.as_str() < from.as_str() {
+                    continue;
+                }
+                let rest = &rec.key[prefix.len()..];
+                if let Some(j) = rest.find('/') {
+                    skipped += 1;
+                    if skipped >= SKIP_BEFORE_SEEK {
+                        // Past everything under `rest[..j]/` ('0' follows '/').
+                        from = format!("{prefix}{}0", &rest[..j]);
+                        continue 'seek;
+                    }
+                    continue;
+                }
+                skipped = 0;
+                writer.add(rec, &mut sink)?;
+            }
+            break;
+        }
+        writer.close_all(&mut sink)?;
+        if writer.done.contains(&dir) {
+            written += 1;
+        } else {
+            write_versions_file(whole, &dir, None)?;
+        }
+    }
+    drop(lock);
+    Ok(written)
+}
+
+/// Records of one subdirectory read in a row before the walk seeks past it.
+const SKIP_BEFORE_SEEK: u32 = 4096;
+
 /// Renders the versions JSON of directories from catalog records in key order. A
 /// directory's files come in name order (key order), interleaved only with its
 /// subdirectories' records, so each open directory is one growing buffer of JSON text,

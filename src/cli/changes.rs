@@ -61,44 +61,68 @@ pub fn run(args: &ChangesArgs) -> Result<()> {
     {
         bail!("unknown change kind {k:?}");
     }
-    let path = backup.changes_path(date);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if applied.first() == Some(&date) {
-                bail!(
-                    "{date} is this backup's first date: everything in it was new (no change list)"
-                );
-            }
-            bail!(
-                "no change list was recorded for {date} ({} does not exist: the date was applied by a version that kept none)",
-                path.display()
-            );
+    // One list per shard of a sharded backup, each in key order: merged by key here.
+    let paths: Vec<PathBuf> = backup
+        .parts()
+        .iter()
+        .map(|p| p.changes_path(date))
+        .collect();
+    let mut lists = Vec::new();
+    for path in &paths {
+        match std::fs::File::open(path) {
+            Ok(f) => lists.push((path.clone(), f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
         }
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-    };
-    let lines = std::io::BufReader::new(
-        zstd::Decoder::new(file).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .lines();
-    let mut out = output(None)?;
-    let rows = lines.enumerate().filter_map(|(n, line)| {
-        let parsed = line
-            .with_context(|| format!("reading {}", path.display()))
+    }
+    if lists.is_empty() {
+        if applied.first() == Some(&date) {
+            bail!("{date} is this backup's first date: everything in it was new (no change list)");
+        }
+        bail!(
+            "no change list was recorded for {date} ({} does not exist: the date was applied by a version that kept none)",
+            paths[0].display()
+        );
+    }
+    let mut lines: Vec<Result<(String, ChangeRow<'static>)>> = Vec::new();
+    let single = lists.len() == 1;
+    let mut streams = Vec::new();
+    for (path, file) in lists {
+        let reader = std::io::BufReader::new(
+            zstd::Decoder::new(file).with_context(|| format!("reading {}", path.display()))?,
+        );
+        streams.push((path, reader.lines()));
+    }
+    let parse = |path: &std::path::Path, n: usize, line: std::io::Result<String>| {
+        line.with_context(|| format!("reading {}", path.display()))
             .and_then(|line| {
                 let row: ChangeRow<'static> = serde_json::from_str(&line)
                     .with_context(|| format!("{}: line {}", path.display(), n + 1))?;
                 Ok((line, row))
-            });
-        match parsed {
-            Ok((_, row))
-                if !row.key.starts_with(&args.prefix)
-                    || args.kind.as_deref().is_some_and(|k| k != row.change) =>
-            {
-                None
-            }
-            other => Some(other),
+            })
+    };
+    let merged: Box<dyn Iterator<Item = Result<(String, ChangeRow<'static>)>>> = if single {
+        let (path, it) = streams.pop().expect("one");
+        Box::new(it.enumerate().map(move |(n, l)| parse(&path, n, l)))
+    } else {
+        for (path, it) in streams {
+            lines.extend(it.enumerate().map(|(n, l)| parse(&path, n, l)));
         }
+        lines.sort_by(|a, b| match (a, b) {
+            (Ok(a), Ok(b)) => a.1.key.cmp(&b.1.key),
+            _ => std::cmp::Ordering::Equal,
+        });
+        Box::new(lines.into_iter())
+    };
+    let mut out = output(None)?;
+    let rows = merged.filter_map(|parsed| match parsed {
+        Ok((_, row))
+            if !row.key.starts_with(&args.prefix)
+                || args.kind.as_deref().is_some_and(|k| k != row.change) =>
+        {
+            None
+        }
+        other => Some(other),
     });
     let mut counts: Vec<(u64, u64)> = vec![(0, 0); ChangeKind::ALL.len()];
     match args.format.as_str() {

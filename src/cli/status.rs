@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use s3invbackup::backup::Backup;
+use s3invbackup::backup::{Backup, PartOf};
 use s3invbackup::maintain::health::{self, Severity};
 use s3invbackup::maintain::prune::parse_duration;
 use s3invbackup::model::timestamp::Timestamp;
@@ -78,17 +78,53 @@ fn check(backup: &Backup, args: &StatusArgs) -> Result<Outcome> {
     })
 }
 
+/// Each shard's progress: its range, the last date it applied, what its catalog holds,
+/// its run in progress or interrupted. Empty for a one-writer backup.
+fn shard_rows(backup: &Backup) -> Result<Vec<serde_json::Value>> {
+    let Some(map) = &backup.config.shards else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for part in backup.parts() {
+        let PartOf::Shard(i) = part.part else {
+            continue;
+        };
+        let state = part.read_state()?;
+        let catalog = part.catalog()?;
+        let pending = part.pending_run(&state)?.map(|r| r.summary.date);
+        let from = if i == 0 {
+            String::new()
+        } else {
+            map.cuts[i as usize - 1].clone()
+        };
+        rows.push(json!({
+            "shard": i,
+            "from": from,
+            "to": map.cuts.get(i as usize),
+            "last_applied": state.last_applied(),
+            "versions": catalog.records(),
+            "keys": catalog.keys(),
+            "deltas": catalog.manifest().map_or(0, |m| m.deltas.len()),
+            "pending_run": pending,
+            "running": part.lock_holder(),
+        }));
+    }
+    Ok(rows)
+}
+
 fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
     let state = backup.read_state()?;
     let running = backup.lock_holder();
     let mut pending = Vec::new();
-    if let Some(run) = backup.pending_run(&state)? {
-        let s = &run.summary;
-        pending.push(
-            json!({"date": s.date, "fetches": s.fetches, "renames": s.renames,
-                            "journal_entries": run.dir.read_journal()?.len()}),
-        );
+    for part in backup.parts() {
+        if let Some(run) = part.pending_run(&part.read_state()?)? {
+            let s = &run.summary;
+            pending.push(json!({"date": s.date, "fetches": s.fetches, "renames": s.renames,
+                                "journal_entries": run.dir.read_journal()?.len(),
+                                "shard": match part.part { PartOf::Shard(i) => Some(i), PartOf::Whole => None }}));
+        }
     }
+    let shards = shard_rows(backup)?;
     let last = state.applied.last();
     // The catalog's shape: base and deltas (none for a backup from before deltas).
     let shape = backup.catalog()?.manifest().cloned();
@@ -112,6 +148,7 @@ fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
             // A sync (or prune, fsck --repair, rollback) holds the lock now: its holder.
             "running": running,
             "runs": runs,
+            "shards": shards,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -227,6 +264,36 @@ fn show(backup: &Backup, args: &StatusArgs) -> Result<()> {
             if let Some(e) = &r.error {
                 writeln!(out, "    error: {}", e.lines().next().unwrap_or(""))?;
             }
+        }
+    }
+    if let Some(map) = &c.shards {
+        writeln!(
+            out,
+            "shards       {} processes (`sync --shard I/{}`), cut at directories when created",
+            map.count, map.count
+        )?;
+        writeln!(
+            out,
+            "  {:<5} {:<32} {:<19} {:>11} {:>8} state",
+            "shard", "keys from", "last applied", "versions", "deltas"
+        )?;
+        for row in &shards {
+            let state = if let Some(h) = row["running"].as_str() {
+                format!("running ({h})")
+            } else if let Some(d) = row["pending_run"].as_str() {
+                format!("interrupted in {d}: rerun its sync to resume")
+            } else {
+                "idle".to_string()
+            };
+            writeln!(
+                out,
+                "  {:<5} {:<32} {:<19} {:>11} {:>8} {state}",
+                row["shard"],
+                row["from"].as_str().unwrap_or(""),
+                row["last_applied"].as_str().unwrap_or("none"),
+                row["versions"],
+                row["deltas"],
+            )?;
         }
     }
     if let Some(holder) = &running {

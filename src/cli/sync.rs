@@ -10,6 +10,7 @@ use std::io::Write;
 use s3invbackup::backup::Backup;
 use s3invbackup::backup::run_dir::Step;
 use s3invbackup::backup::runs::{RunRecord, RunResult};
+use s3invbackup::backup::shards::ShardId;
 use s3invbackup::inventory::InventoryDate;
 use s3invbackup::model::timestamp::Timestamp;
 use s3invbackup::model::version_id;
@@ -77,6 +78,12 @@ pub struct SyncArgs {
     /// Print what would be downloaded and moved; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Write one shard of a backup written by N processes: `I/N` (I from 0 to N-1),
+    /// `slurm` (a job array's task, of the array's N tasks) or `k8s/N` (an Indexed Job's
+    /// completion index, of N). N is fixed when the backup is created; all N may start at
+    /// once. See README, "Running on a cluster"
+    #[arg(long, value_parser = ShardId::parse)]
+    pub shard: Option<ShardId>,
     /// Write the run's report (JSON) here (checked before the run starts)
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -171,7 +178,7 @@ fn record_run(
             run.error = Some(format!("{e:#}"));
         }
     }
-    let backup = Backup::open(backup_dir).ok().flatten();
+    let backup = written_part(args);
     if let Some(b) = &backup
         && let Err(e) = b.append_run(&run)
     {
@@ -195,6 +202,15 @@ fn record_run(
     Ok(())
 }
 
+/// The part of the backup the run wrote (its shard, with --shard), if the backup exists.
+fn written_part(args: &SyncArgs) -> Option<Backup> {
+    let b = Backup::open(&args.backup()).ok().flatten()?;
+    Some(match (args.shard, &b.config.shards) {
+        (Some(id), Some(map)) if id.count == map.count => b.shard(id.index),
+        _ => b,
+    })
+}
+
 fn run_sync(args: &SyncArgs, s3: &S3Args, inventory: String) -> Result<(SyncReport, Outcome)> {
     let stop = super::signals::stop_token();
     let opts = SyncOptions {
@@ -216,6 +232,7 @@ fn run_sync(args: &SyncArgs, s3: &S3Args, inventory: String) -> Result<(SyncRepo
         progress: args.progress.options(),
         s3: s3.config(),
         stop,
+        shard: args.shard,
     };
     let result = if args.dry_run {
         let mut out = std::io::stdout().lock();
@@ -225,10 +242,7 @@ fn run_sync(args: &SyncArgs, s3: &S3Args, inventory: String) -> Result<(SyncRepo
     };
     let report = result.map_err(|e| {
         // Said once, where the operator looks: what state the failure left behind.
-        let pending = Backup::open(&args.backup())
-            .ok()
-            .flatten()
-            .and_then(|b| interrupted_run(&b).ok().flatten());
+        let pending = written_part(args).and_then(|b| interrupted_run(&b).ok().flatten());
         match pending {
             Some(date) => e.context(format!(
                 "the run of {date} stopped part-way (the backup is consistent: run sync again \

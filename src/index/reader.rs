@@ -171,6 +171,19 @@ impl IndexReader {
         RecordStream::new(self, 0, None, blocks)
     }
 
+    /// The records whose key starts with `prefix`, from the block that holds key `from`
+    /// on (a few before `from` may come first: the caller skips them). For walks that jump
+    /// over parts of the key space.
+    pub fn stream_from(&self, from: &str, prefix: &str) -> RecordStream<'_> {
+        let first_ge = self.blocks.partition_point(|b| b.first_key.as_str() < from);
+        RecordStream::new(
+            self,
+            first_ge.saturating_sub(1),
+            (!prefix.is_empty()).then(|| prefix.to_string()),
+            READAHEAD_BLOCKS,
+        )
+    }
+
     /// The records whose key starts with `prefix`, found by a binary search of the block
     /// directory: only the blocks that can hold such keys are read.
     pub fn stream_prefix(&self, prefix: &str) -> RecordStream<'_> {

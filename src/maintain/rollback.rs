@@ -28,7 +28,31 @@ pub struct RollbackReport {
     pub left_merged: Vec<String>,
 }
 
+///
+/// The whole of a sharded backup: each shard's run (the report sums them; its date is the
+/// first undone), then the spine's versions JSON from what the catalogs hold now.
 pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
+    if backup.is_sharded_whole() {
+        let mut all: Option<RollbackReport> = None;
+        for part in backup.parts() {
+            if let Some(r) = rollback(&part)? {
+                all = Some(match all {
+                    None => r,
+                    Some(mut a) => {
+                        a.moved_back += r.moved_back;
+                        a.removed += r.removed;
+                        a.directories_restored += r.directories_restored;
+                        a.left_merged.extend(r.left_merged);
+                        a
+                    }
+                });
+            }
+        }
+        if all.is_some() {
+            crate::backup::versions_json::write_spine_versions_files(backup)?;
+        }
+        return Ok(all);
+    }
     let _lock = backup.lock()?;
     let state = backup.read_state()?;
     let Some(PendingRun {

@@ -179,7 +179,7 @@ impl<'a> Run<'a> {
         Ok(Run {
             exec,
             root: &exec.backup.root,
-            state_dir: exec.backup.state_dir(),
+            state_dir: exec.backup.part_dir(),
             journal: Journal::open(&run_dir.journal_path())?,
             moved_before,
             shards_made: [false; 256],

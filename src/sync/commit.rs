@@ -201,10 +201,12 @@ fn commit(
     let new_catalog = backup.catalog()?.with_delta(&final_path, counts)?;
     // The plan rendered the changed directories' JSON from its own records; a directory
     // with a failed fetch lists one file less, so it is rendered again from the catalog.
+    let shards = backup.shards();
     let rerender: std::collections::HashSet<String> = outcome
         .failures
         .iter()
         .map(|f| catalog::parent_dir(&f.key).to_string())
+        .filter(|d| shards.as_ref().is_none_or(|s| !s.is_spine(d)))
         .collect();
     let (written, from_plan) = crate::backup::versions_json::write_planned_versions_files(
         backup,

@@ -30,6 +30,11 @@ pub(super) fn dry_run(
         None => NameStem::new(&opts.name_stem).map_err(anyhow::Error::msg)?,
     };
     let rules = KeyRules::new(stem.clone());
+    let shards = existing.and_then(Backup::shards);
+    let shard = match (&shards, existing.map(|b| b.part)) {
+        (Some(s), Some(crate::backup::PartOf::Shard(i))) => Some((s, i)),
+        _ => None,
+    };
     let start = existing.map_or(Ok(None), |b| {
         b.read_state().map(|s| s.last_applied().map(String::from))
     })?;
@@ -58,6 +63,7 @@ pub(super) fn dry_run(
             on_bad_key: opts.on_bad_key,
             try_archived: opts.try_archived,
             progress: opts.progress,
+            shard,
         };
         // Streamed like a real run's plan (no index, unless the files are not sorted: then
         // one is built in the temporary directory, never reused).
@@ -66,6 +72,7 @@ pub(super) fn dry_run(
             index: &opts.index,
             index_dir: tmp.path(),
             scratch: tmp.path(),
+            shared_index: None,
         };
         let summary = plan_date(&source, &planner, &catalog, date, &run_dir)?;
         for step in run_dir.read_steps()? {

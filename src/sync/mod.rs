@@ -26,10 +26,11 @@ use serde::Serialize;
 use crate::backup::catalog;
 use crate::backup::layout::{KeyRules, NameStem};
 use crate::backup::run_dir::{PendingRun, PlanSummary, Step};
+use crate::backup::shards::{self, ShardId, Shards};
 use crate::backup::{Backup, Config, State};
 use crate::index::IndexReader;
 use crate::index::build::{IndexOptions, build_index};
-use crate::inventory::{DateEntry, Inventory, InventoryDate};
+use crate::inventory::{DateEntry, DateSpec, Inventory, InventoryDate};
 use crate::s3::{S3Client, S3Config};
 use crate::sync::apply::{Executor, RunOutcome};
 use crate::sync::fetch::FetchOptions;
@@ -57,6 +58,8 @@ pub struct SyncOptions {
     pub s3: S3Config,
     /// Checked between steps: a requested stop leaves the run resumable.
     pub stop: Stop,
+    /// The shard this process writes (`--shard I/N`); None: the whole backup.
+    pub shard: Option<ShardId>,
 }
 
 /// What a sync did, date by date (the `--report` JSON).
@@ -136,6 +139,51 @@ pub fn refetch(
     let Some(last) = state.last_applied() else {
         bail!("{}: no date applied yet", backup.root.display());
     };
+    let shard_ids: Vec<Option<ShardId>> = match &backup.config.shards {
+        Some(map) => (0..map.count)
+            .map(|index| {
+                Some(ShardId {
+                    index,
+                    count: map.count,
+                })
+            })
+            .collect(),
+        None => vec![None],
+    };
+    let mut all: Option<SyncReport> = None;
+    for shard in shard_ids {
+        let report = refetch_part(backup, inventory, &fetch, progress, &s3, &stop, last, shard)?;
+        all = Some(match all {
+            None => report,
+            Some(mut a) => {
+                a.dates.extend(report.dates);
+                a.failures += report.failures;
+                a.archived += report.archived;
+                a.needs_key += report.needs_key;
+                a.retryable += report.retryable;
+                a.interrupted |= report.interrupted;
+                a.retried |= report.retried;
+                a
+            }
+        });
+        if stop.requested() {
+            break;
+        }
+    }
+    Ok(all.expect("at least one part"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn refetch_part(
+    backup: &Backup,
+    inventory: Option<&str>,
+    fetch: &FetchOptions,
+    progress: Progress,
+    s3: &S3Config,
+    stop: &Stop,
+    last: &str,
+    shard: Option<ShardId>,
+) -> Result<SyncReport> {
     sync(&SyncOptions {
         inventory: inventory.unwrap_or(&backup.config.inventory).to_string(),
         backup: backup.root.clone(),
@@ -146,14 +194,15 @@ pub fn refetch(
         file_mode: backup.config.file_mode,
         on_bad_key: OnBadKey::Stop,
         try_archived: false,
-        fetch,
+        fetch: fetch.clone(),
         index: IndexOptions {
             stop: stop.clone(),
             ..IndexOptions::default()
         },
         progress,
-        s3,
-        stop,
+        s3: s3.clone(),
+        stop: stop.clone(),
+        shard,
     })
 }
 
@@ -177,7 +226,9 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         ..SyncReport::default()
     };
-    let existing = Backup::open(&opts.backup)?;
+    let mut existing = Backup::open(&opts.backup)?
+        .map(|b| part_to_write(b, opts.shard, dry_run))
+        .transpose()?;
     let entries: Vec<DateEntry> = inventory.dates()?;
     let complete: Vec<InventoryDate> = entries
         .iter()
@@ -197,6 +248,18 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
     let age_ms = started.as_millis() - newest.timestamp().as_millis();
     report.inventory_age_secs = Some(age_ms / 1000);
     dates::warn_stale(newest, age_ms);
+    let path_filter = effective_filter(existing.as_ref(), opts)?;
+    if existing.is_none()
+        && !dry_run
+        && let Some(id) = opts.shard.filter(|id| id.count > 1)
+    {
+        // Every shard of a job array starts at once: one creates the backup, the others
+        // wait for it and then write their shard.
+        let none = State::default();
+        let first = dates::select_dates(&complete, &none, None, opts)?;
+        let whole = create_sharded(opts, &inventory, &first, path_filter.as_ref(), id)?;
+        existing = Some(part_to_write(whole, opts.shard, dry_run)?);
+    }
     let state = match &existing {
         Some(b) => b.read_state()?,
         None => State::default(),
@@ -205,9 +268,28 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
         Some(b) => b.pending_run(&state)?.map(|p| p.summary.date),
         None => None,
     };
+    // A shard starts where the backup began, whenever it first runs.
+    let mut opts_here;
+    let mut opts = opts;
+    if let Some(map) = existing.as_ref().and_then(|b| b.config.shards.as_ref())
+        && state.applied.is_empty()
+        && pending.is_none()
+    {
+        if let Some(s) = &opts.start_date
+            && DateSpec::parse(s)?.select(&complete).map(|d| d.as_str()) != Some(&map.first_date)
+        {
+            bail!(
+                "--start-date {s}: the shards of {} start at {}, where the backup began",
+                opts.backup.display(),
+                map.first_date
+            );
+        }
+        opts_here = opts.clone();
+        opts_here.start_date = Some(map.first_date.clone());
+        opts = &opts_here;
+    }
     let dates = dates::select_dates(&complete, &state, pending.as_deref(), opts)?;
     dates::warn_incomplete(&entries, state.last_applied(), dates.last());
-    let path_filter = effective_filter(existing.as_ref(), opts)?;
     Ok(Prepared {
         inventory,
         existing,
@@ -257,7 +339,8 @@ pub fn sync(opts: &SyncOptions) -> Result<SyncReport> {
         path_filter.as_ref(),
         &mut report,
     );
-    if result.is_err() && created {
+    // (A sharded backup is never taken back: other shards may be writing it already.)
+    if result.is_err() && created && backup.config.shards.is_none() {
         forget_if_untouched(&backup, root_existed);
     }
     result?;
@@ -325,8 +408,152 @@ fn create(
             path_filter: path_filter.map(|r| r.as_str().to_string()),
             file_mode: opts.file_mode,
             naming: None,
+            shards: None,
         },
     )
+}
+
+/// The part of `backup` this run writes: the shard `--shard` names (which must be one of
+/// the backup's: its shards are fixed when it is created), or the whole of a one-writer
+/// backup. A dry run of a sharded backup without `--shard` plans the whole of it.
+fn part_to_write(backup: Backup, shard: Option<ShardId>, dry_run: bool) -> Result<Backup> {
+    let root = backup.root.display().to_string();
+    match (&backup.config.shards, shard) {
+        (Some(map), Some(id)) if id.count == map.count => Ok(backup.shard(id.index)),
+        (Some(map), Some(id)) => bail!(
+            "--shard {id}: {root} was created in {} shards, and its shards are fixed for good;              run --shard I/{} for I from 0 to {}",
+            map.count,
+            map.count,
+            map.count - 1
+        ),
+        (Some(_), None) if dry_run => Ok(backup),
+        (Some(map), None) => bail!(
+            "{root} is written by {} processes: run `sync --shard I/{}` (I from 0 to {}; e.g.              --shard slurm in a job array of {})",
+            map.count,
+            map.count,
+            map.count - 1,
+            map.count
+        ),
+        (None, Some(id)) if id.count > 1 => bail!(
+            "--shard {id}: {root} was created for one process (no shards), and its shards are              fixed for good; run sync without --shard"
+        ),
+        (None, _) => Ok(backup),
+    }
+}
+
+/// Creates a sharded backup, or waits for the shard that is creating it. The creation
+/// lock (`.<stem>/create.lock`, taken blocking) makes the N processes of a job array
+/// agree on one shard map: the first builds the first date's index (kept in
+/// `.<stem>/indexes/` for every shard to plan that date from), cuts it into N ranges of
+/// about equal version count and writes the config; the others find it when the lock is
+/// theirs.
+fn create_sharded(
+    opts: &SyncOptions,
+    inventory: &Inventory,
+    dates: &[InventoryDate],
+    path_filter: Option<&Regex>,
+    id: ShardId,
+) -> Result<Backup> {
+    let stem = NameStem::new(&opts.name_stem).map_err(anyhow::Error::msg)?;
+    let state_dir = opts.backup.join(stem.state_dir());
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let lock_path = state_dir.join("create.lock");
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let t = std::time::Instant::now();
+    if lock.try_lock().is_err() {
+        tracing::info!(
+            "shard {id}: another shard is creating {}; waiting for it",
+            opts.backup.display()
+        );
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
+    if let Some(b) = Backup::open(&opts.backup)? {
+        tracing::info!(
+            "shard {id}: the backup was created by another shard ({:.3} s waited)",
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(b);
+    }
+    let Some(first) = dates.first() else {
+        bail!("no inventory date to start the backup from");
+    };
+    let manifest = inventory.manifest(first)?;
+    let index_path = shared_index_path(&state_dir, first.as_str());
+    ensure_index(inventory, first, &index_path, &opts.index)?;
+    let reader = IndexReader::open(&index_path)?;
+    let keep =
+        |r: &crate::model::record::VersionRecord| path_filter.is_none_or(|re| re.is_match(&r.key));
+    let total = match path_filter {
+        None => reader.stats().records,
+        Some(_) => {
+            let mut n = 0u64;
+            let mut s = crate::index::merge::Kept::new(reader.stream(), keep);
+            let mut rec = crate::model::record::VersionRecord::default();
+            while crate::index::merge::SortedRecords::take(&mut s, &mut rec)? {
+                n += 1;
+            }
+            n
+        }
+    };
+    let mut stream = crate::index::merge::Kept::new(reader.stream(), keep);
+    let map = shards::compute(&mut stream, total, id.count, first.as_str())?;
+    drop(stream);
+    tracing::info!(
+        "{}: {} shards cut at {} ({total} versions, {:.3} s)",
+        opts.backup.display(),
+        map.count,
+        map.cuts.join(" "),
+        t.elapsed().as_secs_f64()
+    );
+    Backup::create(
+        &opts.backup,
+        Config {
+            format: crate::backup::FORMAT,
+            name_stem: stem.as_str().to_string(),
+            inventory: recorded_location(&opts.inventory)?,
+            source_bucket: manifest.manifest.source_bucket.clone(),
+            path_filter: path_filter.map(|r| r.as_str().to_string()),
+            file_mode: opts.file_mode,
+            naming: None,
+            shards: Some(map),
+        },
+    )
+}
+
+/// The first date's index a sharded backup's creator builds for every shard.
+fn shared_index_path(state_dir: &Path, date: &str) -> PathBuf {
+    state_dir.join("indexes").join(format!("{date}.s3inv"))
+}
+
+/// After a shard's run: the spine's versions JSON from the merged catalog (see
+/// [`shards`]), and the first date's shared index removed once every shard planned it.
+fn after_shard_run(backup: &Backup) -> Result<()> {
+    let Some(map) = &backup.config.shards else {
+        return Ok(());
+    };
+    let whole = Backup {
+        part: crate::backup::PartOf::Whole,
+        ..backup.clone()
+    };
+    crate::backup::versions_json::write_spine_versions_files(&whole)?;
+    let index = shared_index_path(&backup.state_dir(), &map.first_date);
+    if index.exists()
+        && whole
+            .read_state()?
+            .last_applied()
+            .is_some_and(|l| l >= map.first_date.as_str())
+    {
+        std::fs::remove_file(&index).ok();
+    }
+    Ok(())
 }
 
 /// A backup created by a run that failed before placing anything (bad keys, a bad
@@ -383,7 +610,9 @@ fn apply_dates(
         if !commit::finish_run(backup, &executor, run, &mut state, report)? {
             return Ok(());
         }
+        after_shard_run(backup)?;
     }
+    let shards = backup.shards();
     let ctx = RunContext {
         opts,
         inventory,
@@ -391,6 +620,10 @@ fn apply_dates(
         executor: &executor,
         rules: KeyRules::new(backup.stem.clone()),
         path_filter,
+        shard: match (&shards, backup.part) {
+            (Some(s), crate::backup::PartOf::Shard(i)) => Some((s, i)),
+            _ => None,
+        },
     };
     let last = state.last_applied().map(String::from);
     let mut applied_any = false;
@@ -414,6 +647,7 @@ fn apply_dates(
         if !plan_and_run(&ctx, date, &mut state, report, false)? {
             return Ok(());
         }
+        after_shard_run(backup)?;
         applied_any = true;
     }
     // Nothing new: retry what earlier runs could not fetch, against the last date's index.
@@ -424,7 +658,9 @@ fn apply_dates(
     {
         tracing::warn!("retrying versions that earlier runs could not fetch ({last})");
         report.retried = true;
-        plan_and_run(&ctx, &last, &mut state, report, true)?;
+        if plan_and_run(&ctx, &last, &mut state, report, true)? {
+            after_shard_run(backup)?;
+        }
     }
     Ok(())
 }
@@ -437,6 +673,8 @@ struct RunContext<'a> {
     executor: &'a Executor<'a>,
     rules: KeyRules,
     path_filter: Option<&'a Regex>,
+    /// The shard map and the shard this run writes.
+    shard: Option<(&'a Shards, u32)>,
 }
 
 /// Plans `date` against the catalog, executes and commits it. False if interrupted.
@@ -461,6 +699,7 @@ fn plan_and_run(
         on_bad_key: ctx.opts.on_bad_key,
         try_archived: ctx.opts.try_archived,
         progress: ctx.opts.progress,
+        shard: ctx.shard,
     };
     // Indexes left by an older version or an interrupted fallback.
     if let Ok(entries) = std::fs::read_dir(backup.indexes_dir()) {
@@ -468,11 +707,20 @@ fn plan_and_run(
             std::fs::remove_file(old.path()).ok();
         }
     }
+    // A sharded backup's first date was indexed once, by its creator, for every shard.
+    let shared = backup
+        .config
+        .shards
+        .as_ref()
+        .filter(|m| m.first_date == date.as_str())
+        .map(|_| shared_index_path(&backup.state_dir(), date.as_str()))
+        .filter(|p| p.exists());
     let source = RowSource {
         inventory: ctx.inventory,
         index: &ctx.opts.index,
         index_dir: &backup.indexes_dir(),
-        scratch: &backup.state_dir(),
+        scratch: &backup.part_dir(),
+        shared_index: shared.as_deref(),
     };
     let summary = plan_date(&source, &planner, &backup.catalog()?, date, &run_dir)?;
     tracing::info!(
@@ -525,6 +773,8 @@ pub(crate) struct RowSource<'a> {
     pub index_dir: &'a Path,
     /// Where columnar files copied from S3 are verified (unless `--tmp-dir` says).
     pub scratch: &'a Path,
+    /// An index of the date built already (a sharded backup's first date), used if valid.
+    pub shared_index: Option<&'a Path>,
 }
 
 /// Plans `date` into `run_dir` against `catalog`: streamed straight from the inventory when
@@ -544,6 +794,7 @@ pub(crate) fn plan_date(
         index: index_opts,
         index_dir,
         scratch,
+        shared_index,
     } = *source;
     let fresh = |run_dir: &crate::backup::run_dir::RunDir| -> Result<()> {
         if run_dir.path().exists() {
@@ -553,6 +804,14 @@ pub(crate) fn plan_date(
         }
         Ok(())
     };
+    if let Some(shared) = shared_index
+        && let Ok(reader) = IndexReader::open(shared)
+        && reader.meta().date == date.as_str()
+        && reader.meta().manifest_md5 == inventory.manifest_checksum(date)?
+    {
+        fresh(run_dir)?;
+        return planner.plan(catalog, &reader, run_dir);
+    }
     let manifest = inventory.manifest(date)?;
     let mut opts = index_opts.clone();
     if opts.tmp_dir.is_none() {

@@ -65,6 +65,10 @@ pub struct Planner<'a> {
     pub try_archived: bool,
     /// The plan's progress display (keys merged): at 10^9 keys the longest quiet phase.
     pub progress: Progress,
+    /// A sharded backup's map and the shard planned: only its keys are planned, the
+    /// spine's versions JSON is left to [`crate::backup::versions_json::write_spine_versions_files`],
+    /// and a file named like a spine directory stays an old version.
+    pub shard: Option<(&'a crate::backup::shards::Shards, u32)>,
 }
 
 /// A key that is a current file in the new catalog, whose range of the key order (the keys
@@ -219,9 +223,14 @@ impl Planner<'_> {
         let mut conflicts = HashSet::new();
         // The keys a path filter excludes are dropped.
         let filter = self.path_filter;
+        let shard = self.shard;
         let inventory = Kept::new(records, |r: &VersionRecord| {
             filter.is_none_or(|re| re.is_match(&r.key))
+                && shard.is_none_or(|(s, i)| s.owner(&r.key) == i)
         });
+        out.spine = shard.map(|(s, _)| s.clone());
+        let shadowed_here =
+            |key: &str| shadowed.contains(key) || shard.is_some_and(|(s, _)| s.names_spine(key));
         let mut join = MergeJoin::new(catalog_index.stream(), inventory)?;
         let mut files = FileStack::default();
         let mut new_versions: Vec<VersionRecord> = Vec::new();
@@ -234,7 +243,7 @@ impl Planner<'_> {
             // The common case: the inventory lists exactly what the catalog holds. The
             // records are copied as they are; no step, no allocation.
             if is_unchanged(group.a(), group.b())
-                && !shadowed.contains(key)
+                && !shadowed_here(key)
                 && !files.has_ancestor_of(key)
             {
                 self.keep_unchanged(key, group.a(), &mut files, out)?;
@@ -296,7 +305,7 @@ impl Planner<'_> {
                 group.a(),
                 group.b(),
                 bad,
-                shadowed.contains(key),
+                shadowed_here(key),
                 &mut new_versions,
                 &mut fetch,
                 &mut out.summary,
@@ -713,6 +722,8 @@ struct PlanOutput {
     /// current-versions-only inventory's rows say "the latest", not the `null` version.
     versioned: bool,
     changes: Option<ChangeLog>,
+    /// A shard's spine directories: never marked dirty (their JSON lists several shards).
+    spine: Option<crate::backup::shards::Shards>,
 }
 
 /// Whether an inventory's schema (CSV column names, or a columnar format's field names)
@@ -765,6 +776,7 @@ impl PlanOutput {
             },
             versioned: true,
             changes: None,
+            spine: None,
         })
     }
 
@@ -790,6 +802,9 @@ impl PlanOutput {
     }
 
     fn dirty(&mut self, dir: &str) {
+        if self.spine.as_ref().is_some_and(|s| s.is_spine(dir)) {
+            return;
+        }
         if !self.dirty.contains(dir) {
             self.dirty.insert(dir.to_string());
         }

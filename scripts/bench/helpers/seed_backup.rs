@@ -38,6 +38,7 @@ fn main() -> Result<()> {
             path_filter: None,
             file_mode: 0o644,
             naming: None,
+            shards: None,
         },
     )?;
     let index_path = backup.indexes_dir().join(format!("{date}.s3inv"));

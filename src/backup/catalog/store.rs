@@ -93,7 +93,10 @@ impl Catalog {
     /// Opens the backup's catalog: the manifest's parts, or the single file of a backup from
     /// before deltas.
     pub fn open(backup: &Backup) -> Result<Catalog> {
-        let state = backup.state_dir();
+        if backup.is_sharded_whole() {
+            return Catalog::open_shards(backup);
+        }
+        let state = backup.part_dir();
         let dir = dir_in(&state);
         let manifest_path = dir.join(MANIFEST);
         if !manifest_path.exists() {
@@ -128,6 +131,41 @@ impl Catalog {
         })
     }
 
+    /// The shards' catalogs as one (their keys are disjoint, so any order of parts merges
+    /// right). A shard that compacts meanwhile may remove a part between its manifest being
+    /// read and the part opened: read again.
+    fn open_shards(backup: &Backup) -> Result<Catalog> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut all = Catalog {
+                parts: Vec::new(),
+                manifest: None,
+                keys: 0,
+                records: 0,
+            };
+            let mut failed = None;
+            for part in backup.parts() {
+                match Catalog::open(&part) {
+                    Ok(c) => {
+                        all.keys += c.keys;
+                        all.records += c.records;
+                        all.parts.extend(c.parts);
+                    }
+                    Err(e) => {
+                        failed = Some(e.context(format!("the catalog of {}", part.part_name())));
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => return Ok(all),
+                Some(e) if attempt >= 5 => return Err(e),
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// A catalog of one file (a dry run's empty start, a backup from before deltas).
     pub fn single(path: &Path) -> Result<Catalog> {
         let reader = open(path)?;
@@ -157,6 +195,16 @@ impl Catalog {
     /// The records whose key starts with `prefix` (a seek in each part).
     pub fn stream_prefix(&self, prefix: &str) -> CatalogStream<'_> {
         CatalogStream::new(self.parts.iter().map(|p| p.stream_prefix(prefix)).collect())
+    }
+
+    /// As [`IndexReader::stream_from`], over every part.
+    pub fn stream_from(&self, from: &str, prefix: &str) -> CatalogStream<'_> {
+        CatalogStream::new(
+            self.parts
+                .iter()
+                .map(|p| p.stream_from(from, prefix))
+                .collect(),
+        )
     }
 
     pub fn keys(&self) -> u64 {
@@ -215,7 +263,7 @@ fn read_manifest(path: &Path) -> Result<Manifest> {
 }
 
 fn write_manifest(backup: &Backup, manifest: &Manifest) -> Result<()> {
-    durable::write_json(&dir_in(&backup.state_dir()).join(MANIFEST), manifest)
+    durable::write_json(&dir_in(&backup.part_dir()).join(MANIFEST), manifest)
 }
 
 fn part_name(kind: &str, n: u64) -> String {
@@ -224,7 +272,7 @@ fn part_name(kind: &str, n: u64) -> String {
 
 /// Writes the empty catalog of a new backup.
 pub fn create_empty(backup: &Backup) -> Result<()> {
-    let dir = dir_in(&backup.state_dir());
+    let dir = dir_in(&backup.part_dir());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = part_name("base", 1);
     create(&dir.join(&file), &backup.config.source_bucket, "")?.finish()?;
@@ -261,7 +309,11 @@ fn part_bytes(path: &Path) -> Result<u64> {
 /// 3. the manifest is written (from here on, this program reads the directory);
 /// 4. the old name is removed.
 pub fn upgrade(backup: &Backup) -> Result<()> {
-    let state = backup.state_dir();
+    if backup.is_sharded_whole() {
+        // Sharded backups were born in format 3: only garbage to collect.
+        return backup.parts().iter().try_for_each(collect_garbage);
+    }
+    let state = backup.part_dir();
     let legacy = legacy_path(&state);
     let dir = dir_in(&state);
     if dir.join(MANIFEST).exists() {
@@ -329,7 +381,7 @@ pub fn upgrade(backup: &Backup) -> Result<()> {
 /// deltas), durably: for tools that build a catalog outside a sync (the benchmarks' seeded
 /// backups).
 pub fn install_base(backup: &Backup, path: &Path) -> Result<()> {
-    let dir = dir_in(&backup.state_dir());
+    let dir = dir_in(&backup.part_dir());
     let reader = open(path)?;
     let stats = reader.stats().clone();
     drop(reader);
@@ -367,7 +419,7 @@ pub fn commit_delta(
     counts: Counts,
     run: Option<&str>,
 ) -> Result<()> {
-    let dir = dir_in(&backup.state_dir());
+    let dir = dir_in(&backup.part_dir());
     let manifest_path = dir.join(MANIFEST);
     let mut manifest = read_manifest(&manifest_path)?;
     if let Some(delta) = delta {
@@ -406,9 +458,25 @@ pub fn commit_delta(
 /// Changes records' local halves in place (fsck marking versions missing, prune marking
 /// them pruned): one pass over the catalog, and a delta of the records `edit` changed.
 /// Returns what the catalog holds afterwards.
+///
+/// On the whole of a sharded backup each shard is edited and its own totals recorded in its
+/// state (the caller's `record_totals` of the whole then has nothing left to do).
 pub fn edit(backup: &Backup, mut edit: impl FnMut(&mut VersionRecord)) -> Result<Totals> {
+    if backup.is_sharded_whole() {
+        let mut sum = Totals::default();
+        for part in backup.parts() {
+            let totals = edit_part(&part, &mut edit)?;
+            part.record_totals(totals)?;
+            sum = sum.plus(&totals);
+        }
+        return Ok(sum);
+    }
+    edit_part(backup, &mut edit)
+}
+
+fn edit_part(backup: &Backup, edit: &mut impl FnMut(&mut VersionRecord)) -> Result<Totals> {
     let catalog = Catalog::open(backup)?;
-    let dir = dir_in(&backup.state_dir());
+    let dir = dir_in(&backup.part_dir());
     let tmp = dir.join(".edit.s3inv.tmp");
     let mut writer = create(&tmp, catalog.source_bucket(), "")?;
     let mut totals = Totals::default();
@@ -447,7 +515,7 @@ pub fn maybe_compact(backup: &Backup) -> Result<bool> {
     if std::env::var_os("S3INVBACKUP_NO_COMPACTION").is_some() {
         return Ok(false);
     }
-    let dir = dir_in(&backup.state_dir());
+    let dir = dir_in(&backup.part_dir());
     let manifest = read_manifest(&dir.join(MANIFEST))?;
     let delta_bytes: u64 = manifest.deltas.iter().map(|d| d.bytes).sum();
     if manifest.deltas.is_empty() {
@@ -476,7 +544,7 @@ pub fn maybe_compact(backup: &Backup) -> Result<bool> {
 /// delta. The new part is written and fsynced, then the manifest swapped, then the old
 /// parts removed.
 pub fn compact(backup: &Backup, deltas_only: bool) -> Result<()> {
-    let dir = dir_in(&backup.state_dir());
+    let dir = dir_in(&backup.part_dir());
     let manifest = read_manifest(&dir.join(MANIFEST))?;
     let catalog = Catalog::open(backup)?;
     let kind = if deltas_only { "delta" } else { "base" };
@@ -528,7 +596,7 @@ pub fn compact(backup: &Backup, deltas_only: bool) -> Result<()> {
 /// Removes files of the catalog directory that the manifest does not name: parts of a
 /// compaction or commit that crashed before its manifest, or replaced by one. Writers only.
 pub fn collect_garbage(backup: &Backup) -> Result<()> {
-    let dir = dir_in(&backup.state_dir());
+    let dir = dir_in(&backup.part_dir());
     let manifest_path = dir.join(MANIFEST);
     if !manifest_path.exists() {
         return Ok(());

@@ -197,10 +197,16 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         }
         .into());
     }
-    let mut touched = None;
-    if let Some(run) = backup.pending_run(&backup.read_state()?)? {
+    let mut touched: Option<HashSet<String>> = None;
+    // (Each shard of a sharded backup may have a run of its own.)
+    for part in backup.parts() {
+        let Some(run) = part.pending_run(&part.read_state()?)? else {
+            continue;
+        };
         if !opts.repair {
-            touched = Some(touched_paths(&run.dir)?);
+            touched
+                .get_or_insert_with(HashSet::new)
+                .extend(touched_paths(&run.dir)?);
         }
         report.problems.push(Problem::UnfinishedRun {
             journal_entries: run.dir.read_journal()?.len(),
@@ -209,9 +215,12 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         if opts.repair {
             // Rolled back first (`sync` would finish it instead); the rest of the check then
             // sees the tree as the last applied date left it.
-            report.rolled_back = crate::maintain::rollback::rollback(backup)?.map(|r| r.date);
+            report.rolled_back = crate::maintain::rollback::rollback(&part)?.map(|r| r.date);
             report.repaired = true;
         }
+    }
+    if report.rolled_back.is_some() && backup.config.shards.is_some() {
+        crate::backup::versions_json::write_spine_versions_files(backup)?;
     }
     let expected = check::expected(backup)?;
     let metadata_problems = check::metadata(backup, &expected.held);

@@ -25,7 +25,7 @@ pub(super) fn verify_all(
     use std::sync::Mutex;
     use std::sync::atomic::Ordering::Relaxed;
 
-    let progress_path = backup.state_dir().join("verify-progress");
+    let progress_path = backup.part_dir().join("verify-progress");
     let identity = backup.catalog()?.identity()?;
     let mut done_before: HashSet<String> = HashSet::new();
     if let Ok(f) = std::fs::File::open(&progress_path) {

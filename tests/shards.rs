@@ -1,0 +1,400 @@
+//! A backup written by N cooperating `sync --shard I/N` processes (a job array), started at
+//! the same moment on an empty directory, must be exactly what one process writes: the same
+//! files with the same bytes and mtimes, the same versions JSON, the same catalog records,
+//! date after date. Checked for N = 1, 2, 4 on the layout scenario (every file/directory
+//! transition) and on a random history of nested directories, plus the refusals (another
+//! N, a shard taken twice) and a shard killed mid-run.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use support::{cli, fixture, use_server};
+
+const STEM: &str = "s3invbackup";
+
+/// The arguments every sync of these tests shares.
+fn sync_args<'a>(inventory: &'a str, backup: &'a Path, end: &'a str) -> Vec<String> {
+    vec![
+        "sync".into(),
+        inventory.into(),
+        backup.display().to_string(),
+        "--progress".into(),
+        "none".into(),
+        "--jobs".into(),
+        "4".into(),
+        "--on-bad-key".into(),
+        "skip".into(),
+        "--end-date".into(),
+        end.into(),
+    ]
+}
+
+/// Runs the N shards of `backup` at once, each its own process; their outputs by shard.
+fn sync_shards(inventory: &str, backup: &Path, end: &str, n: u32, first: &str) -> Vec<Output> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                s.spawn(move || {
+                    cli()
+                        .args(sync_args(inventory, backup, end))
+                        .args(["--start-date", first])
+                        .args(["--shard", &format!("{i}/{n}")])
+                        .output()
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// (path, size, mtime, MD5) of every file and (path) of every directory of the tree, the
+/// state directory excluded. Versions JSON are compared by content (written at run time).
+fn tree(backup: &Path) -> Vec<(String, u64, i64, String)> {
+    let versions_file = format!(".{STEM}-versions.json");
+    support::backup_model::snapshot(backup)
+        .into_iter()
+        .filter(|(p, ..)| *p != format!(".{STEM}") && !p.starts_with(&format!(".{STEM}/")))
+        .map(|(p, size, mtime, _)| {
+            let full = backup.join(&p);
+            if full.is_dir() {
+                return (format!("{p}/"), 0, 0, String::new());
+            }
+            let mtime = if p.ends_with(&versions_file) {
+                0
+            } else {
+                mtime
+            };
+            (
+                p,
+                size,
+                mtime,
+                support::md5_hex(&std::fs::read(&full).unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Every record of the backup's catalog (merged over its shards), local state included.
+fn catalog(backup: &Path) -> Vec<String> {
+    let b = s3invbackup::backup::Backup::open_existing(backup).unwrap();
+    let c = b.catalog().unwrap();
+    let mut s = c.stream();
+    let mut out = Vec::new();
+    while let Some(r) = s.next_record().unwrap() {
+        out.push(format!("{r:?}"));
+    }
+    out
+}
+
+/// The catalog without how each file was verified: a version a killed run had verified in
+/// staging but not yet placed is placed by the rerun as "verified, how unknown" (as in a
+/// one-process run killed there; see `apply::Run::fetch`).
+fn catalog_unverified(backup: &Path) -> Vec<String> {
+    let b = s3invbackup::backup::Backup::open_existing(backup).unwrap();
+    let c = b.catalog().unwrap();
+    let mut s = c.stream();
+    let mut out = Vec::new();
+    while let Some(r) = s.next_record().unwrap() {
+        let mut r = r.clone();
+        r.local.check = Default::default();
+        r.local.part_size = 0;
+        r.local.checksum = Default::default();
+        out.push(format!("{r:?}"));
+    }
+    out
+}
+
+/// Equal lists, or a panic showing the entries only one side has.
+fn assert_same<T: std::fmt::Debug + PartialEq>(got: &[T], want: &[T], what: &str) {
+    if got == want {
+        return;
+    }
+    let only_got: Vec<&T> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
+    let only_want: Vec<&T> = want.iter().filter(|w| !got.contains(w)).take(5).collect();
+    panic!(
+        "{what}: {} entries, {} wanted\n  only here: {only_got:#?}\n  only wanted: {only_want:#?}",
+        got.len(),
+        want.len()
+    );
+}
+
+fn status_json(backup: &Path) -> serde_json::Value {
+    let out = cli()
+        .args(["status", "--json"])
+        .arg(backup)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Date by date: one process, and N = 1, 2, 4 shard processes started together, end with
+/// the same tree, catalog and applied dates; fsck finds the sharded trees clean.
+fn shards_match_one_process(name: &str, extra: &[&str]) {
+    use_server();
+    let fx = fixture(name, extra);
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
+    let first = dates[0].clone();
+    let reference = tmp.path().join("reference");
+    let counts = [1u32, 2, 4];
+    for date in &dates {
+        let one = cli()
+            .args(sync_args(&inventory, &reference, date))
+            .args(["--start-date", &first])
+            .output()
+            .unwrap();
+        let code = one.status.code();
+        assert!(matches!(code, Some(0 | 2)), "{date}: {}", stderr(&one));
+        let want_tree = tree(&reference);
+        let want_catalog = catalog(&reference);
+        for n in counts {
+            let backup = tmp.path().join(format!("shards-{n}"));
+            for (i, out) in sync_shards(&inventory, &backup, date, n, &first)
+                .iter()
+                .enumerate()
+            {
+                assert!(
+                    matches!(out.status.code(), Some(0 | 2)),
+                    "{date}, shard {i}/{n}: {}",
+                    stderr(out)
+                );
+            }
+            assert_same(
+                &tree(&backup),
+                &want_tree,
+                &format!("{date}: the tree of {n} shards"),
+            );
+            assert_same(
+                &catalog(&backup),
+                &want_catalog,
+                &format!("{date}: the catalog of {n} shards"),
+            );
+            let st = status_json(&backup);
+            assert_eq!(
+                st["last_applied"],
+                date.as_str(),
+                "{date}, {n} shards: {st}"
+            );
+        }
+    }
+    for n in counts {
+        let backup = tmp.path().join(format!("shards-{n}"));
+        let out = cli()
+            .args(["fsck", "--verify-content", "--progress", "none"])
+            .arg(&backup)
+            .output()
+            .unwrap();
+        // The skipped bad keys are reported (exit 2 only for problems).
+        assert!(
+            out.status.success(),
+            "fsck of {n} shards: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+    // The shards really split the work: with 4, more than one shard fetched something.
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join(format!("shards-4/.{STEM}/config.json"))).unwrap(),
+    )
+    .unwrap();
+    let cuts = config["shards"]["cuts"].as_array().unwrap();
+    assert_eq!(cuts.len(), 3, "{config}");
+    let mut nonempty = 0;
+    for i in 0..4 {
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                tmp.path()
+                    .join(format!("shards-4/.{STEM}/shards/{i}/state.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        if state["applied"][0]["versions"].as_u64().unwrap() > 0 {
+            nonempty += 1;
+        }
+    }
+    assert!(
+        nonempty >= 2,
+        "4 shards, {nonempty} with versions: cuts {cuts:?}"
+    );
+}
+
+#[test]
+fn shards_of_the_layout_scenario_match_one_process() {
+    shards_match_one_process("shards-layout", &["--scenario", "sync"]);
+}
+
+#[test]
+fn shards_of_a_random_history_match_one_process() {
+    shards_match_one_process(
+        "shards-random",
+        &["--scenario", "random", "--keys", "300", "--days", "3"],
+    );
+}
+
+/// A shard started with another N than the backup's, a backup without shards given
+/// `--shard`, a sharded one without it, and a shard already taken: each refused, naming
+/// what to run, and nothing changed.
+#[test]
+fn wrong_shard_counts_and_a_taken_shard_are_refused() {
+    use_server();
+    let fx = fixture(
+        "shards-refusals",
+        &["--scenario", "random", "--keys", "40", "--days", "1"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let date = fx.dates()[0].clone();
+    let backup = tmp.path().join("backup");
+    for out in sync_shards(&inventory, &backup, &date, 2, &date) {
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let before = tree(&backup);
+    let refused = |args: &[&str], expect: &str| {
+        let out = cli()
+            .args(sync_args(&inventory, &backup, &date))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    };
+    refused(&["--shard", "1/3"], "was created in 2 shards");
+    refused(&[], "--shard I/2");
+    // A shard held by another process: refused, naming the shard and its holder.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(backup.join(format!(".{STEM}/shards/1/lock")))
+        .unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(
+        backup.join(format!(".{STEM}/shards/1/lock")),
+        "pid 4242 on node17 since 2026-12-03T00:00:00Z",
+    )
+    .unwrap();
+    refused(&["--shard", "1/2"], "shard 1 of 2: pid 4242 on node17");
+    drop(lock);
+    assert_eq!(tree(&backup), before);
+    // A backup made by one process takes no --shard.
+    let single = tmp.path().join("single");
+    let out = cli()
+        .args(sync_args(&inventory, &single, &date))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli()
+        .args(sync_args(&inventory, &single, &date))
+        .args(["--shard", "0/2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("created for one process"),
+        "{}",
+        stderr(&out)
+    );
+    // Bad specs never reach the backup.
+    let out = cli()
+        .args(sync_args(&inventory, &single, &date))
+        .args(["--shard", "2/2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("shards are 0 to N-1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// One shard killed (abort, as by kill -9) part-way through its run while the others finish;
+/// its rerun converges to the one-process tree, and until then the backup's date is not
+/// applied (status shows the shard behind).
+#[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+fn a_killed_shard_catches_up_to_the_one_process_tree() {
+    use_server();
+    let fx = fixture(
+        "shards-kill",
+        &["--scenario", "random", "--keys", "200", "--days", "2"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
+    let (first, last) = (dates[0].clone(), dates.last().unwrap().clone());
+    let reference = tmp.path().join("reference");
+    let out = cli()
+        .args(sync_args(&inventory, &reference, &last))
+        .args(["--start-date", &first])
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
+    let backup = tmp.path().join("backup");
+    let n = 3;
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (inventory, backup, first, last) = (&inventory, &backup, &first, &last);
+                s.spawn(move || {
+                    let mut c = cli();
+                    c.args(sync_args(inventory, backup, last))
+                        .args(["--start-date", first])
+                        .args(["--shard", &format!("{i}/{n}")]);
+                    if i == 1 {
+                        c.env("S3INVBACKUP_CRASH_AFTER", "5");
+                    }
+                    c.output().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        outs[1].status.code(),
+        None,
+        "shard 1 was not killed: {}",
+        stderr(&outs[1])
+    );
+    for i in [0, 2] {
+        assert!(
+            matches!(outs[i].status.code(), Some(0 | 2)),
+            "{}",
+            stderr(&outs[i])
+        );
+    }
+    let st = status_json(&backup);
+    assert_ne!(st["last_applied"], last.as_str(), "{st}");
+    let shards = st["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3, "{st}");
+    assert!(shards[1]["pending_run"].is_string(), "{st}");
+    let out = cli()
+        .args(sync_args(&inventory, &backup, &last))
+        .args(["--shard", "1/3"])
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
+    assert_same(
+        &tree(&backup),
+        &tree(&reference),
+        "the tree after the rerun",
+    );
+    assert_same(
+        &catalog_unverified(&backup),
+        &catalog_unverified(&reference),
+        "the catalog after the rerun",
+    );
+    assert_eq!(status_json(&backup)["last_applied"], last.as_str());
+}
