@@ -398,3 +398,94 @@ fn a_killed_shard_catches_up_to_the_one_process_tree() {
     );
     assert_eq!(status_json(&backup)["last_applied"], last.as_str());
 }
+
+/// A shard's state directory removed, or its manifest damaged: fsck names the shard and
+/// checks nothing else; `fsck --repair` starts it afresh and syncs it again, adopting its
+/// files where they are (nothing downloaded), and the backup is the one-process backup
+/// again (how its files were verified aside), fsck clean, the next date applied by all.
+#[test]
+fn a_removed_or_damaged_shard_is_named_and_rebuilt_by_fsck() {
+    use_server();
+    let fx = fixture(
+        "shards-damage",
+        &["--scenario", "random", "--keys", "120", "--days", "2"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let dates = fx.dates();
+    let first = dates[0].clone();
+    let reference = tmp.path().join("reference");
+    let backup = tmp.path().join("backup");
+    let out = cli()
+        .args(sync_args(&inventory, &reference, &first))
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
+    for out in sync_shards(&inventory, &backup, &first, 3, &first) {
+        assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
+    }
+    let fsck = |extra: &[&str]| {
+        cli()
+            .args(["fsck", "--progress", "none"])
+            .args(extra)
+            .arg(&backup)
+            .output()
+            .unwrap()
+    };
+    for (shard, damage) in [(1, "removed"), (0, "manifest")] {
+        let dir = backup.join(format!(".{STEM}/shards/{shard}"));
+        if damage == "removed" {
+            std::fs::remove_dir_all(&dir).unwrap();
+        } else {
+            std::fs::write(dir.join("catalog/manifest.json"), "{ not json").unwrap();
+        }
+        let out = fsck(&[]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{damage}: {text}");
+        assert!(
+            text.contains("damaged-shard") && text.contains(&format!("shard {shard}")),
+            "{text}"
+        );
+        let out = fsck(&["--repair"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+        assert!(out.status.success(), "{damage}: {text}");
+        assert!(text.contains("0 version(s) downloaded"), "{damage}: {text}");
+        let out = fsck(&[]);
+        assert!(
+            out.status.success(),
+            "{damage}: after the repair: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        assert_same(
+            &tree(&backup),
+            &tree(&reference),
+            "the tree after the repair",
+        );
+        assert_same(
+            &catalog_unverified(&backup),
+            &catalog_unverified(&reference),
+            "the catalog after the repair",
+        );
+        assert!(
+            damage == "removed"
+                || std::fs::read_dir(backup.join(format!(".{STEM}/quarantine")))
+                    .unwrap()
+                    .next()
+                    .is_some(),
+            "what was left of the shard is kept"
+        );
+    }
+    // The next date, by every shard.
+    let last = dates[1].clone();
+    let out = cli()
+        .args(sync_args(&inventory, &reference, &last))
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
+    for out in sync_shards(&inventory, &backup, &last, 3, &first) {
+        assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
+    }
+    assert_same(&tree(&backup), &tree(&reference), "the next date");
+    assert_eq!(status_json(&backup)["last_applied"], last.as_str());
+}

@@ -84,6 +84,10 @@ pub struct AppliedDate {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
     pub applied: Vec<AppliedDate>,
+    /// A shard started afresh by `fsck --repair` begins at the date the others had
+    /// reached (the tree is in that date's state), not at the backup's first date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
 }
 
 impl State {
@@ -294,15 +298,12 @@ impl Backup {
     /// with the shards' counts added up.
     pub fn read_state(&self) -> Result<State> {
         if self.is_sharded_whole() {
-            let mut merged: Option<State> = None;
-            for part in self.parts() {
-                let state = part.read_state()?;
-                merged = Some(match merged {
-                    None => state,
-                    Some(m) => merge_states(m, state),
-                });
-            }
-            return Ok(merged.unwrap_or_default());
+            let states = self
+                .parts()
+                .iter()
+                .map(Backup::read_state)
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(merge_states(&states));
         }
         let path = self.state_path();
         let text = std::fs::read(&path).with_context(|| {
@@ -427,25 +428,40 @@ pub struct Lock {
     files: Vec<File>,
 }
 
-/// The dates both `a` and `b` applied (shards apply the same dates in order), counts added.
-fn merge_states(a: State, b: State) -> State {
-    let applied = a
-        .applied
-        .into_iter()
-        .zip(b.applied)
-        .take_while(|(x, y)| x.date == y.date)
-        .map(|(x, y)| AppliedDate {
-            date: x.date,
-            applied_at: x.applied_at.max(y.applied_at),
-            keys: x.keys + y.keys,
-            versions: x.versions + y.versions,
-            downloaded: x.downloaded + y.downloaded,
-            downloaded_bytes: x.downloaded_bytes + y.downloaded_bytes,
-            renamed: x.renamed + y.renamed,
-            failed: x.failed + y.failed,
-            skipped: x.skipped + y.skipped,
-            totals: x.totals.plus(&y.totals),
-        })
-        .collect();
-    State { applied }
+/// The whole's dates: those up to the last date every shard has applied (a shard started
+/// afresh lacks the earlier ones), each with the counts of the shards that applied it.
+fn merge_states(states: &[State]) -> State {
+    let Some(reached) = states
+        .iter()
+        .map(|s| s.last_applied())
+        .min()
+        .flatten()
+        .map(str::to_string)
+    else {
+        return State::default();
+    };
+    let mut by_date: std::collections::BTreeMap<&str, AppliedDate> = Default::default();
+    for state in states {
+        for a in state.applied.iter().filter(|a| a.date <= reached) {
+            let m = by_date
+                .entry(a.date.as_str())
+                .or_insert_with(|| AppliedDate {
+                    date: a.date.clone(),
+                    ..AppliedDate::default()
+                });
+            m.applied_at = m.applied_at.clone().max(a.applied_at.clone());
+            m.keys += a.keys;
+            m.versions += a.versions;
+            m.downloaded += a.downloaded;
+            m.downloaded_bytes += a.downloaded_bytes;
+            m.renamed += a.renamed;
+            m.failed += a.failed;
+            m.skipped += a.skipped;
+            m.totals = m.totals.plus(&a.totals);
+        }
+    }
+    State {
+        applied: by_date.into_values().collect(),
+        starts_at: None,
+    }
 }

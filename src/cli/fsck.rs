@@ -91,6 +91,42 @@ fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Out
         print_table(&mut out, &report, args)?;
     }
     out.flush()?;
+    // A shard started afresh syncs again (its files are adopted where they are).
+    for &shard in &report.rebuilt_shards {
+        if args.no_fetch {
+            s3invbackup::say!(
+                "shard {shard} was started afresh: run `s3invbackup sync --shard {shard}/{}` to bring it back, then fsck again",
+                backup.config.shards.as_ref().map_or(0, |m| m.count)
+            );
+            continue;
+        }
+        s3invbackup::say!("shard {shard} was started afresh: syncing it again");
+        let caught_up = s3invbackup::sync::catch_up_shard(
+            backup,
+            shard,
+            args.inventory.as_deref(),
+            super::limits::fetch_options(
+                args.jobs,
+                concurrency::DEFAULT_MAX,
+                FetchOptions::default().part_size,
+            ),
+            args.progress.options(),
+            s3.config(),
+            super::signals::stop_token(),
+        )?;
+        let (fetched, ..) = caught_up.fetched();
+        s3invbackup::say!(
+            "shard {shard}: {} date(s) applied again, {fetched} version(s) downloaded; run fsck again to check the tree",
+            caught_up.dates.len()
+        );
+    }
+    if !report.rebuilt_shards.is_empty() {
+        return Ok(if args.no_fetch {
+            Outcome::Partial
+        } else {
+            Outcome::Done
+        });
+    }
     let retryable = backup
         .read_state()?
         .applied

@@ -173,6 +173,46 @@ pub fn refetch(
     Ok(all.expect("at least one part"))
 }
 
+/// Brings shard `index` (just started afresh by `fsck --repair`) up to the date the other
+/// shards reached, from the backup's first date. What it held is still in the tree: every
+/// file found at its path with its size and mtime is kept, not downloaded again.
+pub fn catch_up_shard(
+    backup: &Backup,
+    index: u32,
+    inventory: Option<&str>,
+    fetch: FetchOptions,
+    progress: Progress,
+    s3: S3Config,
+    stop: Stop,
+) -> Result<SyncReport> {
+    let Some(map) = &backup.config.shards else {
+        bail!("{} has no shards", backup.root.display());
+    };
+    let mut reached: Option<String> = None;
+    for part in backup.parts() {
+        if let Some(l) = part.read_state()?.last_applied()
+            && reached.as_deref().is_none_or(|r| l > r)
+        {
+            reached = Some(l.to_string());
+        }
+    }
+    let end = reached.unwrap_or_else(|| map.first_date.clone());
+    let id = ShardId {
+        index,
+        count: map.count,
+    };
+    refetch_part(
+        backup,
+        inventory,
+        &fetch,
+        progress,
+        &s3,
+        &stop,
+        &end,
+        Some(id),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn refetch_part(
     backup: &Backup,
@@ -275,17 +315,22 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
         && state.applied.is_empty()
         && pending.is_none()
     {
+        let start = state.starts_at.as_ref().unwrap_or(&map.first_date);
         if let Some(s) = &opts.start_date
-            && DateSpec::parse(s)?.select(&complete).map(|d| d.as_str()) != Some(&map.first_date)
+            && DateSpec::parse(s)?.select(&complete).map(|d| d.as_str()) != Some(start)
         {
             bail!(
-                "--start-date {s}: the shards of {} start at {}, where the backup began",
+                "--start-date {s}: this shard of {} starts at {start}{}",
                 opts.backup.display(),
-                map.first_date
+                if state.starts_at.is_some() {
+                    " (where the other shards were when it was started afresh)"
+                } else {
+                    ", where the backup began"
+                }
             );
         }
         opts_here = opts.clone();
-        opts_here.start_date = Some(map.first_date.clone());
+        opts_here.start_date = Some(start.clone());
         opts = &opts_here;
     }
     let dates = dates::select_dates(&complete, &state, pending.as_deref(), opts)?;

@@ -61,6 +61,9 @@ pub enum Problem {
     },
     /// A symbolic link in the tree: no command follows, removes or writes through one.
     Symlink { path: String, target: String },
+    /// A shard's state directory is missing or damaged (its state, manifest or a catalog
+    /// part): the tree cannot be checked against the catalog until it is rebuilt.
+    DamagedShard { shard: u32, reason: String },
 }
 
 impl Problem {
@@ -83,6 +86,9 @@ impl Problem {
             Problem::Symlink { .. } => {
                 "none: replace the link by the directory it points to (remove the link, move the target there), or keep the whole backup where it points"
             }
+            Problem::DamagedShard { .. } => {
+                "move what is left to quarantine, start the shard afresh and sync it again (its files in the tree are adopted by size and mtime, not downloaded again)"
+            }
         }
     }
 
@@ -98,6 +104,7 @@ impl Problem {
             Problem::VersionsJson { .. } => "versions-json",
             Problem::UnfinishedRun { .. } => "unfinished-run",
             Problem::Symlink { .. } => "symlink",
+            Problem::DamagedShard { .. } => "damaged-shard",
         }
     }
 
@@ -123,6 +130,7 @@ impl Problem {
                 journal_entries,
             } => format!("the run of {date} ({journal_entries} journal entries)"),
             Problem::Symlink { target, .. } => format!("-> {target}"),
+            Problem::DamagedShard { shard, reason } => format!("shard {shard}: {reason}"),
         }
     }
 
@@ -156,7 +164,7 @@ impl Problem {
             | Problem::Misplaced { path, .. }
             | Problem::Symlink { path, .. } => Some(path),
             Problem::VersionsJson { dir, .. } => Some(dir),
-            Problem::UnfinishedRun { .. } => None,
+            Problem::UnfinishedRun { .. } | Problem::DamagedShard { .. } => None,
         }
     }
 }
@@ -176,6 +184,9 @@ pub struct FsckReport {
     /// its moved ones like missing files): counted here, not listed, since resuming or
     /// rolling back the run is their one fix.
     pub unfinished_run_paths: u64,
+    /// Damaged shards `--repair` started afresh: each must sync again (the `fsck` command
+    /// does, unless told not to fetch).
+    pub rebuilt_shards: Vec<u32>,
 }
 
 pub struct FsckOptions {
@@ -196,6 +207,25 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
             holder,
         }
         .into());
+    }
+    // A damaged shard first: without its catalog nothing in its part of the tree can be
+    // told from a stray, so nothing else is checked (or repaired) until it is rebuilt.
+    let damaged = damaged_shards(backup);
+    if !damaged.is_empty() {
+        for (shard, reason) in &damaged {
+            report.problems.push(Problem::DamagedShard {
+                shard: *shard,
+                reason: reason.clone(),
+            });
+        }
+        if opts.repair {
+            for (shard, _) in &damaged {
+                rebuild_shard(backup, *shard)?;
+                report.rebuilt_shards.push(*shard);
+            }
+            report.repaired = true;
+        }
+        return Ok(report);
     }
     let mut touched: Option<HashSet<String>> = None;
     // (Each shard of a sharded backup may have a run of its own.)
@@ -269,6 +299,87 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         report.repaired = true;
     }
     Ok(report)
+}
+
+/// The shards whose state cannot be read: a missing directory, state.json or manifest, a
+/// catalog part missing or not what the manifest says.
+fn damaged_shards(backup: &Backup) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    if backup.config.shards.is_none() {
+        return out;
+    }
+    for part in backup.parts() {
+        let crate::backup::PartOf::Shard(i) = part.part else {
+            continue;
+        };
+        let found = part
+            .read_state()
+            .and_then(|_| crate::backup::catalog::Catalog::open(&part).map(|_| ()));
+        if let Err(e) = found {
+            out.push((i, format!("{e:#}")));
+        }
+    }
+    out
+}
+
+/// Starts shard `index` afresh: whatever is left of its state directory goes to
+/// quarantine, and an empty state and catalog take its place (its lock held). Its next
+/// sync applies the date the other shards reached; the files of every version that date
+/// lists are still in the tree at their paths, where the run finds them (by size and
+/// mtime) instead of downloading them. What the lost catalog alone knew (versions gone
+/// from the bucket since, first-seen dates) is lost with it: their files show as strays.
+fn rebuild_shard(backup: &Backup, index: u32) -> Result<()> {
+    use anyhow::Context;
+    let part = backup.shard(index);
+    // The tree is in the state of the newest date any other shard applied: the shard
+    // starts there (a replay from the first date would move files of later versions).
+    let map = backup.config.shards.as_ref().expect("sharded");
+    let reached = backup
+        .parts()
+        .iter()
+        .filter(|p| p.part != part.part)
+        .filter_map(|p| p.read_state().ok()?.last_applied().map(str::to_string))
+        .max()
+        .unwrap_or_else(|| map.first_date.clone());
+    let dir = part.part_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _lock = part.lock()?;
+    let quarantine = quarantine_dir(backup)
+        .join(
+            crate::model::timestamp::Timestamp::now()
+                .to_string()
+                .replace(':', "-"),
+        )
+        .join("shards")
+        .join(index.to_string());
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_name() == "lock" {
+            continue;
+        }
+        std::fs::create_dir_all(&quarantine)
+            .with_context(|| format!("creating {}", quarantine.display()))?;
+        let to = quarantine.join(entry.file_name());
+        std::fs::rename(entry.path(), &to)
+            .with_context(|| format!("moving {} to {}", entry.path().display(), to.display()))?;
+    }
+    for d in [part.runs_dir(), part.indexes_dir()] {
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    crate::backup::catalog::store::create_empty(&part)?;
+    crate::backup::durable::write_json(
+        &part.state_path(),
+        &crate::backup::State {
+            applied: Vec::new(),
+            starts_at: Some(reached),
+        },
+    )?;
+    tracing::warn!(
+        "{}: started afresh (what was left is in {})",
+        part.part_name(),
+        quarantine.display()
+    );
+    Ok(())
 }
 
 /// Every path an unfinished run's steps name, and their directories (whose versions JSON

@@ -70,7 +70,8 @@ pub(super) fn repair(
             Problem::VersionsJson { dir, .. } => {
                 json_dirs.insert(dir.clone());
             }
-            Problem::UnfinishedRun { .. } => {}
+            // Handled before the check (`fsck`): never among the problems repaired here.
+            Problem::UnfinishedRun { .. } | Problem::DamagedShard { .. } => {}
         }
     }
     if now_missing.is_empty() {
