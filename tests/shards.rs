@@ -205,6 +205,46 @@ fn shards_match_one_process(name: &str, extra: &[&str]) {
             stderr(&out)
         );
     }
+    // Readers see one backup: restore and locate of the sharded backups give the
+    // one-process answers.
+    let restore = |from: &Path, to: &Path| {
+        let out = cli()
+            .args(["restore", "--progress", "none"])
+            .arg(from)
+            .args(["--at", "2100-01-01T00:00:00Z"])
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(matches!(out.status.code(), Some(0 | 2)), "{}", stderr(&out));
+        out.status.code()
+    };
+    let want_code = restore(&reference, &tmp.path().join("restored-reference"));
+    let want = tree(&tmp.path().join("restored-reference"));
+    let locate = |backup: &Path, key: &str| {
+        let out = cli().arg("locate").arg(backup).arg(key).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).replace(&backup.display().to_string(), "BACKUP"),
+        )
+    };
+    let keys: Vec<String> = catalog(&reference)
+        .iter()
+        .filter_map(|r| r.split('"').nth(1).map(str::to_string))
+        .step_by(7)
+        .collect();
+    for n in [2u32, 4] {
+        let backup = tmp.path().join(format!("shards-{n}"));
+        let to = tmp.path().join(format!("restored-{n}"));
+        assert_eq!(restore(&backup, &to), want_code);
+        assert_same(&tree(&to), &want, &format!("restore of {n} shards"));
+        for key in &keys {
+            assert_eq!(
+                locate(&backup, key),
+                locate(&reference, key),
+                "locate {key}, {n} shards"
+            );
+        }
+    }
     // The shards really split the work: with 4, more than one shard fetched something.
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(tmp.path().join(format!("shards-4/.{STEM}/config.json"))).unwrap(),

@@ -87,8 +87,10 @@ pub fn write_spine_versions_files(whole: &Backup) -> Result<u64> {
         .truncate(false)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
+    let t = std::time::Instant::now();
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
+    let waited = t.elapsed().as_secs_f64();
     let catalog = whole.catalog()?;
     let mut written = 0;
     for dir in shards.spine() {
@@ -130,6 +132,11 @@ pub fn write_spine_versions_files(whole: &Backup) -> Result<u64> {
         }
     }
     drop(lock);
+    tracing::info!(
+        "spine versions JSON: {written} of {} directories in {:.3} s ({waited:.3} s waiting for spine.lock)",
+        shards.spine().len(),
+        t.elapsed().as_secs_f64()
+    );
     Ok(written)
 }
 

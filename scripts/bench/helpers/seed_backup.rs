@@ -87,6 +87,7 @@ fn main() -> Result<()> {
             versions: stats.records,
             ..AppliedDate::default()
         }],
+        starts_at: None,
     })?;
     eprintln!(
         "seeded {}: {} versions in the catalog, {created} current files created",
