@@ -353,13 +353,7 @@ impl Backup {
             return Ok(Lock { files: held });
         }
         let path = self.part_dir().join("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let mut file = lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -421,6 +415,18 @@ impl Backup {
                 .to_string()
         })
     }
+}
+
+/// Opens (creating) a file that is only ever `flock`ed: the writer's lock, the spine's, the
+/// creation lock of a sharded backup.
+pub fn lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 /// Held while a process writes a backup; released when dropped (or when the process dies).

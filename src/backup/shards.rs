@@ -125,10 +125,11 @@ impl Shards {
 }
 
 /// Cuts the key space of `records` (in index order; `total` of them) into `count` ranges of
-/// about equal version count, each cut at the start of the directory of the key where the
-/// running count passes the next share. A directory is never split by its own files: a
-/// directory holding more than a share leaves a shard short (or empty) rather than cut in
-/// the middle of its files.
+/// about equal version count. A cut is the start of a directory: when the running count
+/// passes the next share inside a directory, the cut goes at the start of that directory or
+/// of the next one, whichever leaves the count closer to the share. A directory is never
+/// split by its own files: one holding more than a share leaves a shard short (or empty)
+/// rather than cut in the middle of its files.
 pub fn compute(
     records: &mut dyn SortedRecords,
     total: u64,
@@ -138,22 +139,47 @@ pub fn compute(
     if count == 0 {
         bail!("a backup has at least one shard");
     }
+    let share = |i: usize| total * i as u64 / count as u64;
     let mut cuts: Vec<String> = Vec::new();
     let mut seen = 0u64;
+    // The newest directory start (its cut, the records before it), and the directory whose
+    // span passed the next share.
+    let mut start: Option<(String, u64)> = None;
+    let mut crossed: Option<(String, u64)> = None;
     let mut rec = crate::model::record::VersionRecord::default();
     while cuts.len() + 1 < count as usize && records.take(&mut rec)? {
-        seen += 1;
-        let share = total * (cuts.len() as u64 + 1) / count as u64;
-        if seen <= share {
-            continue;
-        }
         let cut = match rec.key.rfind('/') {
             Some(i) => rec.key[..=i].to_string(),
             None => format!("{}/", rec.key),
         };
-        if cuts.last().is_none_or(|last| *last < cut) && !cut.starts_with('/') {
-            cuts.push(cut);
+        // A region that starts here: its cut is above every cut of the keys before it (a
+        // directory's own files after a subdirectory's keys are not a new start).
+        if start.as_ref().is_none_or(|(c, _)| cut > *c) {
+            if let Some((before, at)) = crossed.take() {
+                let want = share(cuts.len() + 1);
+                let chosen = if want.abs_diff(at) <= want.abs_diff(seen) && at > 0 {
+                    before
+                } else {
+                    cut.clone()
+                };
+                if cuts.last().is_none_or(|last| *last < chosen) {
+                    cuts.push(chosen);
+                }
+            }
+            start = Some((cut, seen));
         }
+        seen += 1;
+        if crossed.is_none() && cuts.len() + 1 < count as usize && seen > share(cuts.len() + 1) {
+            crossed = start.clone();
+        }
+    }
+    // The last share passed in the last directory: its start is the only cut left.
+    if let Some((before, at)) = crossed
+        && at > 0
+        && cuts.len() + 1 < count as usize
+        && cuts.last().is_none_or(|last| *last < before)
+    {
+        cuts.push(before);
     }
     // Fewer distinct cuts than shards (a small or flat bucket): the last shards are empty.
     let pad = cuts
@@ -311,6 +337,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Records of `keys`, each with `n` versions, in index order.
+    struct Listed(Vec<crate::model::record::VersionRecord>);
+    impl SortedRecords for Listed {
+        fn peek(&mut self) -> Result<Option<&crate::model::record::VersionRecord>> {
+            Ok(self.0.first())
+        }
+        fn take(&mut self, slot: &mut crate::model::record::VersionRecord) -> Result<bool> {
+            if self.0.is_empty() {
+                return Ok(false);
+            }
+            *slot = self.0.remove(0);
+            Ok(true)
+        }
+    }
+    fn listed(dirs: &[(&str, usize)]) -> (Listed, u64) {
+        let mut recs = Vec::new();
+        for (dir, n) in dirs {
+            for i in 0..*n {
+                recs.push(crate::model::record::VersionRecord {
+                    key: format!("{dir}/{i:05}"),
+                    ..Default::default()
+                });
+            }
+        }
+        let total = recs.len() as u64;
+        (Listed(recs), total)
+    }
+
+    #[test]
+    fn cuts_balance_at_directory_starts() {
+        // Four directories of 3,000 versions and 12,000 in all: two shards cut at `c/`.
+        let (mut r, total) = listed(&[("a", 3000), ("b", 3000), ("c", 3000), ("d", 3000)]);
+        let m = compute(&mut r, total, 2, "d").unwrap();
+        assert_eq!(m.cuts, ["c/"]);
+        // 3 shards of 4,000: the share passes in `b/` (at 4,000, 1,000 in) -> its start
+        // (3,000) is closer than `c/`'s (6,000); then 8,000 passes in `c/` (2,000 in):
+        // `c/` at 6,000 and `d/` at 9,000 are both 2,000 and 1,000 away -> `d/`.
+        let (mut r, total) = listed(&[("a", 3000), ("b", 3000), ("c", 3000), ("d", 3000)]);
+        let m = compute(&mut r, total, 3, "d").unwrap();
+        assert_eq!(m.cuts, ["b/", "d/"]);
+        // One huge directory: no cut inside it; the shards after it are empty.
+        let (mut r, total) = listed(&[("a", 10), ("big", 10000), ("z", 10)]);
+        let m = compute(&mut r, total, 4, "d").unwrap();
+        assert_eq!(m.cuts.len(), 3);
+        let s = Shards::new(&m);
+        let owners: std::collections::BTreeSet<u32> = ["big/00001", "big/09999"]
+            .iter()
+            .map(|k| s.owner(k))
+            .collect();
+        assert_eq!(owners.len(), 1, "{m:?}");
+        // Nested directories: the cut goes at a subdirectory's start, never between a
+        // directory's own files.
+        let (mut r, total) = listed(&[("x/1", 500), ("x/2", 500), ("x/3", 500), ("x/4", 500)]);
+        let m = compute(&mut r, total, 2, "d").unwrap();
+        assert_eq!(m.cuts, ["x/3/"]);
     }
 
     #[test]

@@ -80,13 +80,7 @@ pub fn write_spine_versions_files(whole: &Backup) -> Result<u64> {
         return Ok(0);
     };
     let lock_path = whole.state_dir().join("shards").join("spine.lock");
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock = crate::backup::lock_file(&lock_path)?;
     let t = std::time::Instant::now();
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;

@@ -91,6 +91,13 @@ fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Out
         print_table(&mut out, &report, args)?;
     }
     out.flush()?;
+    let fetch = || {
+        super::limits::fetch_options(
+            args.jobs,
+            concurrency::DEFAULT_MAX,
+            FetchOptions::default().part_size,
+        )
+    };
     // A shard started afresh syncs again (its files are adopted where they are).
     for &shard in &report.rebuilt_shards {
         if args.no_fetch {
@@ -105,11 +112,7 @@ fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Out
             backup,
             shard,
             args.inventory.as_deref(),
-            super::limits::fetch_options(
-                args.jobs,
-                concurrency::DEFAULT_MAX,
-                FetchOptions::default().part_size,
-            ),
+            fetch(),
             args.progress.options(),
             s3.config(),
             super::signals::stop_token(),
@@ -137,11 +140,7 @@ fn check_and_repair(backup: &Backup, args: &FsckArgs, s3: &S3Args) -> Result<Out
         let refetched = refetch(
             backup,
             args.inventory.as_deref(),
-            super::limits::fetch_options(
-                args.jobs,
-                concurrency::DEFAULT_MAX,
-                FetchOptions::default().part_size,
-            ),
+            fetch(),
             args.progress.options(),
             s3.config(),
             super::signals::stop_token(),

@@ -504,13 +504,7 @@ fn create_sharded(
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let lock_path = state_dir.join("create.lock");
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock = crate::backup::lock_file(&lock_path)?;
     let t = std::time::Instant::now();
     if lock.try_lock().is_err() {
         tracing::info!(
