@@ -1753,3 +1753,84 @@ fn prune_and_repair_upgrade_a_format_2_backup() {
     assert!(backup.join(&victim).exists(), "{victim} not fetched back");
     cli().arg("fsck").arg(&backup).assert().code(0);
 }
+
+/// A power loss after a placement's rename reached the disk but before its bytes did leaves
+/// a torn file where the plan places a version (shorter, or empty: ext4's delayed
+/// allocation does exactly this). The resumed run must not stop at it ("already exists")
+/// for good: the torn file goes to quarantine (never deleted) and the version is fetched
+/// and placed again; the tree then equals the uninterrupted run's.
+#[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
+fn a_placement_torn_by_a_power_loss_is_fetched_again_on_resume() {
+    use_server();
+    let fx = fixture(
+        "sync-torn",
+        &["--scenario", "random", "--keys", "40", "--days", "1"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let inventory = fx.local_arg();
+    let reference = tmp.path().join("reference");
+    sync(&inventory, &reference, &[]);
+    let want = content_snapshot(&reference);
+    let backup = tmp.path().join("backup");
+    let out = cli()
+        .arg("sync")
+        .arg(&inventory)
+        .arg(&backup)
+        .args(["--progress", "none", "--jobs", "1"])
+        .env("S3INVBACKUP_CRASH_AFTER", "6")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_none(),
+        "the crash point was not reached"
+    );
+    // What the power loss leaves: every file the killed run placed, with its bytes gone.
+    let runs = backup.join(format!(".{STEM}/runs"));
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let journal = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+    let mut torn = 0;
+    for line in journal.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        if e["op"] == "place" {
+            let dest = backup.join(e["dest"].as_str().unwrap());
+            if dest.is_file() && dest.metadata().unwrap().len() > 0 {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&dest)
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
+                torn += 1;
+            }
+        }
+    }
+    assert!(torn > 0, "no placed file to tear: {journal}");
+    let out = cli()
+        .arg("sync")
+        .arg(&inventory)
+        .arg(&backup)
+        .args(["--progress", "none"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the resumed run stopped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(content_snapshot(&backup), want);
+    cli().arg("fsck").arg(&backup).assert().code(0);
+    // The torn files are kept, not deleted.
+    let q = backup.join(format!(".{STEM}/quarantine"));
+    let kept: Vec<String> = snapshot(&q)
+        .into_iter()
+        .filter(|(p, ..)| q.join(p).is_file())
+        .map(|(p, ..)| p)
+        .collect();
+    assert_eq!(kept.len(), torn, "{kept:?}");
+}

@@ -230,6 +230,12 @@ impl Backup {
         Ok(backup)
     }
 
+    /// Where files taken out of the tree go, never deleted: strays and damaged files
+    /// (`fsck --repair`), torn placements a resumed run found, a damaged shard's remains.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.state_dir().join("quarantine")
+    }
+
     /// The shard map, if the backup has more than one writer.
     pub fn shards(&self) -> Option<shards::Shards> {
         self.config.shards.as_ref().map(shards::Shards::new)

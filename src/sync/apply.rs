@@ -57,6 +57,10 @@ pub struct RunOutcome {
     /// Of those, written as the plan rendered them (no catalog read).
     pub versions_files_planned: u64,
     pub requests: u64,
+    /// Files found where the plan placed a version, not that version (torn by a power
+    /// loss after their rename, or put there by hand): moved to `.<stem>/quarantine/`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<String>,
     pub failures: Vec<Failure>,
     pub interrupted: bool,
     /// How many downloads were in flight (`--jobs auto`: the curve it followed).
@@ -156,6 +160,8 @@ struct Run<'a> {
     /// Access denials since the last download that worked: a long unbroken run of them
     /// is the credentials (or their absence), not the versions.
     denied_in_a_row: u32,
+    /// When this attempt started (names its quarantine folder).
+    started: String,
 }
 
 /// This many 403s in a row, with no success between, stop the run.
@@ -185,6 +191,9 @@ impl<'a> Run<'a> {
             shards_made: [false; 256],
             real_dirs: HashSet::new(),
             in_flight: HashMap::new(),
+            started: crate::model::timestamp::Timestamp::now()
+                .to_string()
+                .replace(':', "-"),
             outcome: RunOutcome {
                 date: date.to_string(),
                 ..RunOutcome::default()
@@ -394,11 +403,7 @@ impl<'a> Run<'a> {
         })?;
         let target = self.root.join(dest);
         if exists(&target) {
-            bail!(
-                "{} already exists where the plan places a new version; the tree does not match \
-                 the catalog (run fsck)",
-                target.display()
-            );
+            self.set_aside(&target, dest)?;
         }
         make_parent(&target)?;
         use std::os::unix::fs::PermissionsExt;
@@ -407,6 +412,40 @@ impl<'a> Run<'a> {
             .with_context(|| format!("setting the mode of {}", staging.display()))?;
         std::fs::rename(staging, &target)
             .with_context(|| format!("moving {} to {}", staging.display(), target.display()))
+    }
+
+    /// A file stands where the plan places a version, and it is not that version (the
+    /// fetch found no verified copy there): a placement whose rename reached the disk before
+    /// its bytes did (a power loss, or a node crash on a cluster filesystem), or a file put
+    /// there by hand. Neither is held by the catalog; it moves to quarantine, never deleted,
+    /// and the version takes its place. Anything but a plain file there stops the run.
+    fn set_aside(&mut self, target: &Path, dest: &str) -> Result<()> {
+        let meta = std::fs::symlink_metadata(target)
+            .with_context(|| format!("reading {}", target.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{} already exists where the plan places a new version, and is not a file; \
+                 the tree does not match the catalog (run fsck)",
+                target.display()
+            );
+        }
+        let to = self
+            .exec
+            .backup
+            .quarantine_dir()
+            .join(&self.started)
+            .join(dest);
+        make_parent(&to)?;
+        std::fs::rename(target, &to)
+            .with_context(|| format!("moving {} to {}", target.display(), to.display()))?;
+        tracing::warn!(
+            "{} is not the version the plan places there ({} bytes): kept in {}, fetched again",
+            target.display(),
+            meta.len(),
+            to.display()
+        );
+        self.outcome.quarantined.push(dest.to_string());
+        Ok(())
     }
 
     /// A download finished: place it, or record why not.

@@ -413,5 +413,5 @@ fn touched_paths(run: &crate::backup::run_dir::RunDir) -> Result<HashSet<String>
 
 /// Where fsck --repair puts what it moves out of the tree.
 pub fn quarantine_dir(backup: &Backup) -> PathBuf {
-    backup.state_dir().join("quarantine")
+    backup.quarantine_dir()
 }
