@@ -49,6 +49,33 @@ fn rename_synced(from: &Path, to: &Path) -> Result<()> {
     sync_dir(parent(to))
 }
 
+/// Creates directory `dir` and any missing parents, durably: each new directory's entry
+/// in its parent is fsynced (a file fsynced inside a directory does not make the
+/// directory's own name durable). For the state directory's own directories (the backup's,
+/// a shard's, a run's, the catalog's), where a power loss must not take a plan or a
+/// journal away with its directory's name.
+pub fn make_dir(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    for new in missing.into_iter().rev() {
+        match std::fs::create_dir(new) {
+            Ok(()) => {}
+            // Another shard of a job array made it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && new.is_dir() => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", new.display())),
+        }
+        sync_dir(parent(new))?;
+    }
+    Ok(())
+}
+
 /// Makes the entries of `dir` (names created, renamed, removed) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -80,6 +107,18 @@ fn parent(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn make_dir_creates_every_missing_parent_and_accepts_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        make_dir(&deep).unwrap();
+        assert!(deep.is_dir());
+        make_dir(&deep).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let err = make_dir(&dir.path().join("file/sub")).unwrap_err();
+        assert!(format!("{err:#}").contains("file/sub"), "{err:#}");
+    }
 
     #[test]
     fn replace_and_write_leave_only_the_target() {

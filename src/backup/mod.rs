@@ -219,8 +219,7 @@ impl Backup {
         };
         for part in backup.parts() {
             for dir in [part.part_dir(), part.runs_dir(), part.indexes_dir()] {
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                durable::make_dir(&dir)?;
             }
             crate::backup::catalog::store::create_empty(&part)?;
             durable::write_json(&part.state_path(), &State::default())?;

@@ -123,7 +123,7 @@ fn keep_changes(backup: &Backup, dir: &crate::backup::run_dir::RunDir, date: &st
         return Ok(());
     }
     let parent = to.parent().expect("in the changes directory");
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    crate::backup::durable::make_dir(parent)?;
     std::fs::rename(&from, &to)
         .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
     crate::backup::durable::sync_dir(parent)

@@ -501,8 +501,7 @@ fn create_sharded(
 ) -> Result<Backup> {
     let stem = NameStem::new(&opts.name_stem).map_err(anyhow::Error::msg)?;
     let state_dir = opts.backup.join(stem.state_dir());
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
+    crate::backup::durable::make_dir(&state_dir)?;
     let lock_path = state_dir.join("create.lock");
     let lock = crate::backup::lock_file(&lock_path)?;
     let t = std::time::Instant::now();

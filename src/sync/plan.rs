@@ -750,8 +750,8 @@ fn describe_content(r: &VersionRecord) -> String {
 
 impl PlanOutput {
     fn create(run_dir: &RunDir, source_bucket: &str, date: &str) -> Result<PlanOutput> {
-        std::fs::create_dir_all(run_dir.path())
-            .with_context(|| format!("creating {}", run_dir.path().display()))?;
+        // Durably: the plan and the journal must not lose their directory's name.
+        durable::make_dir(run_dir.path())?;
         let steps_path = run_dir.steps_path();
         Ok(PlanOutput {
             run_dir: run_dir.clone(),

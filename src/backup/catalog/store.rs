@@ -273,7 +273,7 @@ fn part_name(kind: &str, n: u64) -> String {
 /// Writes the empty catalog of a new backup.
 pub fn create_empty(backup: &Backup) -> Result<()> {
     let dir = dir_in(&backup.part_dir());
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    durable::make_dir(&dir)?;
     let file = part_name("base", 1);
     create(&dir.join(&file), &backup.config.source_bucket, "")?.finish()?;
     write_manifest(
@@ -324,7 +324,7 @@ pub fn upgrade(backup: &Backup) -> Result<()> {
         return collect_garbage(backup);
     }
     let old = Catalog::single(&legacy)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    durable::make_dir(&dir)?;
     let file = part_name("base", 1);
     let base = dir.join(&file);
     match std::fs::hard_link(&legacy, &base) {
