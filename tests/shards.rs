@@ -420,6 +420,14 @@ fn a_killed_shard_catches_up_to_the_one_process_tree() {
     let shards = st["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 3, "{st}");
     assert!(shards[1]["pending_run"].is_string(), "{st}");
+    // `rollback` of the whole backup undoes the killed shard's run (the others have none);
+    // then the shard's rerun applies it again.
+    let out = cli().arg("rollback").arg(&backup).output().unwrap();
+    assert!(out.status.success(), "rollback: {}", stderr(&out));
+    assert!(
+        status_json(&backup)["shards"][1]["pending_run"].is_null(),
+        "the killed shard's run is still pending after rollback"
+    );
     let out = cli()
         .args(sync_args(&inventory, &backup, &last))
         .args(["--shard", "1/3"])
@@ -437,6 +445,24 @@ fn a_killed_shard_catches_up_to_the_one_process_tree() {
         "the catalog after the rerun",
     );
     assert_eq!(status_json(&backup)["last_applied"], last.as_str());
+    // prune of the whole backup removes exactly what it removes from the one-process one.
+    let files_before = tree(&backup).len();
+    for b in [&backup, &reference] {
+        let out = cli()
+            .arg("prune")
+            .arg(b)
+            .args(["--noncurrent-older-than", "1m"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "prune: {}", stderr(&out));
+    }
+    assert!(tree(&backup).len() < files_before, "prune removed nothing");
+    assert_same(&tree(&backup), &tree(&reference), "the tree after prune");
+    assert_same(
+        &catalog_unverified(&backup),
+        &catalog_unverified(&reference),
+        "the catalog after prune",
+    );
 }
 
 /// A shard's state directory removed, or its manifest damaged: fsck names the shard and
