@@ -79,13 +79,14 @@ impl Shards {
     pub fn owner(&self, key: &str) -> u32 {
         let (unit, slash) = self.unit(key);
         let tail: &[u8] = if slash { b"/" } else { b"" };
-        let ge_cut = |c: &String| {
+        // Cuts at or below the unit's path: their count is the shard.
+        let at_or_below = |c: &String| {
             c.as_bytes()
                 .iter()
                 .cmp(unit.as_bytes().iter().chain(tail))
                 .is_le()
         };
-        self.cuts.partition_point(ge_cut) as u32
+        self.cuts.partition_point(at_or_below) as u32
     }
 
     /// The unit's path: a prefix of `key`, and whether a `/` follows it.

@@ -173,9 +173,10 @@ pub fn refetch(
     Ok(all.expect("at least one part"))
 }
 
-/// Brings shard `index` (just started afresh by `fsck --repair`) up to the date the other
-/// shards reached, from the backup's first date. What it held is still in the tree: every
-/// file found at its path with its size and mtime is kept, not downloaded again.
+/// Brings shard `index` (just started afresh by `fsck --repair`, its state beginning at the
+/// date the other shards reached: `State::starts_at`) up to that date. What it held is
+/// still in the tree: every file found at its path with its size and mtime is kept, not
+/// downloaded again.
 pub fn catch_up_shard(
     backup: &Backup,
     index: u32,
