@@ -34,4 +34,11 @@ else
     echo "SKIPPED: scripts/campaigns/campaign-resources.py (cannot mount tmpfs here: needs root)"
 fi
 rmdir "$probe"
+# The power-loss campaign mounts its recording filesystem with FUSE: it needs root, /dev/fuse
+# and libfuse3.
+if [ "$(id -u)" = 0 ] && [ -c /dev/fuse ] && ldconfig -p | grep -q 'libfuse3\.so\.3'; then
+    "$venv/bin/python" scripts/campaigns/campaign-powerloss.py --bin target/debug/s3invbackup --n 24 --seed "$seed"
+else
+    echo "SKIPPED: scripts/campaigns/campaign-powerloss.py (needs root, /dev/fuse and libfuse3)"
+fi
 scripts/campaigns/campaign-fuzz.sh 20 dev

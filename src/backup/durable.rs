@@ -3,7 +3,8 @@
 //! POSIX makes a rename atomic but not durable: after a power loss the directory may still
 //! name the old file, or name the new one before its bytes are on disk. So every state
 //! file, catalog and plan summary is replaced the same way: write a temporary file beside
-//! it, fsync it, rename it over the target, fsync the directory. A reader (or the process
+//! it, fsync it and its directory (for what else the directory gained: the files the new
+//! one names), rename it over the target, fsync the directory. A reader (or the process
 //! that resumes after a crash) sees the old file or the new one, whole.
 
 use std::fs::File;
@@ -44,6 +45,10 @@ pub fn replace(new: &Path, path: &Path) -> Result<()> {
 }
 
 fn rename_synced(from: &Path, to: &Path) -> Result<()> {
+    // The directory first, as well as after: a file the new one names (a catalog part
+    // linked or written beside its manifest) must not be lost while the manifest survives,
+    // and POSIX orders neither entry before the other.
+    sync_dir(parent(to))?;
     std::fs::rename(from, to)
         .with_context(|| format!("replacing {} with {}", to.display(), from.display()))?;
     sync_dir(parent(to))
@@ -94,7 +99,29 @@ pub fn sync_filesystem(root: &Path) -> Result<()> {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("syncing the filesystem of {}", root.display()));
     }
+    #[cfg(feature = "failpoints")]
+    mark_syncfs(&dir);
     Ok(())
+}
+
+/// The power-loss campaign's filesystem (scripts/harness/powercut.py) is a FUSE daemon, and
+/// the kernel does not tell a FUSE daemon about `syncfs`. So a failpoints build announces each
+/// completed one by asking for this extended attribute, which that filesystem records as the
+/// syncfs (every other filesystem just answers that there is no such attribute).
+#[cfg(feature = "failpoints")]
+fn mark_syncfs(dir: &File) {
+    use std::os::fd::AsRawFd;
+    let name = c"user.s3invbackup.syncfs";
+    let mut value = [0u8; 1];
+    // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the length given.
+    unsafe {
+        libc::fgetxattr(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
 }
 
 fn parent(path: &Path) -> &Path {

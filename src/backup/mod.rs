@@ -192,7 +192,8 @@ impl Backup {
 
     /// Creates a new backup at `root`, which must be absent or an empty directory: a
     /// backup never adopts files it did not place. (A sharded backup's creator holds the
-    /// creation lock in `.<stem>/`, which may therefore exist already.)
+    /// creation lock in `.<stem>/`, which may therefore exist already; so may the state
+    /// directory of a creation that was interrupted before its config.json was written.)
     pub fn create(root: &Path, config: Config) -> Result<Backup> {
         let stem = NameStem::new(&config.name_stem).map_err(anyhow::Error::msg)?;
         if root.exists() {
@@ -200,7 +201,11 @@ impl Backup {
                 std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))?;
             for entry in entries {
                 let entry = entry.with_context(|| format!("reading {}", root.display()))?;
-                if config.shards.is_some() && entry.file_name().to_str() == Some(&stem.state_dir())
+                // A state directory without its config.json is a creation that did not finish
+                // (a crash, or a power loss that kept the directories and not the config):
+                // nothing was placed yet, and this creation takes it over.
+                if entry.file_name().to_str() == Some(&stem.state_dir())
+                    && (config.shards.is_some() || !entry.path().join("config.json").exists())
                 {
                     continue;
                 }

@@ -78,7 +78,9 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
             Entry::Place { dest, .. } => vec![dest.clone()],
             Entry::Displace { dir, to, .. } => vec![dir.clone(), to.clone()],
             Entry::Mkdir { dir } => vec![format!("{dir}/")],
-            Entry::Versions | Entry::Commit => vec![],
+            Entry::Versions | Entry::Commit | Entry::Attempt { .. } | Entry::Checkpoint { .. } => {
+                vec![]
+            }
         };
         for p in paths {
             crate::backup::layout::no_symlink_on_the_way(root, &p).map_err(anyhow::Error::msg)?;
@@ -126,7 +128,7 @@ pub fn rollback(backup: &Backup) -> Result<Option<RollbackReport>> {
                 // Only if empty: it may hold files placed before the run.
                 let _ = std::fs::remove_dir(root.join(dir));
             }
-            Entry::Versions | Entry::Commit => {}
+            Entry::Versions | Entry::Commit | Entry::Attempt { .. } | Entry::Checkpoint { .. } => {}
         }
     }
     let dirty = run_dir.read_dirty()?;

@@ -134,6 +134,8 @@ impl Executor<'_> {
 
 /// A download in flight: where it goes once verified.
 struct InFlight {
+    /// Its step's index in the plan (for the checkpoint: the first step not yet done).
+    step: u64,
     dest: String,
     key: String,
     version_id: String,
@@ -162,6 +164,31 @@ struct Run<'a> {
     denied_in_a_row: u32,
     /// When this attempt started (names its quarantine folder).
     started: String,
+    /// Moves not yet durable: a power loss may undo any of them, and keep a later rename
+    /// that does not depend on them. So nothing is put where a move took a held version from
+    /// until that move is durable (see [`Run::before_filling`]).
+    unsynced_moves: UnsyncedMoves,
+    /// Steps read so far.
+    steps_read: u64,
+    /// An earlier attempt ran on another boot (a power loss or node crash may have cut it):
+    /// what it placed or staged from this step on is checked by content, not trusted by size
+    /// and mtime (the size and the time may have reached the disk, the bytes not).
+    recheck_from: Option<u64>,
+    /// Placed since the last checkpoint: bytes, files.
+    since_checkpoint: (u64, u64),
+}
+
+/// A checkpoint (a syncfs, then a journal entry) after this many bytes or files placed: what
+/// an attempt cut by a power loss leaves to re-read is bounded by it.
+const CHECKPOINT_BYTES: u64 = 8 << 30;
+const CHECKPOINT_FILES: u64 = 100_000;
+
+/// The tree paths this run's moves vacated, and the directories those moves changed, since
+/// the directories were last fsynced.
+#[derive(Default)]
+struct UnsyncedMoves {
+    vacated: HashSet<String>,
+    dirs: HashSet<PathBuf>,
 }
 
 /// This many 403s in a row, with no success between, stop the run.
@@ -174,19 +201,51 @@ impl<'a> Run<'a> {
         date: &str,
         counters: Arc<Counters>,
     ) -> Result<Run<'a>> {
-        let moved_before = run_dir
-            .read_journal()?
+        let entries = run_dir.read_journal()?;
+        let here = crate::sys::boot::this_boot();
+        let mut elsewhere = None;
+        let mut durable_steps = 0;
+        let mut attempts = 0;
+        for e in &entries {
+            match e {
+                Entry::Attempt { on } => {
+                    attempts += 1;
+                    if *on != here {
+                        elsewhere = Some(on.clone());
+                    }
+                }
+                Entry::Checkpoint { steps } => durable_steps = durable_steps.max(*steps),
+                _ => {}
+            }
+        }
+        // A journal with entries and no attempt recorded is an older version's: its boot is
+        // not known either.
+        if attempts == 0 && !entries.is_empty() {
+            elsewhere = Some("an unrecorded boot".to_string());
+        }
+        let recheck_from = elsewhere.map(|on| {
+            tracing::warn!(
+                "an earlier attempt at this run ran on {on}, not on this boot ({here}): what it \
+                 placed after plan step {durable_steps} is checked by content before it is \
+                 trusted (a power loss may have kept sizes and times without the bytes)"
+            );
+            durable_steps
+        });
+        let moved_before = entries
             .into_iter()
             .filter_map(|e| match e {
                 Entry::Rename { from, to } => Some((from, to)),
                 _ => None,
             })
             .collect();
+        let mut journal = Journal::open(&run_dir.journal_path())?;
+        journal.append(&Entry::Attempt { on: here })?;
+        journal.sync()?;
         Ok(Run {
             exec,
             root: &exec.backup.root,
             state_dir: exec.backup.part_dir(),
-            journal: Journal::open(&run_dir.journal_path())?,
+            journal,
             moved_before,
             shards_made: [false; 256],
             real_dirs: HashSet::new(),
@@ -201,6 +260,10 @@ impl<'a> Run<'a> {
             error: None,
             counters,
             denied_in_a_row: 0,
+            unsynced_moves: UnsyncedMoves::default(),
+            steps_read: 0,
+            recheck_from,
+            since_checkpoint: (0, 0),
         })
     }
 
@@ -223,6 +286,7 @@ impl<'a> Run<'a> {
     }
 
     fn step(&mut self, step: Step) -> Result<Option<FetchRequest>> {
+        self.steps_read += 1;
         match step {
             Step::Rename { from, to } => self.rename(from, to).map(|()| None),
             Step::Displace { dir, to } => self.displace(dir, to).map(|()| None),
@@ -261,15 +325,28 @@ impl<'a> Run<'a> {
         }
         if exists(&src) {
             if exists(&dst) {
-                bail!(
-                    "cannot move {from} to {to}: the target exists; the tree does not match the \
-                     catalog (run fsck)"
+                // Both names are there and the journal does not list the move: an earlier
+                // attempt made it, then filled `from` again (the next version placed there), and
+                // a power loss took the journal's last entries but not the renames (the
+                // journal is synced in batches; the tree's directories are synced before
+                // anything is put where a move vacated, see `before_filling`). `to` is a
+                // name unique to the version moved, so the move is done; whatever is at
+                // `from` is checked by the step that fills it, and set aside if it is not
+                // the version the plan puts there.
+                tracing::warn!(
+                    "{to} is there and so is {from}: taking the move as done by an attempt \
+                     whose last journal entries a power loss took"
                 );
+                return Ok(());
             }
-            self.journal.append(&Entry::Rename { from, to })?;
+            self.journal.append(&Entry::Rename {
+                from: from.clone(),
+                to,
+            })?;
             make_parent(&dst)?;
             std::fs::rename(&src, &dst)
                 .with_context(|| format!("moving {} to {}", src.display(), dst.display()))?;
+            self.moved(&from, [&src, &dst]);
             self.outcome.renamed += 1;
         } else if !exists(&dst) {
             bail!(
@@ -290,8 +367,14 @@ impl<'a> Run<'a> {
         if src.is_dir() {
             let dst = self.root.join(&to);
             let merged = exists(&dst);
-            self.journal.append(&Entry::Displace { dir, to, merged })?;
-            merge_dir(&src, &dst, &self.exec.backup.stem)?;
+            self.journal.append(&Entry::Displace {
+                dir: dir.clone(),
+                to,
+                merged,
+            })?;
+            let mut changed = vec![src.clone()];
+            merge_dir(&src, &dst, &self.exec.backup.stem, &mut changed)?;
+            self.moved(&dir, changed.iter());
             self.outcome.displaced += 1;
         }
         Ok(())
@@ -302,6 +385,7 @@ impl<'a> Run<'a> {
         self.no_links(&format!("{dir}/"))?;
         let path = self.root.join(&dir);
         if !path.is_dir() {
+            self.before_filling(&dir)?;
             self.journal.append(&Entry::Mkdir { dir })?;
             std::fs::create_dir_all(&path)
                 .with_context(|| format!("creating directory {}", path.display()))?;
@@ -317,7 +401,12 @@ impl<'a> Run<'a> {
         etag: Option<String>,
         etag_is_md5: bool,
     ) -> Result<Option<FetchRequest>> {
-        if is_verified_copy(&self.root.join(&t.dest), t.size, t.last_modified) {
+        let step = self.steps_read - 1;
+        let recheck = self.recheck_from.is_some_and(|from| step >= from);
+        let dest = self.root.join(&t.dest);
+        if is_verified_copy(&dest, t.size, t.last_modified)
+            && (!recheck || self.holds_bytes(&dest, &t, &etag, etag_is_md5))
+        {
             self.counters.files_done.fetch_add(1, Ordering::Relaxed);
             self.counters.bytes.fetch_add(t.size, Ordering::Relaxed);
             return Ok(None);
@@ -325,7 +414,9 @@ impl<'a> Run<'a> {
         let staging =
             self.state_dir
                 .join(Backup::staging_rel(&t.key, &t.version_id, t.last_modified));
-        if is_verified_copy(&staging, t.size, t.last_modified) {
+        if is_verified_copy(&staging, t.size, t.last_modified)
+            && (!recheck || self.holds_bytes(&staging, &t, &etag, etag_is_md5))
+        {
             // Verified by the interrupted attempt; how is not known any more.
             self.place(&staging, &t.dest, None)?;
             self.outcome.reused_from_staging += 1;
@@ -337,6 +428,7 @@ impl<'a> Run<'a> {
         self.in_flight.insert(
             staging.clone(),
             InFlight {
+                step,
                 dest: t.dest,
                 key: t.key.clone(),
                 version_id: t.version_id.clone(),
@@ -352,6 +444,61 @@ impl<'a> Run<'a> {
             last_modified: t.last_modified,
             dest: staging,
         }))
+    }
+
+    /// Whether `path` holds the bytes of the version (`t`), read and checked against its
+    /// ETag. What cannot be checked that way (an ETag that is no MD5) counts as not held: one
+    /// download again, never a wrong file kept.
+    fn holds_bytes(
+        &self,
+        path: &Path,
+        t: &Target,
+        etag: &Option<String>,
+        etag_is_md5: bool,
+    ) -> bool {
+        let held = crate::maintain::fsck::Held {
+            path: String::new(),
+            key: t.key.clone(),
+            version_id: t.version_id.clone(),
+            size: t.size,
+            etag: plan::parse_etag(etag),
+            etag_is_md5,
+            last_modified: t.last_modified,
+            local: crate::model::record::Local::default(),
+        };
+        match crate::maintain::fsck::verify::verify_content(path, &held) {
+            Ok(true) => true,
+            Ok(false) => false,
+            Err(why) => {
+                tracing::warn!(
+                    "{}: {why} (a power loss took its bytes); fetched again",
+                    path.display()
+                );
+                false
+            }
+        }
+    }
+
+    /// After `size` more bytes placed: a checkpoint when enough is unsynced. The first step
+    /// not yet done bounds what is durable (downloads finish out of order).
+    fn placed(&mut self, size: u64) -> Result<()> {
+        self.since_checkpoint.0 += size;
+        self.since_checkpoint.1 += 1;
+        if self.since_checkpoint.0 < CHECKPOINT_BYTES && self.since_checkpoint.1 < CHECKPOINT_FILES
+        {
+            return Ok(());
+        }
+        let steps = self
+            .in_flight
+            .values()
+            .map(|f| f.step)
+            .min()
+            .unwrap_or(self.steps_read);
+        crate::backup::durable::sync_filesystem(self.root)?;
+        self.journal.append(&Entry::Checkpoint { steps })?;
+        self.journal.sync()?;
+        self.since_checkpoint = (0, 0);
+        Ok(())
     }
 
     /// No directory on the way to `rel` (a path in the tree; its own last component aside)
@@ -405,6 +552,7 @@ impl<'a> Run<'a> {
         if exists(&target) {
             self.set_aside(&target, dest)?;
         }
+        self.before_filling(dest)?;
         make_parent(&target)?;
         use std::os::unix::fs::PermissionsExt;
         let mode = self.exec.backup.config.file_mode;
@@ -438,6 +586,7 @@ impl<'a> Run<'a> {
         make_parent(&to)?;
         std::fs::rename(target, &to)
             .with_context(|| format!("moving {} to {}", target.display(), to.display()))?;
+        self.moved(dest, [target, to.as_path()]);
         tracing::warn!(
             "{} is not the version the plan places there ({} bytes): kept in {}, fetched again",
             target.display(),
@@ -445,6 +594,46 @@ impl<'a> Run<'a> {
             to.display()
         );
         self.outcome.quarantined.push(dest.to_string());
+        Ok(())
+    }
+
+    /// Records a move of `vacated` (a tree path) that changed the entries of the parents of
+    /// `paths` (every path the move removed or created).
+    fn moved<P: AsRef<Path>>(&mut self, vacated: &str, paths: impl IntoIterator<Item = P>) {
+        let m = &mut self.unsynced_moves;
+        m.vacated.insert(vacated.to_string());
+        for p in paths {
+            if let Some(parent) = p.as_ref().parent() {
+                m.dirs.insert(parent.to_path_buf());
+            }
+        }
+    }
+
+    /// Called before a rename or mkdir puts something at `rel`: if a move of this run vacated
+    /// `rel` or a directory above it, and that move is not yet durable, its directories are
+    /// fsynced first. Otherwise a power loss could keep the new entry and lose the move,
+    /// and the version the move was saving would be gone (POSIX orders neither). Moves are
+    /// few and placements many, so this is one fsync per directory per batch of moves.
+    fn before_filling(&mut self, rel: &str) -> Result<()> {
+        let m = &self.unsynced_moves;
+        if m.vacated.is_empty() {
+            return Ok(());
+        }
+        let hit = m.vacated.contains(rel)
+            || rel
+                .match_indices('/')
+                .any(|(i, _)| m.vacated.contains(&rel[..i]));
+        if !hit {
+            return Ok(());
+        }
+        // The journal first: a move made durable must be one a rollback can find.
+        self.journal.sync()?;
+        let m = std::mem::take(&mut self.unsynced_moves);
+        for dir in &m.dirs {
+            if dir.is_dir() {
+                crate::backup::durable::sync_dir(dir)?;
+            }
+        }
         Ok(())
     }
 
@@ -467,7 +656,10 @@ impl<'a> Run<'a> {
                     part_size: r.part_size,
                     checksum: r.checksum.as_deref().map(crate::inventory::hex),
                 };
-                match self.place(&r.request.dest, &p.dest, Some(check)) {
+                match self
+                    .place(&r.request.dest, &p.dest, Some(check))
+                    .and_then(|()| self.placed(r.request.size))
+                {
                     Ok(()) => {
                         self.outcome.downloaded += 1;
                         self.outcome.downloaded_bytes += r.request.size;
@@ -559,7 +751,9 @@ fn make_parent(path: &Path) -> Result<()> {
 /// Moves directory `src` to `dst`, merging into `dst` if it exists. The entries of a
 /// displaced directory are old versions (unique names) and directories; a versions JSON is
 /// derived data and may be replaced.
-fn merge_dir(src: &Path, dst: &Path, stem: &NameStem) -> Result<()> {
+/// Every directory whose entries it changes is added to `changed` (for their fsync).
+fn merge_dir(src: &Path, dst: &Path, stem: &NameStem, changed: &mut Vec<PathBuf>) -> Result<()> {
+    changed.push(dst.to_path_buf());
     if !exists(dst) {
         return std::fs::rename(src, dst)
             .with_context(|| format!("moving {} to {}", src.display(), dst.display()));
@@ -577,7 +771,7 @@ fn merge_dir(src: &Path, dst: &Path, stem: &NameStem) -> Result<()> {
         let from = entry.path();
         let to = dst.join(entry.file_name());
         if from.is_dir() && to.is_dir() {
-            merge_dir(&from, &to, stem)?;
+            merge_dir(&from, &to, stem, changed)?;
         } else if exists(&to) && entry.file_name().to_str() != Some(versions_file.as_str()) {
             bail!(
                 "cannot merge {} into {}: {} exists in both",
@@ -588,7 +782,9 @@ fn merge_dir(src: &Path, dst: &Path, stem: &NameStem) -> Result<()> {
         } else {
             std::fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+            changed.push(to);
         }
     }
+    changed.push(src.join("."));
     std::fs::remove_dir(src).with_context(|| format!("removing empty {}", src.display()))
 }

@@ -5,6 +5,7 @@
 //! bump progress counters, so that a library caller (a test, a bench) can run them with no
 //! signal handler and no display at all.
 
+pub mod boot;
 pub mod failpoint;
 pub mod progress;
 pub mod stop;

@@ -15,7 +15,9 @@
 
 mod check;
 mod repair;
-mod verify;
+pub(crate) mod verify;
+
+pub(crate) use check::Held;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -298,7 +300,36 @@ pub fn fsck(backup: &Backup, opts: &FsckOptions) -> Result<FsckReport> {
         repair::repair(backup, &to_repair, &expected.json)?;
         report.repaired = true;
     }
+    if opts.repair {
+        settle_totals(backup, &mut report)?;
+    }
     Ok(report)
+}
+
+/// The last date's totals as the catalog counts them. A repair marks versions missing in
+/// the catalog, then records the totals in state.json: two commits, and a power loss
+/// between them keeps the marks without the count that makes fsck's refetch and the next
+/// sync fetch them again. So a repair recounts and records what differs.
+fn settle_totals(backup: &Backup, report: &mut FsckReport) -> Result<()> {
+    for part in backup.parts() {
+        let state = part.read_state()?;
+        let Some(last) = state.applied.last() else {
+            continue;
+        };
+        let counted = crate::backup::catalog::totals(&part.catalog()?)?;
+        if counted != last.totals {
+            tracing::warn!(
+                "{}: state.json's totals for {} lagged the catalog (a repair was interrupted); \
+                 recorded: {} version(s) to fetch again",
+                part.part_dir().display(),
+                last.date,
+                counted.retryable
+            );
+            part.record_totals(counted)?;
+            report.repaired = true;
+        }
+    }
+    Ok(())
 }
 
 /// The shards whose state cannot be read: a missing directory, state.json or manifest, a

@@ -102,7 +102,7 @@ pub(super) fn verify_all(
 /// trying the part sizes uploaders use (whole MiB between size/parts and size/(parts-1)).
 /// `Ok(false)`: the ETag cannot check these bytes (opaque ETag, or a multipart upload with
 /// an unusual part size: the catalog does not record part sizes).
-pub(super) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
+pub(crate) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
     if h.local.checksum.len != 0 {
         return verify_checksum(path, h);
     }
