@@ -13,7 +13,9 @@
 #     committed phases from `-v`: downloads, placement, the directory's versions JSON), which
 #     is what must not grow with the directory's width. The whole-run rate of 500 keys is
 #     dominated by the fixed costs (process start, index build, two filesystem syncs).
-#     SKIP_A=1 runs (c) only.
+#     SKIP_A=1 runs (c) only; SKIP_C=1 runs (a) only.
+# BASELINE=DIR also runs (a) with another build, alternately (see below), and prints
+#   RESULT bench=first_backup versions=V baseline_rate=B rate=R ratio=X (medians of ROUNDS, default 5)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/bench/bench-common.sh
@@ -41,9 +43,32 @@ cw, sw, su, ss, sr = (float(x) for x in sys.argv[3:8])
 print(f"(a) first backup, {n} versions: curl {n/cw:.0f} GETs/s | sync {n/sw:.0f} versions/s = {cw/sw:.2f}x curl; "
       f"{placed} files placed; CPU {1000*(su+ss)/n:.3f} s per 1,000 versions; peak RSS {sr/1024:.0f} MiB")
 PY
+# BASELINE=DIR: the same first backup by another build (DIR/target/release/s3invbackup) and by
+# this one, alternately, ROUNDS times (default 5) on fresh directories: the cost of a change
+# such as the fsync policy, measured in the same run.
+if [ -n "${BASELINE:-}" ]; then
+  rates_b=(); rates_c=()
+  for round in $(seq "${ROUNDS:-5}"); do
+    for which in baseline current; do
+      b=$bin; [ "$which" = baseline ] && b=$BASELINE/target/release/s3invbackup
+      rm -rf "$work/first/cmp"
+      read -r _ w _ _ _ < <(measure "$which" "$b" sync "$work/first/inventory" "$work/first/cmp" --jobs 32 --progress none)
+      rate=$(python3 -c "print(round($n/$w))")
+      echo "(a) round $round $which: $rate versions/s (${w}s)"
+      if [ "$which" = baseline ]; then rates_b+=("$rate"); else rates_c+=("$rate"); fi
+    done
+  done
+  python3 - "$n" "${rates_b[*]}" "${rates_c[*]}" <<'PY'
+import statistics, sys
+n, b, c = int(sys.argv[1]), [int(x) for x in sys.argv[2].split()], [int(x) for x in sys.argv[3].split()]
+mb, mc = statistics.median(b), statistics.median(c)
+print(f"RESULT bench=first_backup versions={n} baseline_rate={mb:.0f} rate={mc:.0f} ratio={mc/mb:.3f}")
+PY
+fi
 fi
 
-for width in 500 5000 50000; do
+for width in ${SKIP_C:+}500 5000 50000; do
+  [ -n "${SKIP_C:-}" ] && break
   setup "wide$width" "$width" 1 wide
   for run in 1 2; do
     start=$(date +%s.%N)

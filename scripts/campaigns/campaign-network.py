@@ -33,31 +33,10 @@ import os
 import random
 import subprocess
 import sys
-import urllib.request
 
-from campaign_common import HARNESS, Campaign, applied, data_files, first_differences, snapshot
+from campaign_common import HARNESS, KINDS, Campaign, applied, data_files, first_differences, proxy_call, rules, snapshot
 
-KINDS = [
-    ("reset", {"fault": "reset", "after": "random"}),
-    ("truncate", {"fault": "truncate", "after": "random"}),
-    ("500", {"fault": "status", "status": 500, "code": "InternalError"}),
-    ("503 SlowDown", {"fault": "status", "status": 503, "code": "SlowDown"}),
-    ("flipped byte", {"fault": "flip", "after": "random"}),
-    ("latency 300 ms", {"fault": "latency", "delay_ms": 300}),
-]
 ATTEMPTS = 3
-
-
-def rules(rate):
-    # The first rule that fires wins, so each kind gets p such that 1 - (1 - p)^6 = rate.
-    p = 1 - (1 - rate) ** (1 / len(KINDS))
-    return [dict(rule, probability=p) for _, rule in KINDS]
-
-
-def proxy_call(endpoint, path, body=None):
-    req = urllib.request.Request(endpoint + path, data=body, method="POST" if body is not None else "GET")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read() or b"{}")
 
 
 def damage(root, rng, stem="s3invbackup"):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The test harness (server, fixtures, fault proxy) lives beside the campaigns.
@@ -91,3 +92,26 @@ def first_differences(got, want, n=4):
 def applied(root, stem="s3invbackup"):
     with open(os.path.join(root, f".{stem}", "state.json")) as f:
         return [a["date"] for a in json.load(f)["applied"]]
+
+
+# The network campaign's faults (scripts/harness/faultproxy.py rules), by kind.
+KINDS = [
+    ("reset", {"fault": "reset", "after": "random"}),
+    ("truncate", {"fault": "truncate", "after": "random"}),
+    ("500", {"fault": "status", "status": 500, "code": "InternalError"}),
+    ("503 SlowDown", {"fault": "status", "status": 503, "code": "SlowDown"}),
+    ("flipped byte", {"fault": "flip", "after": "random"}),
+    ("latency 300 ms", {"fault": "latency", "delay_ms": 300}),
+]
+
+
+def rules(rate):
+    # The first rule that fires wins, so each kind gets p such that 1 - (1 - p)^6 = rate.
+    p = 1 - (1 - rate) ** (1 / len(KINDS))
+    return [dict(rule, probability=p) for _, rule in KINDS]
+
+
+def proxy_call(endpoint, path, body=None):
+    req = urllib.request.Request(endpoint + path, data=body, method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"{}")

@@ -30,8 +30,10 @@ probe=$(mktemp -d)
 if mount -t tmpfs -o size=64k tmpfs "$probe" 2>/dev/null; then
     umount "$probe"
     "$venv/bin/python" scripts/campaigns/campaign-resources.py --bin target/debug/s3invbackup --points 4 --seed "$seed"
+    # Three nights of the soak (each waits for the next minute: the inventories' dates are real).
+    "$venv/bin/python" scripts/campaigns/campaign-soak.py --bin target/debug/s3invbackup --nights 3 --keys 32 --seed "$seed"
 else
-    echo "SKIPPED: scripts/campaigns/campaign-resources.py (cannot mount tmpfs here: needs root)"
+    echo "SKIPPED: scripts/campaigns/campaign-resources.py and campaign-soak.py (cannot mount tmpfs here: needs root)"
 fi
 rmdir "$probe"
 # The power-loss campaign mounts its recording filesystem with FUSE: it needs root, /dev/fuse

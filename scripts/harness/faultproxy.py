@@ -6,7 +6,9 @@
 Prints one JSON line {"pid", "endpoint"} once listening. Requests are forwarded unchanged
 (the Host header too, so SigV4 signatures made for the proxy's address still verify). Faults
 are chosen per request by rules, set with `POST /__proxy/rules` (a JSON list) and counted at
-`GET /__proxy/stats`. A rule:
+`GET /__proxy/stats` (with the body bytes sent and, per object -- path?query --, how many GETs
+were answered whole and unfaulted -- "path?query etag last-modified" -- and how many were
+faulted -- "path?query"). A rule:
 
     {"method": "GET", "path": "regex", "query": "regex",     (all optional; match = search)
      "ranged": true | false,                                  (only requests with / without Range)
@@ -36,7 +38,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"rules": [], "hits": {}, "requests": 0}
+STATE = {"rules": [], "hits": {}, "requests": 0, "clean": {}, "faulted": {}, "bytes": 0}
 LOCK = threading.Lock()
 RNG = random.Random(1)
 HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
@@ -87,7 +89,8 @@ class Proxy(BaseHTTPRequestHandler):
             return self.reply(200, b"{}")
         if self.path == "/__proxy/stats":
             with LOCK:
-                data = json.dumps({"requests": STATE["requests"], "hits": STATE["hits"]}).encode()
+                data = json.dumps({"requests": STATE["requests"], "hits": STATE["hits"], "bytes": STATE["bytes"],
+                                   "clean": STATE["clean"], "faulted": STATE["faulted"]}).encode()
             return self.reply(200, data)
         return self.reply(404, b"{}")
 
@@ -106,6 +109,10 @@ class Proxy(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0) or 0)
         body = self.rfile.read(length) if length else None
         rule = pick_fault(self.command, url.path, url.query, "Range" in self.headers)
+        if rule and rule.get("fault") != "latency" and self.command == "GET":
+            with LOCK:
+                k = f"{url.path}?{url.query}"
+                STATE["faulted"][k] = STATE["faulted"].get(k, 0) + 1
         if rule and rule.get("fault") == "latency":
             time.sleep(rule.get("delay_ms", 100) / 1000)
             rule = None
@@ -145,7 +152,19 @@ class Proxy(BaseHTTPRequestHandler):
         if rule and rule["fault"] == "flip" and len(data) > 0:
             at = min(offset(rule, 0, len(data)), len(data) - 1)
             data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client went away (killed): not a whole download
+        with LOCK:
+            STATE["bytes"] += len(data)
+            # GETs answered whole and unharmed, per object (path and query, Range aside): how
+            # often each version was really downloaded.
+            if self.command == "GET" and resp.status in (200, 206) and not rule:
+                # Also by ETag and Last-Modified: a null version overwritten (versioning
+                # suspended) is a new version under the same URL.
+                key = f"{url.path}?{url.query} {resp.getheader('ETag')} {resp.getheader('Last-Modified')}"
+                STATE["clean"][key] = STATE["clean"].get(key, 0) + 1
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = forward
 
@@ -166,7 +185,14 @@ def main():
     # The listen backlog: the default 5 drops connections when many arrive at once.
     ThreadingHTTPServer.request_queue_size = 4096
     ThreadingHTTPServer.daemon_threads = True
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Proxy)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            # A client killed mid-request (the campaigns kill theirs) is not the proxy's error.
+            if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                return
+            super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", args.port), Proxy)
     server.daemon_threads = True
     print(json.dumps({"pid": os.getpid(), "endpoint": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
     if args.watch_pid:

@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import random
+import time
 import sys
 import urllib.parse
 import uuid
@@ -227,6 +228,55 @@ def scenario_random(b, s3, rng, args):
                 if vs:
                     b.delete_version(k, rng.choice(vs)["VersionId"])
     return [day] * args.days
+
+
+def scenario_soak(b, s3, rng, args):
+    """Many nights of everything (the thirty-night soak): on every date a quarter of the keys
+    change (new versions, deletes, a version permanently deleted: undeletes of delete markers
+    and expirations of noncurrent versions), one of four keys flips between file and
+    directory, and now and then the bucket's versioning is suspended for an overwrite (null
+    versions, several with one ETag) and a multipart object gets a new version."""
+    keys = [f"zarr/{i // 16}/{i % 16}" for i in range(args.keys)]
+    flips = [f"flip/{i}" for i in range(4)]
+
+    def first():
+        b.put("null/pre.txt", b"written before versioning was enabled")
+        s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
+        for k in keys:
+            b.put(k, rng.randbytes(rng.randrange(0, 2048)))
+        for f in flips:
+            b.put(f, f"{f} starts as a file".encode())
+        b.multipart("big/multipart.bin", [5 * 1024 * 1024, 1024], rng)
+
+    def night(n):
+        for k in rng.sample(keys, max(1, len(keys) // 4)):
+            op = rng.random()
+            if op < 0.6:
+                b.put(k, rng.randbytes(rng.randrange(0, 2048)))
+            elif op < 0.8:
+                b.delete(k)
+            else:
+                vs = b.versions(k)
+                markers = [v for v in vs if "Size" not in v and v["IsLatest"]]
+                noncurrent = [v for v in vs if not v["IsLatest"]]
+                if markers:                                       # undelete
+                    b.delete_version(k, markers[0]["VersionId"])
+                elif noncurrent:                                  # expiration
+                    b.delete_version(k, rng.choice(noncurrent)["VersionId"])
+        f = flips[n % len(flips)]
+        if any(v["IsLatest"] and "Size" in v for v in b.versions(f)):
+            b.delete(f)                                           # file -> directory
+            b.put(f"{f}/inside", f"{f} is a directory on night {n}".encode())
+        else:
+            b.delete(f"{f}/inside")                               # directory -> file
+            b.put(f, f"{f} is a file again on night {n}".encode())
+        if n % 6 == 2:
+            s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Suspended"})
+            b.put("null/suspended.txt", rng.choice([b"content A", b"content B"]))
+            s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
+        if n % 9 == 4:
+            b.multipart("big/multipart.bin", [5 * 1024 * 1024, rng.randrange(1, 4096)], rng)
+    return [first] + [lambda n=n: night(n) for n in range(1, args.days)]
 
 
 def inventory_rows(s3, bucket):
@@ -448,7 +498,7 @@ def main():
     p.add_argument("--access-key", default="testkey")
     p.add_argument("--secret-key", default="testsecret")
     p.add_argument("--bucket", required=True, help="source bucket (created, versioned)")
-    p.add_argument("--scenario", default="basic", choices=["basic", "random", "sync"])
+    p.add_argument("--scenario", default="basic", choices=["basic", "random", "sync", "soak"])
     p.add_argument("--keys", type=int, default=50)
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--inventory-bucket", help="bucket to write the inventory into (created)")
@@ -471,6 +521,12 @@ def main():
     p.add_argument("--step", action="store_true",
                    help="after each date, print {\"date\": ...} and wait for a line on stdin "
                         "(so a test can back up each date while the bucket is in that state)")
+    p.add_argument("--real-dates", action="store_true",
+                   help="date each inventory at the minute after its day's writes (waiting for "
+                        "it), not --start-date plus whole days")
+    p.add_argument("--pause", type=float, default=0,
+                   help="seconds to wait after each date (so that dates do not share a second "
+                        "of LastModified, and `restore --at` can name the end of each)")
     args = p.parse_args()
 
     s3 = client(args.endpoint, args.access_key, args.secret_key)
@@ -483,7 +539,7 @@ def main():
             pass
     b = Bucket(s3, args.bucket)
     days = {"basic": scenario_basic, "random": scenario_random,
-            "sync": scenario_sync}[args.scenario](b, s3, rng, args)
+            "sync": scenario_sync, "soak": scenario_soak}[args.scenario](b, s3, rng, args)
     formats = [f.strip().lower() for f in args.formats.split(",")]
     for f in formats:
         if f not in ("csv", "parquet", "orc"):
@@ -495,7 +551,15 @@ def main():
     for i, day in enumerate(days):
         day()
         rows = inventory_rows(s3, args.bucket)
-        folder = write_inventory(s3, writers, args, start + dt.timedelta(days=i), rows, rng)
+        when = start + dt.timedelta(days=i)
+        if args.real_dates:
+            # The inventory of the minute after the day's last write, and the next day's
+            # writes after that minute: the dates and LastModified share one timeline, as on
+            # AWS, so `restore --at` a date's moment is that date's bucket.
+            now = dt.datetime.now(dt.timezone.utc)
+            when = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+            time.sleep((when - now).total_seconds() + 1.2)  # LastModified has whole seconds
+        folder = write_inventory(s3, writers, args, when, rows, rng)
         model[folder] = [{**r, "last_modified": fmt_time(r["last_modified"]),
                           "body_md5": b.bodies.get((r["key"], r["version_id"]))} for r in rows]
         print(f"{folder}: {len(rows)} rows", file=sys.stderr)
@@ -505,6 +569,7 @@ def main():
         if args.step:
             print(json.dumps({"date": folder}), flush=True)
             sys.stdin.readline()
+        time.sleep(args.pause)
 
 
 if __name__ == "__main__":
