@@ -178,7 +178,7 @@ def main():
             for r in rows:
                 if not r["is_delete_marker"]:
                     listed[(r["key"], r["version_id"], r["etag"])] = r["body_md5"]
-        held = reported = 0
+        held = reported = held_bytes = 0
         by_key = {}
         for key, vid, etag in listed:
             by_key.setdefault(key, []).append((vid, etag))
@@ -196,6 +196,7 @@ def main():
                 path = v.get("path")
                 if path:
                     path = os.path.join(backup, path)
+                    held_bytes += os.path.getsize(path)
                     with open(path, "rb") as fh:
                         if hashlib.md5(fh.read()).hexdigest() != listed[(key, vid, etag)]:
                             failures.append(f"{key} {vid}: held, but not the bytes written")
@@ -243,7 +244,8 @@ def main():
               f"attempts {figures['attempts']}: kills {figures['kills']}, disk full {figures['disk_fulls']}, "
               f"restarts {figures['restarts']}, reruns for faults {figures['reruns_for_faults']}; "
               f"whole GETs {all_gets}, of versions fetched again after an interrupted attempt "
-              f"{repeated_after_interruption}; body bytes sent {stats['bytes']}")
+              f"{repeated_after_interruption}; body bytes sent {stats['bytes']} for {held_bytes} held: "
+              f"{stats['bytes'] - held_bytes} refetched")
         for f in failures:
             print("FAILED:", f)
         print(f"{a.nights} nights: {'ok' if not failures else f'{len(failures)} failure(s)'} (seed {a.seed})")
