@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use support::backup_model::{Model, differences, snapshot};
 use support::{cli, fixture, fixture_stepper, use_server};
@@ -1754,6 +1754,47 @@ fn prune_and_repair_upgrade_a_format_2_backup() {
     cli().arg("fsck").arg(&backup).assert().code(0);
 }
 
+/// A first backup of `inventory` into `backup`, one download at a time, aborted after its
+/// `entries`-th journal entry (on boot `boot`, if given): the non-empty files its journal
+/// says it placed, and the journal.
+fn placed_by_a_killed_run(
+    inventory: &str,
+    backup: &Path,
+    entries: &str,
+    boot: Option<&str>,
+) -> (Vec<PathBuf>, String) {
+    let mut cmd = cli();
+    cmd.arg("sync")
+        .arg(inventory)
+        .arg(backup)
+        .args(["--progress", "none", "--jobs", "1"])
+        .env("S3INVBACKUP_CRASH_AFTER", entries);
+    if let Some(boot) = boot {
+        cmd.env("S3INVBACKUP_BOOT_ID", boot);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.code().is_none(),
+        "the crash point was not reached"
+    );
+    let runs = backup.join(format!(".{STEM}/runs"));
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let journal = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+    let placed = journal
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|e| e["op"] == "place")
+        .map(|e| backup.join(e["dest"].as_str().unwrap()))
+        .filter(|dest| dest.is_file() && dest.metadata().unwrap().len() > 0)
+        .collect();
+    (placed, journal)
+}
+
 /// A power loss after a placement's rename reached the disk but before its bytes did leaves
 /// a torn file where the plan places a version (shorter, or empty: ext4's delayed
 /// allocation does exactly this). The resumed run must not stop at it ("already exists")
@@ -1773,43 +1814,17 @@ fn a_placement_torn_by_a_power_loss_is_fetched_again_on_resume() {
     sync(&inventory, &reference, &[]);
     let want = content_snapshot(&reference);
     let backup = tmp.path().join("backup");
-    let out = cli()
-        .arg("sync")
-        .arg(&inventory)
-        .arg(&backup)
-        .args(["--progress", "none", "--jobs", "1"])
-        .env("S3INVBACKUP_CRASH_AFTER", "6")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.code().is_none(),
-        "the crash point was not reached"
-    );
     // What the power loss leaves: every file the killed run placed, with its bytes gone.
-    let runs = backup.join(format!(".{STEM}/runs"));
-    let run = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let journal = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
-    let mut torn = 0;
-    for line in journal.lines() {
-        let e: serde_json::Value = serde_json::from_str(line).unwrap();
-        if e["op"] == "place" {
-            let dest = backup.join(e["dest"].as_str().unwrap());
-            if dest.is_file() && dest.metadata().unwrap().len() > 0 {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&dest)
-                    .unwrap()
-                    .set_len(0)
-                    .unwrap();
-                torn += 1;
-            }
-        }
+    let (placed, journal) = placed_by_a_killed_run(&inventory, &backup, "6", None);
+    for dest in &placed {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
     }
+    let torn = placed.len();
     assert!(torn > 0, "no placed file to tear: {journal}");
     let out = cli()
         .arg("sync")
@@ -1855,45 +1870,16 @@ fn zeroed_placements_are_fetched_again_when_the_attempt_ran_on_another_boot() {
     let want = content_snapshot(&reference);
     for other_boot in [false, true] {
         let backup = tmp.path().join(format!("backup-{other_boot}"));
-        let out = cli()
-            .arg("sync")
-            .arg(&inventory)
-            .arg(&backup)
-            .args(["--progress", "none", "--jobs", "1"])
-            .env("S3INVBACKUP_CRASH_AFTER", "8")
-            .env("S3INVBACKUP_BOOT_ID", "first")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.code().is_none(),
-            "the crash point was not reached"
-        );
-        let runs = backup.join(format!(".{STEM}/runs"));
-        let run = std::fs::read_dir(&runs)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        let journal = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+        let (placed, journal) = placed_by_a_killed_run(&inventory, &backup, "8", Some("first"));
         assert!(journal.contains(r#""op":"attempt""#), "{journal}");
-        let mut zeroed = 0;
-        for line in journal.lines() {
-            let e: serde_json::Value = serde_json::from_str(line).unwrap();
-            if e["op"] == "place" {
-                let dest = backup.join(e["dest"].as_str().unwrap());
-                let len = dest.metadata().map(|m| m.len()).unwrap_or(0);
-                if dest.is_file() && len > 0 {
-                    let mtime = dest.metadata().unwrap().modified().unwrap();
-                    let f = std::fs::OpenOptions::new().write(true).open(&dest).unwrap();
-                    use std::os::unix::fs::FileExt;
-                    f.write_all_at(&vec![0u8; len as usize], 0).unwrap();
-                    f.set_modified(mtime).unwrap();
-                    zeroed += 1;
-                }
-            }
+        for dest in &placed {
+            let meta = dest.metadata().unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(dest).unwrap();
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&vec![0u8; meta.len() as usize], 0).unwrap();
+            f.set_modified(meta.modified().unwrap()).unwrap();
         }
-        assert!(zeroed > 0, "no placed file to zero: {journal}");
+        assert!(!placed.is_empty(), "no placed file to zero: {journal}");
         let out = cli()
             .arg("sync")
             .arg(&inventory)

@@ -37,20 +37,7 @@ import subprocess
 import sys
 import time
 
-from campaign_common import HARNESS, KINDS, Campaign, proxy_call, rules
-
-
-def md5_tree(root, stem="s3invbackup"):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != f".{stem}"]
-        for name in filenames:
-            if name.endswith("-versions.json"):
-                continue
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.md5(f.read()).hexdigest()
-    return out
+from campaign_common import HARNESS, KINDS, Campaign, data_files, proxy_call, rules, snapshot
 
 
 def main():
@@ -212,7 +199,7 @@ def main():
             dest = c.path(f"restore-{date}")
             r = subprocess.run([binary, "restore", "--at", ends[date], "--progress", "none", backup, dest],
                                env=env, capture_output=True, text=True)
-            got = md5_tree(dest) if r.returncode == 0 else {}
+            got = {p: md5 for p, (_, _, md5) in data_files(snapshot(dest)).items()} if r.returncode == 0 else {}
             if r.returncode != 0:
                 failures.append(f"restore --at {ends[date]}: exit {r.returncode}: {r.stderr.strip()[-200:]}")
             elif got != want:

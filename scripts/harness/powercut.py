@@ -189,7 +189,11 @@ def serve(backing, mountpoint, log, cut):
                 i = self.ids[path]
                 if flags & os.O_TRUNC:
                     self.record("truncate", i, 0)
-                fd = os.open(self.real(path), flags & ~os.O_CREAT)
+                return self.handle(os.open(self.real(path), flags & ~os.O_CREAT), i)
+
+        def handle(self, fd, i):
+            """A file handle for descriptor `fd` of inode `i`."""
+            with self.mutex:
                 fh = self.next_fh
                 self.next_fh += 1
                 self.fds[fh] = (fd, i)
@@ -215,16 +219,10 @@ def serve(backing, mountpoint, log, cut):
         # Changes: recorded, then done on the backing directory.
         def create(self, path, mode, fi=None):
             with self.mutex:
-                d, name = self.parent(path)
-                i = self.next_id
-                self.record("create", d, name, i, stat.S_IMODE(mode))
-                fd = os.open(self.real(path), os.O_CREAT | os.O_RDWR | os.O_TRUNC, stat.S_IMODE(mode))
-                self.new_id()
-                self.ids[path] = i
-                fh = self.next_fh
-                self.next_fh += 1
-                self.fds[fh] = (fd, i)
-                return fh
+                i, fd = self.add("create", path, stat.S_IMODE(mode),
+                                 lambda: os.open(self.real(path), os.O_CREAT | os.O_RDWR | os.O_TRUNC,
+                                                 stat.S_IMODE(mode)))
+                return self.handle(fd, i)
 
         def mknod(self, path, mode, dev):
             raise fuse.FuseOSError(errno.EPERM)
@@ -262,25 +260,24 @@ def serve(backing, mountpoint, log, cut):
         def chown(self, path, uid, gid):
             return 0
 
-        def mkdir(self, path, mode):
+        def add(self, op, path, extra, make):
+            """A new inode at `path`: recorded, made by `make()`, named; returns what make did."""
             with self.mutex:
                 d, name = self.parent(path)
                 i = self.next_id
-                self.record("mkdir", d, name, i, stat.S_IMODE(mode))
-                os.mkdir(self.real(path), stat.S_IMODE(mode))
+                self.record(op, d, name, i, extra)
+                made = make()
                 self.new_id()
                 self.ids[path] = i
-                return 0
+                return i, made
+
+        def mkdir(self, path, mode):
+            self.add("mkdir", path, stat.S_IMODE(mode), lambda: os.mkdir(self.real(path), stat.S_IMODE(mode)))
+            return 0
 
         def symlink(self, target, source):
-            with self.mutex:
-                d, name = self.parent(target)
-                i = self.next_id
-                self.record("symlink", d, name, i, source)
-                os.symlink(source, self.real(target))
-                self.new_id()
-                self.ids[target] = i
-                return 0
+            self.add("symlink", target, source, lambda: os.symlink(source, self.real(target)))
+            return 0
 
         def link(self, target, source):
             with self.mutex:
@@ -291,21 +288,19 @@ def serve(backing, mountpoint, log, cut):
                 self.ids[target] = i
                 return 0
 
-        def unlink(self, path):
+        def remove(self, op, path, undo):
             with self.mutex:
                 d, name = self.parent(path)
-                self.record("unlink", d, name, self.ids[path])
-                os.unlink(self.real(path))
+                self.record(op, d, name, self.ids[path])
+                undo(self.real(path))
                 self.forget(path)
                 return 0
 
+        def unlink(self, path):
+            return self.remove("unlink", path, os.unlink)
+
         def rmdir(self, path):
-            with self.mutex:
-                d, name = self.parent(path)
-                self.record("rmdir", d, name, self.ids[path])
-                os.rmdir(self.real(path))
-                self.forget(path)
-                return 0
+            return self.remove("rmdir", path, os.rmdir)
 
         def rename(self, old, new):
             with self.mutex:

@@ -405,7 +405,7 @@ impl<'a> Run<'a> {
         let recheck = self.recheck_from.is_some_and(|from| step >= from);
         let dest = self.root.join(&t.dest);
         if is_verified_copy(&dest, t.size, t.last_modified)
-            && (!recheck || self.holds_bytes(&dest, &t, &etag, etag_is_md5))
+            && (!recheck || self.holds_bytes(&dest, &etag, etag_is_md5))
         {
             self.counters.files_done.fetch_add(1, Ordering::Relaxed);
             self.counters.bytes.fetch_add(t.size, Ordering::Relaxed);
@@ -415,7 +415,7 @@ impl<'a> Run<'a> {
             self.state_dir
                 .join(Backup::staging_rel(&t.key, &t.version_id, t.last_modified));
         if is_verified_copy(&staging, t.size, t.last_modified)
-            && (!recheck || self.holds_bytes(&staging, &t, &etag, etag_is_md5))
+            && (!recheck || self.holds_bytes(&staging, &etag, etag_is_md5))
         {
             // Verified by the interrupted attempt; how is not known any more.
             self.place(&staging, &t.dest, None)?;
@@ -446,27 +446,17 @@ impl<'a> Run<'a> {
         }))
     }
 
-    /// Whether `path` holds the bytes of the version (`t`), read and checked against its
-    /// ETag. What cannot be checked that way (an ETag that is no MD5) counts as not held: one
+    /// Whether `path` holds the bytes of the version whose ETag is `etag`, read and checked
+    /// against it. What cannot be checked that way (an ETag that is no MD5) counts as not held: one
     /// download again, never a wrong file kept.
-    fn holds_bytes(
-        &self,
-        path: &Path,
-        t: &Target,
-        etag: &Option<String>,
-        etag_is_md5: bool,
-    ) -> bool {
-        let held = crate::maintain::fsck::Held {
-            path: String::new(),
-            key: t.key.clone(),
-            version_id: t.version_id.clone(),
-            size: t.size,
-            etag: plan::parse_etag(etag),
+    fn holds_bytes(&self, path: &Path, etag: &Option<String>, etag_is_md5: bool) -> bool {
+        let local = crate::model::record::Local::default();
+        match crate::maintain::fsck::verify::verify_bytes(
+            path,
+            plan::parse_etag(etag),
             etag_is_md5,
-            last_modified: t.last_modified,
-            local: crate::model::record::Local::default(),
-        };
-        match crate::maintain::fsck::verify::verify_content(path, &held) {
+            &local,
+        ) {
             Ok(true) => true,
             Ok(false) => false,
             Err(why) => {

@@ -22,7 +22,7 @@ pub(super) fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
 }
 
 /// A version whose file the catalog says is in the tree.
-pub(crate) struct Held {
+pub(super) struct Held {
     pub path: String,
     pub key: String,
     pub version_id: String,

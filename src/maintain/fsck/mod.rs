@@ -17,8 +17,6 @@ mod check;
 mod repair;
 pub(crate) mod verify;
 
-pub(crate) use check::Held;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 

@@ -10,6 +10,8 @@ use rayon::prelude::*;
 use super::check::Held;
 use super::{FsckOptions, FsckReport, Problem};
 use crate::backup::Backup;
+use crate::model::etag::ETag;
+use crate::model::record::Local;
 
 /// Hashes every held file (all cores), with progress. Resumable: verified paths are
 /// appended to `.<stem>/verify-progress` (keyed to the catalog it checked), so an interrupted
@@ -102,11 +104,23 @@ pub(super) fn verify_all(
 /// trying the part sizes uploaders use (whole MiB between size/parts and size/(parts-1)).
 /// `Ok(false)`: the ETag cannot check these bytes (opaque ETag, or a multipart upload with
 /// an unusual part size: the catalog does not record part sizes).
-pub(crate) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
-    if h.local.checksum.len != 0 {
-        return verify_checksum(path, h);
+pub(super) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
+    verify_bytes(path, h.etag, h.etag_is_md5, &h.local)
+}
+
+/// [`verify_content`] from what a version says of its bytes: its ETag, and what its fetch
+/// recorded (`local`: the check, the part size, S3's checksum; a default `Local` where
+/// nothing was recorded yet, as for a resumed run's files).
+pub(crate) fn verify_bytes(
+    path: &Path,
+    etag: Option<ETag>,
+    etag_is_md5: bool,
+    local: &Local,
+) -> Result<bool, String> {
+    if local.checksum.len != 0 {
+        return verify_checksum(path, local);
     }
-    let Some(etag) = h.etag.filter(|_| h.etag_is_md5) else {
+    let Some(etag) = etag.filter(|_| etag_is_md5) else {
         return Ok(false); // size already checked; the ETag says nothing more
     };
     let mut file = std::fs::File::open(path).map_err(|e| format!("opening: {e}"))?;
@@ -129,9 +143,9 @@ pub(crate) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
     // puts each block inside one part of every candidate: one pass, bounded memory.
     let mut candidates: Vec<PartHasher> = if parts == 0 {
         vec![PartHasher::new(u64::MAX)]
-    } else if h.local.part_size != 0 {
+    } else if local.part_size != 0 {
         // The fetch recorded the part size: one candidate, whatever its alignment.
-        vec![PartHasher::new(h.local.part_size)]
+        vec![PartHasher::new(local.part_size)]
     } else {
         let first = low.div_ceil(MIB).max(1) * MIB;
         (0..64)
@@ -184,10 +198,10 @@ pub(crate) fn verify_content(path: &Path, h: &Held) -> Result<bool, String> {
 }
 
 /// An SSE-KMS file checked against the S3 checksum its fetch recorded.
-fn verify_checksum(path: &Path, h: &Held) -> Result<bool, String> {
+fn verify_checksum(path: &Path, local: &Local) -> Result<bool, String> {
     use crate::model::checksum::{Algorithm, Hasher};
     use crate::model::record::Check;
-    let algorithm = match h.local.check {
+    let algorithm = match local.check {
         Check::Crc64Nvme => Algorithm::Crc64Nvme,
         Check::Crc32c => Algorithm::Crc32c,
         Check::Crc32 => Algorithm::Crc32,
@@ -206,14 +220,14 @@ fn verify_checksum(path: &Path, h: &Held) -> Result<bool, String> {
         }
     }
     let actual = hasher.finish();
-    if actual == h.local.checksum.value() {
+    if actual == local.checksum.value() {
         Ok(true)
     } else {
         Err(format!(
             "{} {} is not the {} S3 sent",
             algorithm.name(),
             crate::inventory::hex(&actual),
-            crate::inventory::hex(h.local.checksum.value())
+            crate::inventory::hex(local.checksum.value())
         ))
     }
 }
