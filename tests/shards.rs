@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 
-use support::{cli, fixture, use_server};
+use support::{cli, fixture, hold_lock, use_server};
 
 const STEM: &str = "s3invbackup";
 
@@ -315,11 +315,7 @@ fn wrong_shard_counts_and_a_taken_shard_are_refused() {
     refused(&["--shard", "1/3"], "was created in 2 shards");
     refused(&[], "--shard I/2");
     // A shard held by another process: refused, naming the shard and its holder.
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .open(backup.join(format!(".{STEM}/shards/1/lock")))
-        .unwrap();
-    lock.try_lock().unwrap();
+    let lock = hold_lock(&backup.join(format!(".{STEM}/shards/1/lock")));
     std::fs::write(
         backup.join(format!(".{STEM}/shards/1/lock")),
         "pid 4242 on node17 since 2026-12-03T00:00:00Z",

@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use support::backup_model::{Model, differences, snapshot};
-use support::{cli, fixture, fixture_stepper, use_server};
+use support::{cli, fixture, fixture_stepper, hold_lock, use_server};
 
 const STEM: &str = "s3invbackup";
 const BAD_KEYS: [&str; 2] = [
@@ -738,11 +738,7 @@ fn second_writer_is_refused() {
     let backup = tmp.path().join("backup");
     let inventory = fx.local_arg();
     sync(&inventory, &backup, &["--on-bad-key", "skip"]);
-    let lock = std::fs::File::options()
-        .write(true)
-        .open(backup.join(format!(".{STEM}/lock")))
-        .unwrap();
-    lock.try_lock().unwrap();
+    let lock = hold_lock(&backup.join(format!(".{STEM}/lock")));
     let before = snapshot(&backup);
     let out = sync(&inventory, &backup, &["--on-bad-key", "skip"]).code(1);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();

@@ -462,3 +462,45 @@ impl Stepper {
         serde_json::from_slice(&std::fs::read(&self.model_path).unwrap()).unwrap()
     }
 }
+
+/// An exclusive `flock` on a file held by another process (a Python child), released when
+/// dropped. The test process must not take the lock itself: it spawns children on other
+/// threads all the time, and a child between fork and exec holds a copy of every open file
+/// description, so a lock the test drops may stay held for a moment after the drop.
+pub struct HeldLock(std::process::Child);
+
+pub fn hold_lock(path: &Path) -> HeldLock {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            "import fcntl, sys\n\
+             f = open(sys.argv[1], 'r+')\n\
+             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n\
+             print('locked', flush=True)\n\
+             sys.stdin.read()\n",
+        ])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning the lock holder");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "locked",
+        "the lock holder could not lock {path:?}"
+    );
+    HeldLock(child)
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
