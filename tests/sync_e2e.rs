@@ -1474,8 +1474,54 @@ fn tree_with_dirs(backup: &Path) -> TreeWithDirs {
 /// ones. The tree, directories included, must be the one the previous date left.
 #[test]
 fn every_journal_point_of_every_transition_rolls_back() {
+    let points = every_journal_point_is_undone("sync-every-point", "sync", false);
+    assert!(points > 20, "only {points} journal points tried");
+}
+
+/// File <-> directory flips more than 64 directories down (levels 69 and 129: the
+/// displacement of the second and third word): every date equals the model, and a run
+/// killed at any journal point of any date is resumed by the next sync to the uninterrupted
+/// run's tree, and undone by rollback or fsck --repair. (Before displacement had more than
+/// 64 levels, the flip's old versions were planned under the file's path: "Not a
+/// directory" on every resume.)
+#[test]
+fn deep_flips_match_the_model_resume_and_roll_back() {
     use_server();
-    let fx = fixture("sync-every-point", &["--scenario", "sync"]);
+    let fx = fixture("sync-deep-flips", &["--scenario", "deep"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tmp.path().join("backup");
+    let mut model = Model::new(STEM, &[]);
+    for date in fx.dates() {
+        sync(&fx.local_arg(), &backup, &["--end-date", &date]).code(0);
+        model.apply(fx.model[&date].as_array().unwrap(), |_| true);
+        assert_tree(&backup, &model, &date);
+        cli()
+            .args(["fsck", "--verify-content", "--progress", "none"])
+            .arg(&backup)
+            .assert()
+            .code(0);
+    }
+    let deep = "d/".repeat(70);
+    assert!(
+        backup
+            .join(format!("{}d.old.{STEM}/x.old.", &deep[..deep.len() - 2]))
+            .parent()
+            .unwrap()
+            .is_dir(),
+        "the level-69 directory was not displaced"
+    );
+    let points = every_journal_point_is_undone("sync-deep-points", "deep", true);
+    assert!(points > 4, "only {points} journal points tried");
+}
+
+/// Kills each date's run (after the first) of `scenario` at every journal entry and undoes
+/// it: by `rollback` at even points, by `fsck --repair` (which rolls back first) at odd ones;
+/// the tree, directories included, must be the one the previous date left. With `resume`,
+/// each killed run is also resumed (on a copy) by the next sync, which must give the
+/// uninterrupted run's tree. Returns the points tried.
+fn every_journal_point_is_undone(name: &str, scenario: &str, resume: bool) -> usize {
+    use_server();
+    let fx = fixture(name, &["--scenario", scenario]);
     let tmp = tempfile::tempdir().unwrap();
     let inventory = fx.local_arg();
     let dates = fx.dates();
@@ -1494,6 +1540,19 @@ fn every_journal_point_of_every_transition_rolls_back() {
             .concat(),
         );
         let want = tree_with_dirs(&pre);
+        let uninterrupted = resume.then(|| {
+            let done = tmp.path().join(format!("uninterrupted-{k}"));
+            sync(
+                &inventory,
+                &done,
+                &[
+                    &["--start-date", &dates[0], "--end-date", &dates[k]][..],
+                    &skip[..],
+                ]
+                .concat(),
+            );
+            tree_with_dirs(&done)
+        });
         for n in 1.. {
             let work = tmp.path().join(format!("work-{k}-{n}"));
             let copied = std::process::Command::new("cp")
@@ -1517,6 +1576,29 @@ fn every_journal_point_of_every_transition_rolls_back() {
                 assert!(n > 1, "{}: no journal entry at all", dates[k]);
                 std::fs::remove_dir_all(&work).unwrap();
                 break;
+            }
+            if let Some(uninterrupted) = &uninterrupted {
+                let resumed = tmp.path().join(format!("resumed-{k}-{n}"));
+                let copied = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(&work)
+                    .arg(&resumed)
+                    .status()
+                    .unwrap();
+                assert!(copied.success());
+                sync(
+                    &inventory,
+                    &resumed,
+                    &[&["--end-date", &dates[k]][..], &skip[..]].concat(),
+                )
+                .code(0);
+                assert_eq!(
+                    &tree_with_dirs(&resumed),
+                    uninterrupted,
+                    "resumed after entry {n} of {}",
+                    dates[k]
+                );
+                std::fs::remove_dir_all(&resumed).unwrap();
             }
             let undo = if n % 2 == 0 {
                 cli().arg("rollback").arg(&work).output().unwrap()
@@ -1577,7 +1659,7 @@ fn every_journal_point_of_every_transition_rolls_back() {
             points += 1;
         }
     }
-    assert!(points > 20, "only {points} journal points tried");
+    points
 }
 
 /// A backup written before catalogs had deltas (format 2: one `catalog.s3inv`) is read as it

@@ -212,6 +212,35 @@ def scenario_sync(b, s3, rng, args):
     return [day1, day2, day3, day4, day5]
 
 
+def scenario_deep(b, s3, rng, args):
+    """File <-> directory flips more than 64 directories down (keys of up to 1,024 bytes
+    have up to 511): a directory displaced at level 69 and one at level 129, each holding
+    an old version, then each a directory again."""
+    deep = {"/".join(["d"] * 70): 2, "/".join(["e"] * 130): 2}
+
+    def day1():
+        s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
+        for d in deep:
+            b.put(f"{d}/x", b"x version 1")
+            b.put(f"{d}/x", b"x version 2")
+            b.put(f"{d}/y", b"y, a file beside x")
+        b.put("top.txt", b"a shallow key")
+
+    def day2():
+        for d in deep:                                   # d: directory -> file
+            b.delete(f"{d}/x")
+            b.delete(f"{d}/y")
+            b.put(d, b"d is now a file")
+
+    def day3():
+        for d in deep:                                   # d: file -> directory again
+            b.delete(d)
+            for m in [v for v in b.versions(f"{d}/x") if "Size" not in v]:
+                b.delete_version(f"{d}/x", m["VersionId"])   # undelete x
+        b.put("top.txt", b"a shallow key, version 2")
+    return [day1, day2, day3]
+
+
 def scenario_random(b, s3, rng, args):
     s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
     keys = [f"zarr/{rng.randrange(4)}/{i // 16}/{i % 16}" for i in range(args.keys)]
@@ -498,7 +527,7 @@ def main():
     p.add_argument("--access-key", default="testkey")
     p.add_argument("--secret-key", default="testsecret")
     p.add_argument("--bucket", required=True, help="source bucket (created, versioned)")
-    p.add_argument("--scenario", default="basic", choices=["basic", "random", "sync", "soak"])
+    p.add_argument("--scenario", default="basic", choices=["basic", "random", "sync", "soak", "deep"])
     p.add_argument("--keys", type=int, default=50)
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--inventory-bucket", help="bucket to write the inventory into (created)")
@@ -539,7 +568,7 @@ def main():
             pass
     b = Bucket(s3, args.bucket)
     days = {"basic": scenario_basic, "random": scenario_random,
-            "sync": scenario_sync, "soak": scenario_soak}[args.scenario](b, s3, rng, args)
+            "sync": scenario_sync, "soak": scenario_soak, "deep": scenario_deep}[args.scenario](b, s3, rng, args)
     formats = [f.strip().lower() for f in args.formats.split(",")]
     for f in formats:
         if f not in ("csv", "parquet", "orc"):

@@ -3,7 +3,7 @@
 
 use crate::model::etag::ETag;
 use crate::model::record::{
-    Check, Flags, Local, LocalState, StorageClass, StoredChecksum, VersionRecord,
+    Check, Displaced, Flags, Local, LocalState, StorageClass, StoredChecksum, VersionRecord,
 };
 use crate::model::timestamp::Timestamp;
 
@@ -17,6 +17,16 @@ const HAS_LOCAL: u8 = 0x40;
 const SHADOWED: u8 = 0x01;
 const HAS_PART_SIZE: u8 = 0x20;
 const HAS_CHECKSUM: u8 = 0x40;
+/// Format 3: an extension follows the checksum: a varint of [`EXT_RANK`] / [`EXT_DEEP`]
+/// bits, then the fields they name in that order. Records without rank or deep
+/// displacement are written as format 2 wrote them.
+const HAS_EXT: u8 = 0x80;
+const EXT_RANK: u64 = 1;
+/// Displacement beyond the first 64 directory levels: a count of words, then the words.
+const EXT_DEEP: u64 = 2;
+const EXT_KNOWN: u64 = EXT_RANK | EXT_DEEP;
+/// 1,024-byte keys have at most 511 directories: 7 words above the first.
+const MAX_DEEP_WORDS: u64 = 7;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -152,8 +162,17 @@ pub fn encode_record(out: &mut Vec<u8>, prev_key: &str, rec: &VersionRecord) {
         if l.checksum.len != 0 {
             bits |= HAS_CHECKSUM;
         }
+        let ext = if l.rank != 0 { EXT_RANK } else { 0 }
+            | if l.displaced.deep().is_empty() {
+                0
+            } else {
+                EXT_DEEP
+            };
+        if ext != 0 {
+            bits |= HAS_EXT;
+        }
         out.push(bits);
-        put_varint(out, l.displaced);
+        put_varint(out, l.displaced.low());
         put_varint(out, l.first_seen.0 as u64);
         put_varint(out, l.noncurrent_since.0 as u64);
         put_varint(out, l.gone_since.0 as u64);
@@ -163,6 +182,19 @@ pub fn encode_record(out: &mut Vec<u8>, prev_key: &str, rec: &VersionRecord) {
         if l.checksum.len != 0 {
             out.push(l.checksum.len);
             out.extend_from_slice(l.checksum.value());
+        }
+        if ext != 0 {
+            put_varint(out, ext);
+            if ext & EXT_RANK != 0 {
+                put_varint(out, u64::from(l.rank));
+            }
+            if ext & EXT_DEEP != 0 {
+                let deep = l.displaced.deep();
+                put_varint(out, deep.len() as u64);
+                for &w in deep {
+                    put_varint(out, w);
+                }
+            }
         }
     }
 }
@@ -246,9 +278,6 @@ fn decode_fields(buf: &[u8], pos: &mut usize, rec: &mut VersionRecord) -> Result
         let state = LocalState::from_u8(*state)
             .filter(|s| *s != LocalState::None)
             .ok_or(CodecError("unknown local state"))?;
-        if bits & 0x80 != 0 {
-            return Err(CodecError("unknown local bits"));
-        }
         let check = Check::from_u8((bits >> 1) & 0x0f).ok_or(CodecError("unknown check"))?;
         let displaced = get_varint(buf, pos)?;
         let mut time = || -> Result<Timestamp, CodecError> {
@@ -272,10 +301,30 @@ fn decode_fields(buf: &[u8], pos: &mut usize, rec: &mut VersionRecord) -> Result
         } else {
             StoredChecksum::default()
         };
+        let (mut rank, mut deep) = (0, Vec::new());
+        if bits & HAS_EXT != 0 {
+            let ext = get_varint(buf, pos)?;
+            if ext & !EXT_KNOWN != 0 {
+                return Err(CodecError("unknown extension fields"));
+            }
+            if ext & EXT_RANK != 0 {
+                rank = u32::try_from(get_varint(buf, pos)?).map_err(|_| CodecError("bad rank"))?;
+            }
+            if ext & EXT_DEEP != 0 {
+                let n = get_varint(buf, pos)?;
+                if n > MAX_DEEP_WORDS {
+                    return Err(CodecError("bad displacement length"));
+                }
+                for _ in 0..n {
+                    deep.push(get_varint(buf, pos)?);
+                }
+            }
+        }
         Local {
             state,
             shadowed: bits & SHADOWED != 0,
-            displaced,
+            displaced: Displaced::from_words(displaced, &deep),
+            rank,
             first_seen,
             noncurrent_since,
             gone_since,
@@ -343,6 +392,11 @@ mod tests {
                 0u8..9,
                 prop_oneof![Just(0u64), any::<u64>()],
                 proptest::collection::vec(any::<u8>(), 0..=32),
+                prop_oneof![Just(0u32), any::<u32>()],
+                prop_oneof![
+                    Just(Vec::new()),
+                    proptest::collection::vec(any::<u64>(), 1..=7)
+                ],
             ),
         )
             .prop_map(
@@ -355,7 +409,7 @@ mod tests {
                     flags,
                     class,
                     (state, shadowed, displaced, t),
-                    (check, part_size, checksum),
+                    (check, part_size, checksum, rank, deep),
                 )| VersionRecord {
                     key,
                     version_id,
@@ -369,7 +423,8 @@ mod tests {
                         state => Local {
                             state,
                             shadowed,
-                            displaced,
+                            displaced: Displaced::from_words(displaced, &deep),
+                            rank,
                             first_seen: Timestamp(t),
                             noncurrent_since: Timestamp(t / 2),
                             gone_since: Timestamp(t / 3),
@@ -392,7 +447,7 @@ mod tests {
             local: Local {
                 state: LocalState::Present,
                 shadowed: true,
-                displaced: 5,
+                displaced: Displaced::from_words(5, &[]),
                 first_seen: Timestamp(7),
                 ..Local::default()
             },

@@ -59,7 +59,9 @@ pub const MAGIC: &[u8; 8] = b"S3INVIDX";
 pub const TRAILER_MAGIC: &[u8; 8] = b"S3INVEND";
 /// 2: catalog records may carry how each file was verified (codec.rs). Format 1 files are
 /// read as they are; a program that reads only format 1 refuses format 2 by this number.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: catalog records may carry an extension (a version's rank in S3's order, displacement
+/// deeper than 64 directories); older programs refuse such files by this number.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this program reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const TRAILER_LEN: usize = 32;

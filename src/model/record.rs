@@ -244,17 +244,93 @@ impl StoredChecksum {
     }
 }
 
+/// Which directories of a key's path were displaced (renamed to `<dir>.old.<stem>` when a
+/// file took their name) while an old version sat in them: bit `i` for the `i`-th
+/// directory. Keys of up to 1,024 bytes have up to 511 directories; almost all have fewer
+/// than 64, so the first word is inline and the rest allocated only for the rare deep key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Displaced {
+    low: u64,
+    deep: Option<Box<[u64]>>,
+}
+
+impl Displaced {
+    pub const NONE: Displaced = Displaced { low: 0, deep: None };
+
+    /// From its stored words, lowest first (trailing zero words dropped).
+    pub fn from_words(low: u64, deep: &[u64]) -> Displaced {
+        let used = deep.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+        Displaced {
+            low,
+            deep: (used > 0).then(|| deep[..used].into()),
+        }
+    }
+    pub fn low(&self) -> u64 {
+        self.low
+    }
+    /// The words above the first, lowest first; empty for keys under 64 levels.
+    pub fn deep(&self) -> &[u64] {
+        self.deep.as_deref().unwrap_or(&[])
+    }
+    fn word(&self, w: usize) -> u64 {
+        if w == 0 {
+            self.low
+        } else {
+            self.deep().get(w - 1).copied().unwrap_or(0)
+        }
+    }
+    pub fn is_set(&self, level: usize) -> bool {
+        self.word(level / 64) & (1 << (level % 64)) != 0
+    }
+    pub fn set(&mut self, level: usize) {
+        let (w, bit) = (level / 64, 1u64 << (level % 64));
+        if w == 0 {
+            self.low |= bit;
+            return;
+        }
+        let mut deep = self.deep().to_vec();
+        if deep.len() < w {
+            deep.resize(w, 0);
+        }
+        deep[w - 1] |= bit;
+        self.deep = Some(deep.into());
+    }
+    /// No directory at levels `0..=level` is displaced.
+    pub fn none_up_to(&self, level: usize) -> bool {
+        let full = level / 64;
+        (0..full).all(|w| self.word(w) == 0) && {
+            let bits = level % 64;
+            let mask = if bits == 63 {
+                u64::MAX
+            } else {
+                (2u64 << bits) - 1
+            };
+            self.word(full) & mask == 0
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.low == 0 && self.deep.is_none()
+    }
+}
+
 /// A catalog record's local half: state, where the file sits, and the dates that matter for
 /// restore and prune. Dates are inventory dates (ms since the epoch); 0 means "not yet".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Local {
     pub state: LocalState,
     /// The key's latest version, but stored as `.old.` because the key is also a directory
     /// prefix in the same inventory (a file and a directory cannot share a path).
     pub shadowed: bool,
-    /// Bit `i` set: the `i`-th directory of the key's path was displaced (renamed to
-    /// `<dir>.old.<stem>`) while this noncurrent version was in it.
-    pub displaced: u64,
+    /// The directories of the key's path that were displaced while this noncurrent
+    /// version was in them.
+    pub displaced: Displaced,
+    /// The version's place in S3's order of the key's versions (1 the oldest), as the
+    /// inventories showed it: a version first listed on a later date is newer than every
+    /// one listed before, and among those first listed together the one listed as latest is
+    /// newest. LastModified is not that order (a multipart upload's is when it began; ties
+    /// within a second). `restore --at` and `locate --at` answer by it. 0: not known (a
+    /// catalog written before ranks, for a key no run has changed since).
+    pub rank: u32,
     pub first_seen: Timestamp,
     pub noncurrent_since: Timestamp,
     pub gone_since: Timestamp,
@@ -309,7 +385,7 @@ impl VersionRecord {
         self.etag = other.etag;
         self.flags = other.flags;
         self.storage_class = other.storage_class;
-        self.local = other.local;
+        self.local = other.local.clone();
     }
 }
 
@@ -326,4 +402,27 @@ pub fn order(
         .cmp(key_b)
         .then(mtime_a.cmp(&mtime_b))
         .then_with(|| vid_a.cmp(vid_b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Displaced;
+
+    /// Every level of a 1,024-byte key (up to 511 directories) can be displaced, and
+    /// `none_up_to` sees exactly the levels at or above it.
+    #[test]
+    fn displacement_holds_every_level() {
+        for level in [0, 1, 62, 63, 64, 69, 127, 128, 129, 510] {
+            let mut d = Displaced::NONE;
+            d.set(level);
+            for probe in [0, 1, 62, 63, 64, 69, 127, 128, 129, 510] {
+                assert_eq!(d.is_set(probe), probe == level, "{level} {probe}");
+                assert_eq!(d.none_up_to(probe), probe < level, "{level} {probe}");
+            }
+            let back = Displaced::from_words(d.low(), d.deep());
+            assert_eq!(back, d);
+            assert_eq!(d.deep().len(), level / 64, "{level}");
+        }
+        assert!(Displaced::from_words(0, &[0, 0]).is_empty());
+    }
 }

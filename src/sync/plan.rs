@@ -33,7 +33,7 @@ use crate::diff::row::ChangeRow;
 use crate::index::IndexWriter;
 use crate::index::merge::{Kept, MergeJoin, SortedRecords};
 use crate::model::etag::ETag;
-use crate::model::record::{Check, Flags, Local, LocalState, VersionRecord};
+use crate::model::record::{Check, Displaced, Flags, Local, LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 use crate::model::version_id;
 use crate::sync::listing::Listing;
@@ -391,7 +391,7 @@ impl Planner<'_> {
                 std::cmp::Ordering::Equal => {
                     let c = &held[i];
                     n = listed[j].clone();
-                    n.local = c.local;
+                    n.local = c.local.clone();
                     // Same key, version id and LastModified: the same version, whose bytes
                     // S3 never changes. A row saying otherwise is an anomaly (a forged or
                     // broken inventory): the held file and what it was verified as stay.
@@ -497,16 +497,16 @@ impl Planner<'_> {
             return;
         }
         if is_current(n) {
-            n.local.displaced = 0;
+            n.local.displaced = Displaced::NONE;
             return;
         }
         for f in files {
-            if f.depth >= 63 || !is_under(&n.key, &f.key) {
+            if !is_under(&n.key, &f.key) {
                 continue;
             }
-            let through_real_dir = n.local.displaced & ((2u64 << f.depth) - 1) == 0;
+            let through_real_dir = n.local.displaced.none_up_to(f.depth);
             if through_real_dir {
-                n.local.displaced |= 1 << f.depth;
+                n.local.displaced.set(f.depth);
             }
         }
     }

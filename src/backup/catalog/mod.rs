@@ -20,7 +20,7 @@ use crate::backup::layout::NameStem;
 use crate::backup::totals::Totals;
 use crate::index::{IndexMeta, IndexReader, IndexWriter};
 use crate::model::etag::ETag;
-use crate::model::record::{LocalState, VersionRecord};
+use crate::model::record::{Displaced, LocalState, VersionRecord};
 
 /// `IndexMeta::kind` of a catalog.
 pub const KIND: &str = "catalog";
@@ -56,7 +56,7 @@ pub fn file_path(stem: &NameStem, rec: &VersionRecord) -> Option<String> {
         stem,
         rec,
         is_current(rec),
-        rec.local.displaced,
+        &rec.local.displaced,
     ))
 }
 
@@ -67,13 +67,18 @@ pub fn file_path(stem: &NameStem, rec: &VersionRecord) -> Option<String> {
 pub fn expected_path(stem: &NameStem, rec: &VersionRecord) -> Option<String> {
     file_path(stem, rec).or_else(|| {
         (rec.local.state == LocalState::Pruned && rec.is_latest() && has_content(rec))
-            .then(|| version_path(stem, rec, true, 0))
+            .then(|| version_path(stem, rec, true, &Displaced::NONE))
     })
 }
 
 /// The path of `rec` as the current file (`current`) or as an old version, with the
 /// directories whose bit is set in `displaced` renamed to `<dir>.old.<stem>`.
-pub fn version_path(stem: &NameStem, rec: &VersionRecord, current: bool, displaced: u64) -> String {
+pub fn version_path(
+    stem: &NameStem,
+    rec: &VersionRecord,
+    current: bool,
+    displaced: &Displaced,
+) -> String {
     let (dir, name) = match rec.key.rsplit_once('/') {
         Some((d, n)) => (Some(d), n),
         None => (None, rec.key.as_str()),
@@ -81,7 +86,7 @@ pub fn version_path(stem: &NameStem, rec: &VersionRecord, current: bool, displac
     let mut out = String::with_capacity(rec.key.len() + 60);
     if let Some(dir) = dir {
         for (i, component) in dir.split('/').enumerate() {
-            if current || i >= 64 || displaced & (1 << i) == 0 {
+            if current || !displaced.is_set(i) {
                 out.push_str(component);
             } else {
                 out.push_str(&stem.displaced_dir(component));
@@ -231,7 +236,7 @@ mod tests {
             format!("a/b.txt.old.v1.{etag}")
         );
         let mut r = rec("a/b/c", false);
-        r.local.displaced = 0b10;
+        r.local.displaced = Displaced::from_words(0b10, &[]);
         assert_eq!(
             file_path(&stem, &r).unwrap(),
             format!("a/b.old.s3invbackup/c.old.v1.{etag}")
@@ -240,7 +245,7 @@ mod tests {
         r.flags = Flags(Flags::LATEST);
         assert_eq!(file_path(&stem, &r).unwrap(), "a/b/c");
         r.local.shadowed = true;
-        r.local.displaced = 0;
+        r.local.displaced = Displaced::NONE;
         assert_eq!(
             file_path(&stem, &r).unwrap(),
             format!("a/b/c.old.v1.{etag}")

@@ -63,7 +63,7 @@ pub(super) fn expected(backup: &Backup) -> Result<Expected> {
                 etag: rec.etag,
                 etag_is_md5: rec.etag_is_md5(),
                 last_modified: rec.last_modified,
-                local: rec.local,
+                local: rec.local.clone(),
             });
         }
     }
