@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use s3invbackup::backup::Backup;
-use s3invbackup::maintain::history::{self, describe, parse_time, version_at, versions_of};
+use s3invbackup::maintain::history::{self, Timeline, describe, parse_time, versions_of};
 use s3invbackup::model::version_id;
 
 use super::output;
@@ -51,7 +51,8 @@ pub fn run(args: &LocateArgs) -> Result<()> {
         )
     } else if let Some(at) = &args.at {
         let t = parse_time(at)?;
-        let v = version_at(&versions, t)
+        let v = Timeline::of(&backup)?
+            .version_at(&versions, t)
             .with_context(|| format!("{:?} did not exist yet at {t}", args.key))?;
         if v.is_delete_marker() {
             bail!(

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::backup::catalog::{file_path, is_current};
+use crate::inventory::InventoryDate;
 use crate::model::record::{LocalState, VersionRecord};
 use crate::model::timestamp::Timestamp;
 
@@ -80,18 +81,65 @@ pub fn describe(backup: &Backup, rec: &VersionRecord) -> Located {
     }
 }
 
-/// The version that was the key's content at `at`: the newest with last_modified <= `at`.
-/// None if the key did not exist yet; a delete marker if it was deleted then. Versions
-/// written within one clock tick share a LastModified; among those, the one the inventory
-/// marks latest (if it is one of them) is the newest. A version permanently deleted from the
-/// bucket (a removed delete marker: an undelete; an expiration) stops counting from the first
-/// inventory date that no longer listed it -- the backup knows deletions to the day.
-pub fn version_at(versions: &[VersionRecord], at: Timestamp) -> Option<&VersionRecord> {
-    versions
-        .iter()
-        .filter(|v| v.last_modified <= at)
-        .filter(|v| v.local.gone_since.0 == 0 || v.local.gone_since > at)
-        .max_by_key(|v| (v.last_modified, v.is_latest()))
+/// The applied dates' moments, oldest first: what `--at` needs besides a key's versions.
+/// At a date's moment the backup knows the bucket exactly (that date's inventory said
+/// which version was latest); between two dates only LastModified says more.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    dates: Vec<Timestamp>,
+}
+
+impl Timeline {
+    pub fn of(backup: &Backup) -> Result<Timeline> {
+        let state = backup.read_state()?;
+        let mut dates: Vec<Timestamp> = state
+            .applied
+            .iter()
+            .filter_map(|a| InventoryDate::parse(&a.date).map(|d| d.timestamp()))
+            .collect();
+        dates.sort();
+        Ok(Timeline { dates })
+    }
+
+    pub fn new(mut dates: Vec<Timestamp>) -> Timeline {
+        dates.sort();
+        Timeline { dates }
+    }
+
+    /// The version that was the key's content at `at`: None if the key did not exist yet,
+    /// a delete marker if it was deleted then.
+    ///
+    /// The versions that count are those the last date at or before `at` listed, and those
+    /// first listed by the next date whose LastModified falls between the two dates and at
+    /// or before `at`. (One first listed later, with a LastModified before the date that
+    /// did not list it -- a multipart upload begun before and completed after -- counts
+    /// from the date that first listed it: the inventories contradict its LastModified.)
+    /// Of those, the newest in S3's order ([`crate::model::record::Local::rank`], from the
+    /// inventories' IsLatest), so that at a date's moment the answer is exactly what that
+    /// date listed as latest. A version no longer listed (permanently deleted: a removed
+    /// delete marker, an expiration) counts until the first date that did not list it.
+    /// Versions of catalogs from before ranks (rank 0) are ordered by LastModified, the one
+    /// last listed as latest winning ties.
+    pub fn version_at<'a>(
+        &self,
+        versions: &'a [VersionRecord],
+        at: Timestamp,
+    ) -> Option<&'a VersionRecord> {
+        let after = self.dates.partition_point(|d| *d <= at);
+        let prev = after.checked_sub(1).map(|i| self.dates[i]);
+        let next = self.dates.get(after).copied();
+        versions
+            .iter()
+            .filter(|v| {
+                let listed_then = v.local.first_seen <= at
+                    && (v.local.gone_since.0 == 0 || v.local.gone_since > at);
+                let arriving = next == Some(v.local.first_seen)
+                    && v.last_modified <= at
+                    && prev.is_none_or(|p| v.last_modified > p);
+                listed_then || arriving
+            })
+            .max_by_key(|v| (v.local.rank, v.last_modified, v.is_latest()))
+    }
 }
 
 /// Parses a point in time for `--at`: RFC 3339 with `Z` or a numeric offset
@@ -136,6 +184,71 @@ pub fn is_held(rec: &VersionRecord) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::record::{Flags, Local};
+
+    fn v(id: &str, lm: i64, rank: u32, first_seen: i64, gone: i64, latest: bool) -> VersionRecord {
+        VersionRecord {
+            key: "k".into(),
+            version_id: id.into(),
+            last_modified: Timestamp(lm),
+            flags: Flags(if latest { Flags::LATEST } else { 0 }),
+            local: Local {
+                rank,
+                first_seen: Timestamp(first_seen),
+                gone_since: Timestamp(gone),
+                ..Local::default()
+            },
+            ..VersionRecord::default()
+        }
+    }
+
+    fn at<'a>(t: &Timeline, versions: &'a [VersionRecord], when: i64) -> Option<&'a str> {
+        t.version_at(versions, Timestamp(when))
+            .map(|v| v.version_id.as_str())
+    }
+
+    /// Dates at 100, 200, 300. Versions of one second tie on LastModified: the rank (the
+    /// inventories' IsLatest) decides; a version whose LastModified precedes the date that
+    /// did not list it counts from the date that did; a version no longer listed counts
+    /// until that date.
+    #[test]
+    fn the_rank_decides_at_dates_and_last_modified_between_them() {
+        let t = Timeline::new(vec![Timestamp(300), Timestamp(100), Timestamp(200)]);
+        let versions = [
+            v("a", 50, 1, 100, 0, false),
+            // Same second as a, listed latest on date 100: newer.
+            v("b", 50, 2, 100, 300, false),
+            // Begun at 90, listed from date 200 only (as latest).
+            v("c", 90, 3, 200, 0, false),
+            // Written at 250, listed from date 300.
+            v("d", 250, 4, 300, 0, true),
+        ];
+        assert_eq!(at(&t, &versions, 40), None);
+        assert_eq!(
+            at(&t, &versions, 60),
+            Some("b"),
+            "before the first date: LastModified"
+        );
+        assert_eq!(at(&t, &versions, 100), Some("b"));
+        assert_eq!(
+            at(&t, &versions, 150),
+            Some("b"),
+            "c's LastModified is contradicted"
+        );
+        assert_eq!(at(&t, &versions, 200), Some("c"));
+        assert_eq!(at(&t, &versions, 240), Some("c"));
+        assert_eq!(
+            at(&t, &versions, 260),
+            Some("d"),
+            "d's LastModified agrees with date 300"
+        );
+        assert_eq!(at(&t, &versions, 300), Some("d"));
+        // Without d: b is gone from date 300, c remains.
+        assert_eq!(at(&t, &versions[..3], 400), Some("c"));
+        // A catalog from before ranks: LastModified, the one listed latest winning ties.
+        let legacy = [v("x", 50, 0, 100, 0, false), v("y", 50, 0, 100, 0, true)];
+        assert_eq!(at(&t, &legacy, 100), Some("y"));
+    }
 
     #[test]
     fn times() {

@@ -1,7 +1,7 @@
 //! `restore`: the bucket as it was at a time, materialized from a backup into a directory.
 //!
 //! One pass over the catalog (or the part under a prefix, found by a seek): for each key, the
-//! version that was current at the time ([`history::version_at`]); its file is hard-linked
+//! version that was current at the time ([`history::Timeline::version_at`]); its file is hard-linked
 //! (same filesystem: no bytes copied, mtime shared) or copied (mtime set) to `DEST/<key>`.
 //! Keys deleted by then are absent; versions the backup does not hold are reported.
 
@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::backup::Backup;
 use crate::backup::catalog::{file_path, is_folder_marker};
-use crate::maintain::history::{is_held, version_at};
+use crate::maintain::history::{Timeline, is_held};
 use crate::model::record::VersionRecord;
 use crate::model::timestamp::Timestamp;
 use crate::sys::progress::{Counters, Phase, Progress, Reporter};
@@ -67,6 +67,7 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
         progress: opts.progress,
     };
     let reader = backup.catalog()?;
+    let timeline = Timeline::of(backup)?;
     let counters = Arc::new(Counters::default());
     let _reporter = Reporter::start(
         Phase::new("restore", "files", 0, 0),
@@ -103,6 +104,7 @@ pub fn restore(backup: &Backup, dest: &Path, opts: &RestoreOptions) -> Result<Re
                 backup,
                 dest,
                 opts,
+                &timeline,
                 &group,
                 &mut report,
                 &mut made_dir,
@@ -220,16 +222,18 @@ fn make_dir(dest: &Path, dir: &Path, report: &mut RestoreReport) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn restore_key(
     backup: &Backup,
     dest: &Path,
     opts: &RestoreOptions,
+    timeline: &Timeline,
     versions: &[VersionRecord],
     report: &mut RestoreReport,
     made_dir: &mut PathBuf,
     real: &mut crate::backup::layout::RealDirs,
 ) -> Result<()> {
-    let Some(v) = version_at(versions, opts.at) else {
+    let Some(v) = timeline.version_at(versions, opts.at) else {
         return Ok(()); // not created yet
     };
     if v.is_delete_marker() {

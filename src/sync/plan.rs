@@ -488,6 +488,7 @@ impl Planner<'_> {
             out.push(n);
             fetch.push(needs_fetch);
         }
+        rank_versions(out, date);
     }
 
     /// Old versions under a path that is a file in the new catalog live in that path's
@@ -847,4 +848,62 @@ impl PlanOutput {
 /// Parses a step's ETag back.
 pub fn parse_etag(s: &Option<String>) -> Option<ETag> {
     s.as_deref().and_then(|s| ETag::parse(s.as_bytes()))
+}
+
+/// Gives the key's versions first listed on `date` their place in S3's order
+/// ([`Local::rank`]): above every version listed before (S3 puts a new version on top),
+/// the one listed as latest newest among them, the rest by LastModified. Versions from a
+/// catalog written before ranks are ranked first, by LastModified (the order `restore --at`
+/// used for them). If the listed latest is not the newest of what is listed (a server
+/// that orders otherwise, a version that turned up late), it is moved to the top: at this
+/// date's moment the inventory is the authority.
+fn rank_versions(versions: &mut [VersionRecord], date: Timestamp) {
+    let is_new = |v: &VersionRecord| v.local.first_seen == date;
+    if versions.iter().any(|v| !is_new(v) && v.local.rank == 0) {
+        rank_in_order(versions, |v| !is_new(v), |v| (v.last_modified, false), 0);
+    }
+    let top = versions
+        .iter()
+        .filter(|v| !is_new(v))
+        .map(|v| v.local.rank)
+        .max()
+        .unwrap_or(0);
+    if versions.iter().any(is_new) {
+        rank_in_order(versions, is_new, |v| (v.is_latest(), v.last_modified), top);
+    }
+    let listed = |v: &VersionRecord| v.local.gone_since.0 == 0;
+    if let Some(latest) = versions.iter().rposition(|v| v.is_latest() && listed(v)) {
+        let newest_listed = versions
+            .iter()
+            .filter(|v| listed(v))
+            .map(|v| v.local.rank)
+            .max()
+            .unwrap_or(0);
+        if versions[latest].local.rank < newest_listed
+            || versions
+                .iter()
+                .enumerate()
+                .any(|(i, v)| i != latest && listed(v) && v.local.rank == newest_listed)
+        {
+            let all = versions.iter().map(|v| v.local.rank).max().unwrap_or(0);
+            versions[latest].local.rank = all.saturating_add(1);
+        }
+    }
+}
+
+/// Ranks the versions `pick` chooses `from + 1`, `from + 2`, ... in the order of `key`
+/// (index order among equals).
+fn rank_in_order<K: Ord>(
+    versions: &mut [VersionRecord],
+    pick: impl Fn(&VersionRecord) -> bool,
+    key: impl Fn(&VersionRecord) -> K,
+    from: u32,
+) {
+    let mut idx: Vec<usize> = (0..versions.len())
+        .filter(|&i| pick(&versions[i]))
+        .collect();
+    idx.sort_by_key(|&i| (key(&versions[i]), i));
+    for (r, i) in idx.into_iter().enumerate() {
+        versions[i].local.rank = from.saturating_add(r as u32 + 1);
+    }
 }
