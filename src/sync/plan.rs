@@ -854,9 +854,10 @@ pub fn parse_etag(s: &Option<String>) -> Option<ETag> {
 /// ([`Local::rank`]): above every version listed before (S3 puts a new version on top),
 /// the one listed as latest newest among them, the rest by LastModified. Versions from a
 /// catalog written before ranks are ranked first, by LastModified (the order `restore --at`
-/// used for them). If the listed latest is not the newest of what is listed (a server
-/// that orders otherwise, a version that turned up late), it is moved to the top: at this
-/// date's moment the inventory is the authority.
+/// used for them). If the listed latest is not the newest of what is listed (versions first
+/// listed together, ranked by LastModified, whose newest was a multipart upload begun
+/// first; a server that orders otherwise), it is moved just above what is listed: at this
+/// date's moment the inventory is the authority, and earlier dates keep their answers.
 fn rank_versions(versions: &mut [VersionRecord], date: Timestamp) {
     let is_new = |v: &VersionRecord| v.local.first_seen == date;
     if versions.iter().any(|v| !is_new(v) && v.local.rank == 0) {
@@ -885,8 +886,15 @@ fn rank_versions(versions: &mut [VersionRecord], date: Timestamp) {
                 .enumerate()
                 .any(|(i, v)| i != latest && listed(v) && v.local.rank == newest_listed)
         {
-            let all = versions.iter().map(|v| v.local.rank).max().unwrap_or(0);
-            versions[latest].local.rank = all.saturating_add(1);
+            // Just above everything listed, below the versions no longer listed that
+            // ranked higher (they were newer on the dates that listed them).
+            let place = newest_listed.saturating_add(1);
+            for v in versions.iter_mut() {
+                if v.local.rank >= place {
+                    v.local.rank = v.local.rank.saturating_add(1);
+                }
+            }
+            versions[latest].local.rank = place;
         }
     }
 }
