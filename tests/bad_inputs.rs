@@ -1007,13 +1007,6 @@ fn a_mirror_directory_removed_by_hand_is_repaired() {
     );
 }
 
-/// An inventory date's folder name as the moment `--at` takes.
-fn moment(date: &str) -> String {
-    // 2024-11-02T01-00Z -> 2024-11-02T01:00:00Z
-    let (day, hm) = date.split_once('T').unwrap();
-    format!("{day}T{}:00Z", hm.trim_end_matches('Z').replace('-', ":"))
-}
-
 fn restored(backup: &Path, at: &str, dest: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let out = cli()
         .args(["restore", "--progress", "none"])
@@ -1052,7 +1045,7 @@ fn restore_at_a_date_is_what_that_date_listed_as_latest() {
     // half an hour before date 1, version 2 an hour before date 1 (begun first, completed
     // after date 1: listed from date 2, as latest), version 3 an hour after date 2.
     let at_ms = |date: &str, offset_min: i64| {
-        let t = support::backup_model::millis(&moment(date)) + offset_min * 60_000;
+        let t = support::backup_model::millis(&support::date_moment(date)) + offset_min * 60_000;
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
             .unwrap()
             .format(&time::macros::format_description!(
@@ -1095,7 +1088,13 @@ fn restore_at_a_date_is_what_that_date_listed_as_latest() {
         .dates
         .iter()
         .enumerate()
-        .map(|(i, d)| restored(&backup, &moment(d), &tmp.path().join(format!("at-{i}"))))
+        .map(|(i, d)| {
+            restored(
+                &backup,
+                &support::date_moment(d),
+                &tmp.path().join(format!("at-{i}")),
+            )
+        })
         .collect();
     assert_eq!(bodies[0][key], b"a version 1");
     assert_eq!(
@@ -1126,7 +1125,7 @@ fn restore_at_a_date_is_what_that_date_listed_as_latest() {
     let located = cli()
         .args(["locate"])
         .arg(&backup)
-        .args([key, "--at", &moment(&w.dates[1])])
+        .args([key, "--at", &support::date_moment(&w.dates[1])])
         .output()
         .unwrap();
     assert!(located.status.success(), "{located:?}");

@@ -116,10 +116,9 @@ impl Timeline {
     /// from the date that first listed it: the inventories contradict its LastModified.)
     /// Of those, the newest in S3's order ([`crate::model::record::Local::rank`], from the
     /// inventories' IsLatest), so that at a date's moment the answer is exactly what that
-    /// date listed as latest. A version is never counted before its LastModified, which no
-    /// version precedes: one listed by a date whose folder's time is earlier (an inventory
-    /// generated after its folder's time, dates stamped in the past) counts from its
-    /// LastModified. A version no longer listed (permanently deleted: a removed
+    /// date listed as latest, even where its LastModified is later than the date's folder
+    /// time (an inventory generated after the time its folder names): the inventory is the
+    /// authority at its date. A version no longer listed (permanently deleted: a removed
     /// delete marker, an expiration) counts until the first date that did not list it.
     /// Versions of catalogs from before ranks (rank 0) are ordered by LastModified, the one
     /// last listed as latest winning ties.
@@ -134,10 +133,7 @@ impl Timeline {
         versions
             .iter()
             .filter(|v| {
-                // Nothing exists before its LastModified (a multipart upload's is its
-                // initiation, earlier still than its completion).
                 let listed_then = v.local.first_seen <= at
-                    && v.last_modified <= at
                     && (v.local.gone_since.0 == 0 || v.local.gone_since > at);
                 let arriving = next == Some(v.local.first_seen)
                     && v.last_modified <= at
@@ -256,20 +252,19 @@ mod tests {
         assert_eq!(at(&t, &legacy, 100), Some("y"));
     }
 
-    /// A date folder stamped before what it lists (an inventory generated hours after its
-    /// folder's time; fixtures with dates in the past): b counts from its LastModified.
+    /// A date folder stamped before what it lists (an inventory generated after the time
+    /// its folder names): at the date's moment the inventory decides, LastModified after.
     #[test]
-    fn nothing_counts_before_its_last_modified() {
+    fn the_inventory_decides_at_its_date_even_before_last_modified() {
         let t = Timeline::new(vec![Timestamp(100), Timestamp(200)]);
         let versions = [
             v("a", 50, 1, 100, 0, false),
             v("b", 150, 2, 100, 0, true),
             v("c", 500, 3, 200, 0, true),
         ];
-        assert_eq!(at(&t, &versions, 100), Some("a"));
-        assert_eq!(at(&t, &versions, 150), Some("b"));
-        assert_eq!(at(&t, &versions, 499), Some("b"));
-        assert_eq!(at(&t, &versions, 500), Some("c"));
+        assert_eq!(at(&t, &versions, 100), Some("b"));
+        assert_eq!(at(&t, &versions, 199), Some("b"));
+        assert_eq!(at(&t, &versions, 200), Some("c"));
     }
 
     #[test]

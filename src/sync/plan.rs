@@ -493,10 +493,10 @@ impl Planner<'_> {
 
     /// Old versions under a path that is a file in the new catalog live in that path's
     /// displaced directory.
+    /// A current version is at its own path, wherever it was before: an undeleted version
+    /// comes back from a displaced directory with no file above it, and must not go back
+    /// there when it is replaced.
     fn displace_bits(&self, n: &mut VersionRecord, files: &[FileKey]) {
-        if files.is_empty() {
-            return;
-        }
         if is_current(n) {
             n.local.displaced = Displaced::NONE;
             return;

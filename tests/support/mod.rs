@@ -185,6 +185,13 @@ pub fn use_server() -> &'static Server {
     s
 }
 
+/// An inventory date's folder name as the moment `--at` takes:
+/// 2024-11-02T01-00Z -> 2024-11-02T01:00:00Z.
+pub fn date_moment(date: &str) -> String {
+    let (day, hm) = date.split_once('T').unwrap();
+    format!("{day}T{}:00Z", hm.trim_end_matches('Z').replace('-', ":"))
+}
+
 pub fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes)
         .iter()
