@@ -108,16 +108,24 @@ impl Inventory {
 
     /// Every date folder, oldest first, complete or not.
     pub fn dates(&self) -> Result<Vec<DateEntry>> {
-        Ok(self.scan()?.0)
+        Ok(self.scan(None)?.0)
+    }
+
+    /// The date folders from `from` on (that one included), oldest first: what a backup
+    /// that has applied `from` still needs to know. On S3 that is one listing request
+    /// however many years of dates lie before it, where [`Inventory::dates`] pays a listing
+    /// of the top level and one per year.
+    pub fn dates_from(&self, from: &InventoryDate) -> Result<Vec<DateEntry>> {
+        Ok(self.scan(Some(from))?.0)
     }
 
     /// The date folders, and the folders shaped like a date that are not one (month 13,
     /// hour 24, Feb 29 of a common year: skipped by every command, listed by `dates`).
     pub fn dates_with_invalid(&self) -> Result<(Vec<DateEntry>, Vec<String>)> {
-        self.scan()
+        self.scan(None)
     }
 
-    fn scan(&self) -> Result<(Vec<DateEntry>, Vec<String>)> {
+    fn scan(&self, from: Option<&InventoryDate>) -> Result<(Vec<DateEntry>, Vec<String>)> {
         let mut invalid = Vec::new();
         let mut date_folder = |name: &str, under: &dyn std::fmt::Debug| {
             let date = date_folder(name, under);
@@ -149,6 +157,9 @@ impl Inventory {
                     let Some(date) = name.to_str().and_then(|n| date_folder(n, dir)) else {
                         continue;
                     };
+                    if from.is_some_and(|f| date < *f) {
+                        continue;
+                    }
                     note(date.clone(), None);
                     for name in ["manifest.json", "manifest.checksum"] {
                         if entry.path().join(name).is_file() {
@@ -162,24 +173,75 @@ impl Inventory {
                 bucket,
                 prefix,
             } => {
-                let top = client.list(bucket, prefix, Some("/"))?;
-                let mut years = std::collections::BTreeSet::new();
-                for p in &top.prefixes {
-                    let name = p[prefix.len()..].trim_end_matches('/');
-                    if let Some(date) = date_folder(name, prefix) {
-                        years.insert(date.as_str()[..4].to_string());
-                        note(date, None);
+                // A key as (its date folder, its file name) when it lies in one.
+                let in_folder = |key: &str| -> Option<(InventoryDate, String)> {
+                    let (folder, file) = key[prefix.len()..].split_once('/')?;
+                    Some((InventoryDate::parse(folder)?, file.to_string()))
+                };
+                if let Some(from) = from {
+                    // The date folders sort before `data/` and `hive/` (a digit is below
+                    // any letter): keys from `from` on, until the first that does not
+                    // begin with a digit, are every later folder's files, on one page per
+                    // 500 dates.
+                    let dated = |key: &str| {
+                        key.as_bytes()
+                            .get(prefix.len())
+                            .is_some_and(u8::is_ascii_digit)
+                    };
+                    let listing = client.list_while(
+                        bucket,
+                        prefix,
+                        None,
+                        Some(&format!("{prefix}{from}")),
+                        |l| l.keys.last().is_none_or(|(k, _)| dated(k)),
+                    )?;
+                    let mut folder_seen = "";
+                    for (key, _) in listing.keys.iter().take_while(|(k, _)| dated(k)) {
+                        let folder = key[prefix.len()..].split('/').next().unwrap_or_default();
+                        if folder != folder_seen {
+                            folder_seen = folder;
+                            // Warned of (and kept for `dates`) when it is not a real date.
+                            let _ = date_folder(folder, prefix);
+                        }
+                        if let Some((date, file)) = in_folder(key) {
+                            note(date.clone(), None);
+                            note(date, Some(&file));
+                        }
                     }
-                }
-                // One listing per year finds the files of every date folder without a
-                // request per folder (dandiarchive has thousands of dates).
-                for year in years {
-                    for (key, _) in client.list(bucket, &format!("{prefix}{year}-"), None)?.keys {
-                        let rest = &key[prefix.len()..];
-                        if let Some((folder, file)) = rest.split_once('/')
-                            && let Some(date) = InventoryDate::parse(folder)
-                        {
-                            note(date, Some(file));
+                } else {
+                    let top = client.list(bucket, prefix, Some("/"))?;
+                    let mut years = std::collections::BTreeSet::new();
+                    for p in &top.prefixes {
+                        let name = p[prefix.len()..].trim_end_matches('/');
+                        if let Some(date) = date_folder(name, prefix) {
+                            years.insert(date.as_str()[..4].to_string());
+                            note(date, None);
+                        }
+                    }
+                    // One listing per year finds the files of every date folder without a
+                    // request per folder (dandiarchive has thousands of dates), the years
+                    // all at once: one round trip, not one per year.
+                    let listings: Vec<Result<crate::s3::Listing>> = std::thread::scope(|s| {
+                        let asked: Vec<_> = years
+                            .iter()
+                            .map(|year| {
+                                let year_prefix = format!("{prefix}{year}-");
+                                s.spawn(move || client.list(bucket, &year_prefix, None))
+                            })
+                            .collect();
+                        asked
+                            .into_iter()
+                            .map(|h| {
+                                h.join()
+                                    .unwrap_or_else(|_| bail!("a listing thread panicked"))
+                            })
+                            .collect()
+                    });
+                    for listing in listings {
+                        for (key, _) in listing?.keys {
+                            if let Some((date, file)) = in_folder(&key) {
+                                note(date, Some(&file));
+                            }
                         }
                     }
                 }
@@ -237,8 +299,8 @@ impl Inventory {
         let mut attempt = 0;
         let manifest = loop {
             attempt += 1;
-            let manifest_bytes = self.read_small(&manifest_rel)?;
-            let checksum = self.read_small(&format!("{date}/manifest.checksum"))?;
+            let (manifest_bytes, checksum) =
+                self.read_two(&manifest_rel, &format!("{date}/manifest.checksum"))?;
             match Manifest::parse_verified(&manifest_bytes, &checksum, &name) {
                 Err(e) if self.is_remote() && is_mismatch(&e) && attempt < READ_ATTEMPTS => {
                     tracing::warn!(
@@ -274,6 +336,22 @@ impl Inventory {
             manifest,
             columns,
             data_files,
+        })
+    }
+
+    /// Two small files at once: on S3 one round trip instead of two (the manifest and its
+    /// checksum, on every date a sync applies).
+    fn read_two(&self, a: &str, b: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+        if !self.is_remote() {
+            return Ok((self.read_small(a)?, self.read_small(b)?));
+        }
+        std::thread::scope(|s| {
+            let second = s.spawn(|| self.read_small(b));
+            let first = self.read_small(a);
+            let second = second
+                .join()
+                .unwrap_or_else(|_| bail!("reading {}: the thread panicked", self.describe(b)));
+            Ok((first?, second?))
         })
     }
 

@@ -71,6 +71,10 @@ pub struct Get<'a> {
     pub if_match: Option<&'a str>,
     /// Ask for S3's additional checksums (`x-amz-checksum-mode: ENABLED`).
     pub checksums: bool,
+    /// `?partNumber=N`: one part of a multipart upload, which S3 answers with 206 and the
+    /// part's place in `Content-Range` (a server that does not know it sends the whole
+    /// object with 200).
+    pub part_number: Option<u32>,
     pub patience: Patience,
 }
 
@@ -83,6 +87,7 @@ impl<'a> Get<'a> {
             range: None,
             if_match: None,
             checksums: false,
+            part_number: None,
             patience: Patience::Object,
         }
     }
@@ -172,6 +177,9 @@ impl S3Client {
     /// GET an object (or a version, or a byte range of it), retrying transient failures.
     pub fn get(&self, g: &Get) -> Result<Response> {
         let mut query = Vec::new();
+        if let Some(n) = g.part_number {
+            query.push(("partNumber", n.to_string()));
+        }
         if let Some(v) = g.version_id {
             query.push(("versionId", v.to_string()));
         }
@@ -264,6 +272,20 @@ impl S3Client {
 
     /// Lists keys and common prefixes under `prefix`, following continuation tokens.
     pub fn list(&self, bucket: &str, prefix: &str, delimiter: Option<&str>) -> Result<Listing> {
+        self.list_while(bucket, prefix, delimiter, None, |_| true)
+    }
+
+    /// Lists from the first key after `start_after` (S3's own `start-after`: the keys before
+    /// it cost no request), and asks for the next page only while `more(listing so far)`:
+    /// a caller that knows where its keys end stops there instead of paging through the rest.
+    pub fn list_while(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        mut more: impl FnMut(&Listing) -> bool,
+    ) -> Result<Listing> {
         let mut listing = Listing::default();
         let mut token: Option<String> = None;
         loop {
@@ -276,6 +298,9 @@ impl S3Client {
             }
             query.push(("encoding-type", "url".to_string()));
             query.push(("prefix", prefix.to_string()));
+            if let (None, Some(after)) = (&token, start_after) {
+                query.push(("start-after", after.to_string()));
+            }
             let request = Request {
                 method: Method::GET,
                 bucket,
@@ -313,7 +338,7 @@ impl S3Client {
                 listing.prefixes.push(url_decode(&p.prefix)?);
             }
             match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
+                Some(t) if !t.is_empty() && more(&listing) => token = Some(t),
                 _ => return Ok(listing),
             }
         }
@@ -378,6 +403,7 @@ impl S3Client {
         loop {
             attempt += 1;
             THROTTLE.wait();
+            tracing::trace!(target: "s3invbackup::requests", "request: HEAD s3://{bucket}/ (region)");
             let error = match self.http.head(url.clone()).send() {
                 Ok(r) => {
                     let header = r
@@ -474,6 +500,9 @@ impl S3Client {
         loop {
             attempt += 1;
             THROTTLE.wait();
+            // `RUST_LOG=s3invbackup::requests=trace`: every request as it goes out (never
+            // its signature or credentials), to count a step's round trips.
+            tracing::trace!(target: "s3invbackup::requests", "request: {}", r.describe());
             let region = self.region_of(r.bucket)?;
             let url = self.endpoints.url(r.bucket, &region, r.key, &r.query)?;
             let mut headers = r.headers.clone();

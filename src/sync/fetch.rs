@@ -239,10 +239,55 @@ pub struct FetchResult {
 }
 
 /// One byte range of an object, and the MD5 it is checked against when it is a whole part.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Range {
     start: u64,
     len: u64,
+}
+
+impl Range {
+    /// A part asked for by number, whose place its answer will say.
+    const UNKNOWN: Range = Range {
+        start: u64::MAX,
+        len: u64::MAX,
+    };
+}
+
+/// Whether the server answers `GET ?partNumber=N` with that part (AWS, SeaweedFS) or with
+/// the whole object (moto): learnt from the first answer, for the whole process, so that
+/// against the latter only the first multipart objects pay for asking.
+struct PartGets;
+
+static PART_GETS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl PartGets {
+    const WORK: u8 = 1;
+    const IGNORED: u8 = 2;
+
+    fn usable() -> bool {
+        PART_GETS.load(Ordering::Relaxed) != Self::IGNORED
+    }
+
+    fn learn(works: bool) {
+        let was = PART_GETS.swap(
+            if works { Self::WORK } else { Self::IGNORED },
+            Ordering::Relaxed,
+        );
+        if !works && was != Self::IGNORED {
+            tracing::debug!(
+                "the server answers GET ?partNumber= with the whole object: multipart objects \
+                 are planned by HEAD"
+            );
+        }
+    }
+}
+
+/// `Content-Range: bytes FIRST-LAST/TOTAL` as (first, last, total).
+fn content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (span, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last, total) = (first.parse().ok()?, last.parse().ok()?, total.parse().ok()?);
+    (first <= last && last < total).then_some((first, last, total))
 }
 
 /// What S3 itself said about the object (the HEAD of a ranged object, the GET of a whole
@@ -322,9 +367,16 @@ struct RangeDigest {
 /// An object whose ranges are in flight.
 struct ObjectJob {
     request: FetchRequest,
-    ranges: Vec<Range>,
+    /// Where each range lies; for parts asked for by number, learnt from each part's
+    /// answer (`Range::UNKNOWN` until then).
+    ranges: Mutex<Vec<Range>>,
     /// Ranges are the multipart parts: each range's MD5 is kept.
     parts_are_ranges: bool,
+    /// The parts are asked for as `?partNumber=N`, all at once, with no HEAD before.
+    by_part: bool,
+    /// A part's answer showed this way cannot work here (the server ignores partNumber, or
+    /// the object turned out to be under KMS): the object is fetched again by a HEAD plan.
+    needs_head_plan: AtomicBool,
     file: File,
     s3_says: Mutex<S3Says>,
     digests: Mutex<Vec<RangeDigest>>,
@@ -503,7 +555,7 @@ impl Worker<'_> {
             };
             self.limiter.begin_task();
             match task {
-                Task::Object(request, attempt) => self.start_object(request, attempt),
+                Task::Object(request, attempt) => self.start_object(request, attempt, false),
                 Task::Range(job, idx) => self.run_range(job, idx),
             }
             self.limiter.end_task();
@@ -539,9 +591,10 @@ impl Worker<'_> {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn start_object(&self, request: FetchRequest, attempt: u32) {
-        match self.plan(&request) {
+    fn start_object(&self, request: FetchRequest, attempt: u32, head_plan: bool) {
+        match self.plan(&request, head_plan) {
             Ok((ranges, parts_are_ranges, s3_says)) => {
+                let by_part = ranges.first().is_some_and(|r| *r == Range::UNKNOWN);
                 let file = match create_staging(&request.dest, request.size, ranges.len() > 1) {
                     Ok(f) => f,
                     Err(e) => return self.finish(request, Err(FetchError::Local(e))),
@@ -553,8 +606,10 @@ impl Worker<'_> {
                     remaining: AtomicUsize::new(n),
                     failed: Mutex::new(None),
                     request,
-                    ranges,
+                    ranges: Mutex::new(ranges),
                     parts_are_ranges,
+                    by_part,
+                    needs_head_plan: AtomicBool::new(false),
                     file,
                     attempt,
                 });
@@ -570,7 +625,17 @@ impl Worker<'_> {
     /// The ranges to fetch: the multipart parts, or slices of `part_size`; and, for an
     /// object fetched in several ranges, what a HEAD says about it (its checksum cannot come
     /// with a ranged GET).
-    fn plan(&self, r: &FetchRequest) -> Result<(Vec<Range>, bool, S3Says), FetchError> {
+    ///
+    /// A multipart object whose ETag is an MD5 of its parts' MD5s needs no HEAD: its parts
+    /// are asked for by number, all at once (`Range::UNKNOWN` each, placed where each
+    /// answer's `Content-Range` says), and the ETag checks them. Over a long link that
+    /// saves the HEAD's round trip on every such object, and the two HEAD requests. Unless
+    /// `head_plan`, or the server has shown it answers part GETs with the whole object.
+    fn plan(
+        &self,
+        r: &FetchRequest,
+        head_plan: bool,
+    ) -> Result<(Vec<Range>, bool, S3Says), FetchError> {
         let whole = |parts_are_ranges| {
             Ok((
                 vec![Range {
@@ -591,6 +656,13 @@ impl Worker<'_> {
         }
         if !multipart && r.size <= self.opts.part_size.max(1) {
             return whole(false);
+        }
+        if multipart && !head_plan && PartGets::usable() {
+            return Ok((
+                vec![Range::UNKNOWN; parts as usize],
+                true,
+                S3Says::default(),
+            ));
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let head = || {
@@ -641,6 +713,50 @@ impl Worker<'_> {
         Ok((ranges, false, says))
     }
 
+    /// Where part `idx` lies, from its answer's `Content-Range`, recorded in the job. An
+    /// answer that is not a part (a 200: the server ignored partNumber) marks the object for
+    /// a HEAD plan; one whose total is not the listed size is not the listed object.
+    fn place_part(
+        &self,
+        job: &ObjectJob,
+        idx: usize,
+        body: &reqwest::blocking::Response,
+    ) -> Result<Range, FetchError> {
+        let r = &job.request;
+        let placed = body
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range);
+        let (first, last, total) = match (body.status().as_u16(), placed) {
+            (206, Some(p)) => p,
+            _ => {
+                PartGets::learn(false);
+                job.needs_head_plan.store(true, Ordering::Relaxed);
+                return Err(FetchError::Other(anyhow!(
+                    "s3://{}/{}: GET ?partNumber={} was not answered with a part",
+                    r.bucket,
+                    r.key,
+                    idx + 1
+                )));
+            }
+        };
+        PartGets::learn(true);
+        if total != r.size {
+            return Err(FetchError::Corrupt(format!(
+                "part {} says the object has {total} bytes, the inventory lists {}",
+                idx + 1,
+                r.size
+            )));
+        }
+        let range = Range {
+            start: first,
+            len: last - first + 1,
+        };
+        job.ranges.lock().expect("lock")[idx] = range;
+        Ok(range)
+    }
+
     fn run_range(&self, job: Arc<ObjectJob>, idx: usize) {
         if job.failed.lock().expect("lock").is_none() {
             match self.download_range(&job, idx) {
@@ -658,8 +774,10 @@ impl Worker<'_> {
     /// GETs one range into place, resuming from the last byte written when the body breaks.
     /// Returns what the range hashed to.
     fn download_range(&self, job: &ObjectJob, idx: usize) -> Result<RangeDigest, FetchError> {
-        let range = job.ranges[idx];
-        let whole = job.ranges.len() == 1;
+        let (range, whole) = {
+            let ranges = job.ranges.lock().expect("lock");
+            (ranges[idx], ranges.len() == 1)
+        };
         // A range's MD5 is only worth computing when it is a whole part or the whole object;
         // a single-part object fetched in slices is hashed once, front to back, at the end
         // (unless it has a CRC, which combines).
@@ -671,7 +789,7 @@ impl Worker<'_> {
         if buf.len() < want {
             buf.resize(want, 0);
         }
-        let result = self.download_range_with(job, range, whole, hash, &mut buf[..want]);
+        let result = self.download_range_with(job, idx, range, whole, hash, &mut buf[..want]);
         self.buffer.set(buf);
         result
     }
@@ -679,7 +797,8 @@ impl Worker<'_> {
     fn download_range_with(
         &self,
         job: &ObjectJob,
-        range: Range,
+        idx: usize,
+        mut range: Range,
         whole: bool,
         hash: bool,
         buf: &mut [u8],
@@ -690,7 +809,8 @@ impl Worker<'_> {
         let mut done = 0u64;
         let mut resumes = 0;
         loop {
-            let byte_range = if whole && done == 0 {
+            let by_number = range == Range::UNKNOWN;
+            let byte_range = if (whole && done == 0) || by_number {
                 None
             } else {
                 Some((range.start + done, Some(range.start + range.len - 1)))
@@ -707,16 +827,26 @@ impl Worker<'_> {
                     // The bytes of a range, or of "the latest", must be of the listed object.
                     if_match: etag_text
                         .as_deref()
-                        .filter(|_| byte_range.is_some() || r.version_id.is_none()),
-                    checksums: byte_range.is_none(),
+                        .filter(|_| byte_range.is_some() || by_number || r.version_id.is_none()),
+                    checksums: byte_range.is_none() && !by_number,
+                    part_number: by_number.then_some(idx as u32 + 1),
                     patience: Patience::Object,
                 })
                 .map_err(FetchError::classify)?;
             self.limiter.record_latency(asked.elapsed());
+            if by_number {
+                range = self.place_part(job, idx, &body)?;
+            }
             let (md5, ck) = hashers.get_or_insert_with(|| {
                 let mut says = job.s3_says.lock().expect("lock");
-                if byte_range.is_none() {
+                if byte_range.is_none() && !job.by_part {
                     *says = S3Says::from_head(&HeadInfo::from_headers(body.headers()));
+                } else if by_number {
+                    // A part's answer carries the object's ETag and encryption (and no
+                    // checksum: none was asked for, the ETag checks the parts).
+                    let h = HeadInfo::from_headers(body.headers());
+                    says.etag = Some(h.etag).filter(|e| !e.is_empty());
+                    says.sse = h.server_side_encryption;
                 }
                 let algorithm = says.checksum.as_ref().and_then(|e| {
                     let usable = whole
@@ -790,15 +920,29 @@ impl Worker<'_> {
     /// Other range threads may still hold the job for a moment, so it is only borrowed.
     fn complete(&self, job: &ObjectJob) {
         let request = job.request.clone();
+        let ranges = job.ranges.lock().expect("lock").clone();
+        // Fetched by part number but under KMS after all: its ETag is no MD5, and a HEAD
+        // plan finds the checksum that can check it.
+        let kms = job.by_part && !job.s3_says.lock().expect("lock").etag_is_md5(&request);
+        if job.needs_head_plan.load(Ordering::Relaxed) || kms {
+            let _ = std::fs::remove_file(&request.dest);
+            return self.start_object(request, job.attempt, true);
+        }
         let outcome = match job.failed.lock().expect("lock").take() {
             Some(e) => Err(e),
+            None if job.by_part && !tiles(&ranges, request.size) => {
+                Err(FetchError::Corrupt(format!(
+                    "its parts do not cover its {} bytes one after the other",
+                    request.size
+                )))
+            }
             None => {
                 let digests = job.digests.lock().expect("lock");
                 let says = job.s3_says.lock().expect("lock");
                 verify(
                     &request,
                     &job.file,
-                    &job.ranges,
+                    &ranges,
                     job.parts_are_ranges,
                     &digests,
                     &says,
@@ -826,7 +970,7 @@ impl Worker<'_> {
                 self.counters
                     .retried_corrupt
                     .fetch_add(1, Ordering::Relaxed);
-                self.start_object(request, 1);
+                self.start_object(request, 1, !job.by_part);
             }
             Err(e) => {
                 // An unverified file is never left where a verified one is expected.
@@ -836,12 +980,12 @@ impl Worker<'_> {
             Ok(v) => {
                 // Parts of one size but the last: that size is all fsck needs to check
                 // the multipart ETag offline.
-                let uniform = job.ranges.len() > 1
-                    && job.ranges[..job.ranges.len() - 1]
+                let uniform = ranges.len() > 1
+                    && ranges[..ranges.len() - 1]
                         .iter()
-                        .all(|r| r.len == job.ranges[0].len);
+                        .all(|r| r.len == ranges[0].len);
                 let part_size = if job.parts_are_ranges && uniform {
-                    job.ranges[0].len
+                    ranges[0].len
                 } else {
                     0
                 };
@@ -859,6 +1003,20 @@ impl Worker<'_> {
             }
         }
     }
+}
+
+/// The parts, in order, lie one after the other from byte 0 to the end: what the answers
+/// said of each part's place adds up to the object (a gap would be zeros in the file that
+/// no part's MD5 covered).
+fn tiles(ranges: &[Range], size: u64) -> bool {
+    let mut next = 0;
+    for r in ranges {
+        if r.start != next {
+            return false;
+        }
+        next = r.start + r.len;
+    }
+    next == size
 }
 
 /// The `versionId` to send: the id, `null` for pre-versioning objects.

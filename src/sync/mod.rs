@@ -270,7 +270,10 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
     let mut existing = Backup::open(&opts.backup)?
         .map(|b| part_to_write(b, opts.shard, dry_run))
         .transpose()?;
-    let entries: Vec<DateEntry> = inventory.dates()?;
+    let entries: Vec<DateEntry> = match listing_start(existing.as_ref(), opts)? {
+        Some(from) => inventory.dates_from(&from)?,
+        None => inventory.dates()?,
+    };
     let complete: Vec<InventoryDate> = entries
         .iter()
         .filter(|e| e.is_complete())
@@ -343,6 +346,27 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
         path_filter,
         report,
     })
+}
+
+/// Where the date listing may start: a backup that has applied (or begun) a date needs no
+/// folder before it, and over a long link the listing of years of dates is most of a quiet
+/// night's fixed cost. `--start-date` and `--end-date` are checked against every date (a
+/// start given again, or a date before the last applied, must be told apart), so with
+/// either the whole inventory is listed.
+fn listing_start(existing: Option<&Backup>, opts: &SyncOptions) -> Result<Option<InventoryDate>> {
+    let Some(b) = existing else { return Ok(None) };
+    if opts.start_date.is_some() || opts.end_date.is_some() {
+        return Ok(None);
+    }
+    let state = b.read_state()?;
+    let pending = b.pending_run(&state)?.map(|p| p.summary.date);
+    Ok(state
+        .last_applied()
+        .map(str::to_string)
+        .into_iter()
+        .chain(pending)
+        .min()
+        .and_then(|d| InventoryDate::parse(&d)))
 }
 
 /// Plans every date the sync would apply and hands each step to `on_step`; changes nothing.
