@@ -7,6 +7,8 @@ mod support;
 use s3invbackup::index::IndexReader;
 use support::*;
 
+const STEM: &str = "s3invbackup";
+
 fn dump_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
     let out = cli()
         .arg("dump")
@@ -407,4 +409,96 @@ fn a_sync_reads_a_damaged_inventory_transfer_again() {
         .stderr(predicates::str::contains("MD5 mismatch: expected"));
     proxy.set_rules(serde_json::json!([]));
     assert!(!never.exists(), "a refused first sync left a backup behind");
+}
+
+/// A backup that has applied a date lists the inventory from that date on, in one request,
+/// however many earlier folders there are; what it finds after it (a newer date, one still
+/// being delivered, a folder that is not a date) is what the whole listing finds.
+#[test]
+fn a_sync_lists_the_inventory_from_its_last_applied_date() {
+    use_server();
+    let fx = fixture("list-from-last", &["--days", "3"]);
+    let dates = fx.dates();
+    assert!(dates.len() >= 3, "{dates:?}");
+    // Years of earlier reports (one in 2019), a folder after the last date with only its
+    // manifest (still being delivered), and one shaped like a date that is not one.
+    let prefix = fx
+        .s3_url
+        .trim_start_matches("s3://inventories/")
+        .to_string();
+    let put = std::process::Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="testkey",
+                  aws_secret_access_key="testsecret", region_name="us-east-1")
+p, first = sys.argv[2], sys.argv[3]
+for n in ("manifest.json", "manifest.checksum"):
+    body = s3.get_object(Bucket="inventories", Key=f"{p}{first}/{n}")["Body"].read()
+    s3.put_object(Bucket="inventories", Key=f"{p}2019-03-01T01-00Z/{n}", Body=body)
+s3.put_object(Bucket="inventories", Key=f"{p}2030-01-01T01-00Z/manifest.json", Body=b"{}")
+s3.put_object(Bucket="inventories", Key=f"{p}2029-13-01T01-00Z/manifest.json", Body=b"{}")
+"#,
+        ])
+        .arg(&server().endpoint)
+        .arg(&prefix)
+        .arg(&dates[0])
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup");
+    // The fixture holds a version that cannot be fetched (exit 2: the rest is backed up).
+    let fine = |a: &assert_cmd::assert::Assert| matches!(a.get_output().status.code(), Some(0 | 2));
+    let first = cli()
+        .args(["sync", &fx.s3_url])
+        .arg(&backup)
+        .args(["--end-date", &dates[1], "--progress", "none"])
+        .assert();
+    assert!(fine(&first), "{first:?}");
+    let night = cli()
+        .env("RUST_LOG", "warn,s3invbackup::requests=trace")
+        .args(["sync", &fx.s3_url])
+        .arg(&backup)
+        .args(["--progress", "none"])
+        .assert();
+    assert!(fine(&night), "{night:?}");
+    let stderr = String::from_utf8_lossy(&night.get_output().stderr).into_owned();
+    let listings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("request: GET s3://inventories/?list-type=2"))
+        .collect();
+    assert_eq!(listings.len(), 1, "{listings:#?}");
+    assert!(
+        listings[0].contains(&format!("start-after={prefix}{}", dates[1])),
+        "{listings:#?}"
+    );
+    assert!(
+        stderr.contains("2030-01-01T01-00Z is not complete yet"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"2029-13-01T01-00Z\""), "{stderr}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backup.join(format!(".{STEM}/state.json"))).unwrap())
+            .unwrap();
+    let applied: Vec<&str> = state["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["date"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        applied,
+        dates[1..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // The whole listing (`dates`) still sees every folder, the one from 2019 first.
+    let all = cli().args(["dates", &fx.s3_url]).assert().success();
+    let all = String::from_utf8_lossy(&all.get_output().stdout).into_owned();
+    assert!(all.starts_with("2019-03-01T01-00Z"), "{all}");
+    assert!(all.contains(&dates[0]), "{all}");
 }

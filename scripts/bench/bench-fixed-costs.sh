@@ -8,8 +8,8 @@
 #
 # Per RTT and per binary (this build, and BASELINE's if given, alternating), wall seconds of:
 #   dates   `dates s3://…`: every date folder listed;
-#   first   the first backup of the newest-but-one date: 200 small objects and 100 multipart
-#           objects of 4 parts (`sync --end-date`, which lists every date);
+#   first   the first backup of the newest-but-one date: 200 small objects and 50 multipart
+#           objects of 2 parts (5 MiB + 1 KiB) (`sync --end-date`, which lists every date);
 #   night   the next date, with nothing new to fetch: listing, manifest, data files, plan;
 #   quiet   the same command again, with no date to apply.
 # For this build also the requests each made (`RUST_LOG=s3invbackup::requests=trace`).

@@ -5,8 +5,8 @@ bucket's inventory destination has after a few years of daily reports.
     bench_fixed_costs_setup.py --endpoint URL --bucket B --inventory-bucket I --out DIR
         [--keys N] [--multipart M] [--history DAYS]
 
-Uploads N small keys and M multipart objects (4 parts of 256 KiB: SeaweedFS has no minimum
-part size) to the versioned bucket B, and writes into I under `inv/B/all/`:
+Uploads N small keys and M multipart objects (2 parts: 5 MiB, SeaweedFS's minimum, and
+1 KiB) to the versioned bucket B, and writes into I under `inv/B/all/`:
   - the date after the history (`--history` days of date folders before it, each holding a
     copy of that date's manifest.json and manifest.checksum: what a listing must walk);
   - the last date, the same rows a day later (a night with nothing new to fetch).
@@ -32,7 +32,7 @@ def main():
     p.add_argument("--bucket", required=True)
     p.add_argument("--inventory-bucket", required=True)
     p.add_argument("--keys", type=int, default=200)
-    p.add_argument("--multipart", type=int, default=100)
+    p.add_argument("--multipart", type=int, default=50)
     p.add_argument("--history", type=int, default=1500)
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -49,8 +49,8 @@ def main():
         key = f"nwb/sub-{i}/file.nwb"
         mp = s3.create_multipart_upload(Bucket=a.bucket, Key=key)
         parts = []
-        for n in range(1, 5):
-            body = random.Random(i * 10 + n).randbytes(256 * 1024)
+        for n, size in ((1, 5 << 20), (2, 1024)):
+            body = random.Random(i * 10 + n).randbytes(size)
             r = s3.upload_part(Bucket=a.bucket, Key=key, UploadId=mp["UploadId"], PartNumber=n, Body=body)
             parts.append({"PartNumber": n, "ETag": r["ETag"]})
         s3.complete_multipart_upload(Bucket=a.bucket, Key=key, UploadId=mp["UploadId"],
