@@ -7,8 +7,6 @@ mod support;
 use s3invbackup::index::IndexReader;
 use support::*;
 
-const STEM: &str = "s3invbackup";
-
 fn dump_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
     let out = cli()
         .arg("dump")
@@ -483,19 +481,7 @@ s3.put_object(Bucket="inventories", Key=f"{p}2029-13-01T01-00Z/manifest.json", B
         "{stderr}"
     );
     assert!(stderr.contains("\"2029-13-01T01-00Z\""), "{stderr}");
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(backup.join(format!(".{STEM}/state.json"))).unwrap())
-            .unwrap();
-    let applied: Vec<&str> = state["applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["date"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        applied,
-        dates[1..].iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    assert_eq!(applied_dates(&backup), dates[1..]);
     // The whole listing (`dates`) still sees every folder, the one from 2019 first.
     let all = cli().args(["dates", &fx.s3_url]).assert().success();
     let all = String::from_utf8_lossy(&all.get_output().stdout).into_owned();

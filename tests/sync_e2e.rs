@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use support::backup_model::{Model, differences, snapshot};
-use support::{cli, fixture, fixture_stepper, hold_lock, use_server};
+use support::{applied_dates, cli, fixture, fixture_stepper, hold_lock, use_server};
 
 const STEM: &str = "s3invbackup";
 const BAD_KEYS: [&str; 2] = [
@@ -526,18 +526,6 @@ fn content_snapshot(backup: &Path) -> Vec<(String, u64, i64, String)> {
             let md5 = support::md5_hex(&std::fs::read(backup.join(&p)).unwrap());
             (p, size, mtime, md5)
         })
-        .collect()
-}
-
-fn applied_dates(backup: &Path) -> Vec<String> {
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(backup.join(format!(".{STEM}/state.json"))).unwrap())
-            .unwrap();
-    state["applied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["date"].as_str().unwrap().to_string())
         .collect()
 }
 

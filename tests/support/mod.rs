@@ -511,3 +511,16 @@ impl Drop for HeldLock {
         let _ = self.0.wait();
     }
 }
+
+/// The dates a backup's state.json says were applied, in order.
+pub fn applied_dates(backup: &Path) -> Vec<String> {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backup.join(".s3invbackup/state.json")).unwrap())
+            .unwrap();
+    state["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["date"].as_str().unwrap().to_string())
+        .collect()
+}
