@@ -1250,6 +1250,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn content_ranges() {
+        assert_eq!(
+            content_range("bytes 0-5242879/10486760"),
+            Some((0, 5_242_879, 10_486_760))
+        );
+        assert_eq!(content_range("bytes 7-7/8"), Some((7, 7, 8)));
+        // Past the end, backwards, unknown total, not bytes, not numbers.
+        for bad in [
+            "bytes 0-8/8",
+            "bytes 5-4/8",
+            "bytes 0-4/*",
+            "items 0-4/8",
+            "bytes a-4/8",
+            "bytes */8",
+        ] {
+            assert_eq!(content_range(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parts_must_tile_the_object() {
+        let r = |start, len| Range { start, len };
+        assert!(tiles(&[r(0, 5), r(5, 6), r(11, 1)], 12));
+        assert!(!tiles(&[r(0, 5), r(6, 6)], 12), "a gap");
+        assert!(!tiles(&[r(0, 6), r(5, 7)], 12), "an overlap");
+        assert!(!tiles(&[r(0, 5), r(5, 6)], 12), "short of the end");
+        assert!(!tiles(&[r(5, 6), r(0, 5)], 11), "out of order");
+    }
+
+    #[test]
     fn http_dates() {
         assert_eq!(
             Timestamp::parse_http_date("Wed, 12 Oct 2009 17:50:00 GMT")
