@@ -287,7 +287,8 @@ fn md5_file(p: &Path) -> String {
 
 /// A multipart object's parts are asked for by number, all at once, with no HEAD before
 /// them (over a long link that HEAD was a round trip per object): the parts land where each
-/// answer's Content-Range puts them, whatever their sizes, and the ETag checks them.
+/// answer's Content-Range puts them, whatever their sizes, and the ETag checks them. A server
+/// that ignores part GETs (moto) gets the HEAD plan after its first answer.
 #[test]
 fn multipart_parts_are_fetched_by_number_without_a_head() {
     use_server();
@@ -316,6 +317,13 @@ fn multipart_parts_are_fetched_by_number_without_a_head() {
     );
     let requests: Vec<&str> = stderr.lines().filter(|l| l.contains("request: ")).collect();
     let heads: Vec<&&str> = requests.iter().filter(|l| l.contains("HEAD ")).collect();
+    if server_kind() == "moto" {
+        // moto answers a part GET with the whole object: the object is planned by HEADs
+        // after the first answer, as before part GETs (one HEAD per part: they are uneven).
+        assert_eq!(heads.len(), 5, "{requests:#?}");
+        assert!(stderr.contains("multipart ETag matches"), "{stderr}");
+        return;
+    }
     // `get` knows nothing of the object but its name: one HEAD learns its size and ETag.
     assert_eq!(heads.len(), 1, "{requests:#?}");
     assert!(!heads[0].contains("partNumber"), "{requests:#?}");
