@@ -173,11 +173,6 @@ impl Inventory {
                 bucket,
                 prefix,
             } => {
-                // A key as (its date folder, its file name) when it lies in one.
-                let in_folder = |key: &str| -> Option<(InventoryDate, String)> {
-                    let (folder, file) = key[prefix.len()..].split_once('/')?;
-                    Some((InventoryDate::parse(folder)?, file.to_string()))
-                };
                 if let Some(from) = from {
                     // The date folders sort before `data/` and `hive/` (a digit is below
                     // any letter): keys from `from` on, until the first that does not
@@ -195,17 +190,18 @@ impl Inventory {
                         Some(&format!("{prefix}{from}")),
                         |l| l.keys.last().is_none_or(|(k, _)| dated(k)),
                     )?;
-                    let mut folder_seen = "";
+                    // Each folder parsed once (a folder not a real date is warned of, and
+                    // kept for `dates`), then each of its files noted.
+                    let mut folder: (&str, Option<InventoryDate>) = ("", None);
                     for (key, _) in listing.keys.iter().take_while(|(k, _)| dated(k)) {
-                        let folder = key[prefix.len()..].split('/').next().unwrap_or_default();
-                        if folder != folder_seen {
-                            folder_seen = folder;
-                            // Warned of (and kept for `dates`) when it is not a real date.
-                            let _ = date_folder(folder, prefix);
+                        let Some((name, file)) = key[prefix.len()..].split_once('/') else {
+                            continue;
+                        };
+                        if name != folder.0 {
+                            folder = (name, date_folder(name, prefix));
                         }
-                        if let Some((date, file)) = in_folder(key) {
-                            note(date.clone(), None);
-                            note(date, Some(&file));
+                        if let Some(date) = &folder.1 {
+                            note(date.clone(), Some(file));
                         }
                     }
                 } else {
@@ -239,8 +235,10 @@ impl Inventory {
                     });
                     for listing in listings {
                         for (key, _) in listing?.keys {
-                            if let Some((date, file)) = in_folder(&key) {
-                                note(date, Some(&file));
+                            if let Some((folder, file)) = key[prefix.len()..].split_once('/')
+                                && let Some(date) = InventoryDate::parse(folder)
+                            {
+                                note(date, Some(file));
                             }
                         }
                     }

@@ -270,7 +270,9 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
     let mut existing = Backup::open(&opts.backup)?
         .map(|b| part_to_write(b, opts.shard, dry_run))
         .transpose()?;
-    let entries: Vec<DateEntry> = match listing_start(existing.as_ref(), opts)? {
+    // Read once, before the listing (whose start it decides) and for the dates to apply.
+    let progress = existing.as_ref().map(progress).transpose()?;
+    let entries: Vec<DateEntry> = match listing_start(progress.as_ref(), opts) {
         Some(from) => inventory.dates_from(&from)?,
         None => inventory.dates()?,
     };
@@ -304,13 +306,11 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
         let whole = create_sharded(opts, &inventory, &first, path_filter.as_ref(), id)?;
         existing = Some(part_to_write(whole, opts.shard, dry_run)?);
     }
-    let state = match &existing {
-        Some(b) => b.read_state()?,
-        None => State::default(),
-    };
-    let pending = match &existing {
-        Some(b) => b.pending_run(&state)?.map(|p| p.summary.date),
-        None => None,
+    let (state, pending) = match (progress, &existing) {
+        (Some(p), _) => p,
+        // Created just now, by the first shard.
+        (None, Some(b)) => self::progress(b)?,
+        (None, None) => (State::default(), None),
     };
     // A shard starts where the backup began, whenever it first runs.
     let mut opts_here;
@@ -353,20 +353,27 @@ fn prepare(opts: &SyncOptions, dry_run: bool) -> Result<Prepared> {
 /// night's fixed cost. `--start-date` and `--end-date` are checked against every date (a
 /// start given again, or a date before the last applied, must be told apart), so with
 /// either the whole inventory is listed.
-fn listing_start(existing: Option<&Backup>, opts: &SyncOptions) -> Result<Option<InventoryDate>> {
-    let Some(b) = existing else { return Ok(None) };
+fn listing_start(
+    progress: Option<&(State, Option<String>)>,
+    opts: &SyncOptions,
+) -> Option<InventoryDate> {
+    let (state, pending) = progress?;
     if opts.start_date.is_some() || opts.end_date.is_some() {
-        return Ok(None);
+        return None;
     }
+    state
+        .last_applied()
+        .into_iter()
+        .chain(pending.as_deref())
+        .min()
+        .and_then(InventoryDate::parse)
+}
+
+/// A backup's state and the date of the run still pending in it, if any.
+fn progress(b: &Backup) -> Result<(State, Option<String>)> {
     let state = b.read_state()?;
     let pending = b.pending_run(&state)?.map(|p| p.summary.date);
-    Ok(state
-        .last_applied()
-        .map(str::to_string)
-        .into_iter()
-        .chain(pending)
-        .min()
-        .and_then(|d| InventoryDate::parse(&d)))
+    Ok((state, pending))
 }
 
 /// Plans every date the sync would apply and hands each step to `on_step`; changes nothing.
