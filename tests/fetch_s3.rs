@@ -317,9 +317,11 @@ fn multipart_parts_are_fetched_by_number_without_a_head() {
     );
     let requests: Vec<&str> = stderr.lines().filter(|l| l.contains("request: ")).collect();
     let heads: Vec<&&str> = requests.iter().filter(|l| l.contains("HEAD ")).collect();
-    if server_kind() == "moto" {
-        // moto answers a part GET with the whole object: the object is planned by HEADs
-        // after the first answer, as before part GETs (one HEAD per part: they are uneven).
+    if server_kind() == "moto" && heads.len() > 1 {
+        // moto has been seen to answer a part GET with the whole object (some runs, some
+        // versions): then the object is planned by HEADs after the first answer, as before
+        // part GETs (one HEAD per part: they are uneven). Where it answers with the part,
+        // the checks below hold as on SeaweedFS.
         assert_eq!(heads.len(), 5, "{requests:#?}");
         assert!(stderr.contains("multipart ETag matches"), "{stderr}");
         return;
