@@ -18,6 +18,7 @@ Only loopback addresses are used, and the server is never reached by name.
 import argparse
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,11 +29,48 @@ import urllib.request
 
 
 def free_port():
-    # Ports +10000 are SeaweedFS's default gRPC offsets; ask for every gRPC port explicitly
-    # instead, so only the ports handed out here are ever bound.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct free loopback ports, below the kernel's ephemeral range.
+
+    weed binds its ports one service at a time, seconds after they are chosen. A port from
+    the ephemeral range can be taken in between as the local end of any outgoing connection
+    (tests make thousands), and weed then dies on the bind with exit 255. Below that range
+    only explicit binds take ports. The sockets stay bound until all n are chosen, so no port
+    is handed out twice. gRPC ports are asked for explicitly, never left to weed's +10000."""
+    low, high = ephemeral_range()
+    candidates = list(range(10000, low)) if low > 12000 else []
+    random.shuffle(candidates)
+    socks = []
+    try:
+        for port in candidates:
+            if len(socks) == n:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+                socks.append(s)
+            except OSError:
+                s.close()
+        while len(socks) < n:  # no room below the range: fall back to the kernel's choice
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = f.read().split()
+            return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def weed_binary():
@@ -45,12 +83,43 @@ def start(args):
     os.makedirs(args.dir, exist_ok=True)
     if args.kind == "moto":
         return start_moto(args)
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-        "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
-        "admin.port", "admin.port.grpc", "webdav.port")}
+    # A port chosen here can still be taken by another process before weed binds it (tests
+    # and benchmarks start servers side by side); weed then exits at once. Such a start is
+    # tried again on fresh ports; an exit after the S3 port answered is never retried.
+    for attempt in range(1, 4):
+        proc, endpoint, log_path = launch_weed(args)
+        deadline = time.time() + args.timeout
+        while True:
+            if proc.poll() is not None:
+                break
+            if answers(endpoint):
+                break
+            if time.time() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                sys.exit(f"weed did not answer on {endpoint} within {args.timeout}s; "
+                         f"see {log_path}")
+            time.sleep(0.2)
+        if proc.poll() is None:
+            break
+        print(f"weed exited with {proc.returncode} before answering (attempt {attempt}); "
+              f"log tail:\n{tail(log_path)}", file=sys.stderr)
+    else:
+        sys.exit(f"weed exited before answering, 3 times; see {log_path}")
+    if args.watch_pid:
+        watchdog(args.watch_pid, proc.pid)
+    print(json.dumps({"pid": proc.pid, "endpoint": endpoint, "dir": args.dir, "log": log_path}),
+          flush=True)
+
+
+def launch_weed(args):
+    names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+             "admin.port", "admin.port.grpc", "webdav.port")
+    ports = dict(zip(names, free_ports(len(names))))
     cmd = [weed_binary(), "mini", f"-dir={args.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+           # Nothing leaves loopback: weed reports statistics to seaweedfs.com by default.
+           "-master.telemetry=false",
            # Every bucket is a collection with volumes of its own. Left to itself (0), weed
            # allows free disk / volume size limit volumes: with 10 GB free that is 9, and the
            # tenth bucket's PutObject fails with InternalError ("no free volumes left").
@@ -65,21 +134,15 @@ def start(args):
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             cwd=args.dir, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    deadline = time.time() + args.timeout
-    while True:
-        if proc.poll() is not None:
-            sys.exit(f"weed exited with {proc.returncode} before answering; see {log_path}")
-        if answers(endpoint):
-            break
-        if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            sys.exit(f"weed did not answer on {endpoint} within {args.timeout}s; see {log_path}")
-        time.sleep(0.2)
-    if args.watch_pid:
-        watchdog(args.watch_pid, proc.pid)
-    print(json.dumps({"pid": proc.pid, "endpoint": endpoint, "dir": args.dir, "log": log_path}),
-          flush=True)
+    return proc, f"http://127.0.0.1:{ports['s3.port']}", log_path
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, "rb") as f:
+            return b"".join(f.readlines()[-lines:]).decode("utf-8", "replace")
+    except OSError as e:
+        return f"({e})"
 
 
 def start_moto(args):
